@@ -1,0 +1,28 @@
+# Two entry points, each self-contained on a fresh machine with Python 3.10+:
+#   make demo   set up .venv and run the main job
+#   make test   set up .venv and run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SHARED ?= ../shared/data/lmlm-annotated
+CORPORA = $(filter-out %database.json,$(wildcard $(SHARED)/*.json))
+
+.PHONY: demo test setup clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned here (the CPU build); the package itself only asks for a range.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/lmlm markup check $(CORPORA)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,5 @@
+import sys
+
+from lmlm.cli import main
+
+sys.exit(main())
