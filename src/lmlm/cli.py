@@ -36,6 +36,126 @@ def _markup_convert(args) -> None:
     print(f"wrote {report['examples']} examples to {report['file']} ({report['malformed_dropped']} malformed pieces dropped)")
 
 
+def _print(report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        for key, value in report.items():
+            print(f"{key:>20}: {value}")
+
+
+def _open_kb(args):
+    from lmlm.kb import SqliteKB
+
+    return SqliteKB(args.kb, encoder=getattr(args, "encoder", None))
+
+
+def _kb_build(args) -> None:
+    from lmlm.kb.io import build
+
+    report = build(args.files, args.out, encoder=args.encoder, embed=not args.no_embed)
+    for path, stats in report["files"].items():
+        print(f"{path}: {stats['added']} added, {stats['duplicates']} duplicates, {stats['invalid']} invalid")
+    _print(report["stats"], False)
+
+
+def _kb_import(args) -> None:
+    from lmlm.kb import SqliteKB
+    from lmlm.kb.io import import_files
+
+    with SqliteKB(args.out, encoder=args.encoder, create=True) as kb:
+        for path, stats in import_files(kb, args.files).items():
+            print(f"{path}: {stats['added']} added, {stats['duplicates']} duplicates, {stats['invalid']} invalid")
+        if not args.no_embed:
+            kb.embed()
+        _print(kb.stats(), False)
+
+
+def _kb_export(args) -> None:
+    from lmlm.kb.io import export
+
+    with _open_kb(args) as kb:
+        print(f"wrote {export(kb.triplets(), args.out)} triplets to {args.out}")
+
+
+def _kb_query(args) -> None:
+    from lmlm.kb.io import read_queries
+
+    if args.batch:
+        pairs = read_queries(args.batch)
+    elif args.entity is not None and args.relation is not None:
+        pairs = [(args.entity, args.relation)]
+    else:
+        raise LmlmError("give --entity and --relation, or --batch QUERIES.jsonl")
+    with _open_kb(args) as kb:
+        for result in kb.lookup_many(pairs, mode=args.mode):
+            record = result.to_dict()
+            if args.json:
+                print(json.dumps(record, ensure_ascii=False))
+            else:
+                found = f"{record['entity']} / {record['relation']}" if record["value"] is not None else "-"
+                print(f"{record['value']!s:<40} {record['tier']:<6} {record['score']:.3f}  {found}")
+
+
+def _kb_edit(args) -> None:
+    with _open_kb(args) as kb:
+        if args.command == "add":
+            result = vars(kb.add(args.entity, args.relation, args.value))
+        elif args.command == "update":
+            result = vars(kb.update(args.id, args.value))
+        elif args.command == "delete":
+            result = vars(kb.delete(args.id))
+        else:
+            result = {"entity": args.entity, "facts_forgotten": kb.forget(args.entity)}
+        _print(result, args.json)
+
+
+def _kb_stats(args) -> None:
+    with _open_kb(args) as kb:
+        _print(kb.stats(), args.json)
+
+
+def _add_kb_commands(stages) -> None:
+    kb = stages.add_parser("kb", help="build, query and edit a knowledge base").add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, run, help, kb_arg=True):
+        p = kb.add_parser(name, help=help)
+        if kb_arg:
+            p.add_argument("kb", metavar="KB", help="knowledge base file (SQLite)")
+        p.add_argument("--encoder", default=None, help="sentence encoder: a sentence-transformers path or name, default all-MiniLM-L6-v2")
+        p.set_defaults(run=run)
+        return p
+
+    for name, run, help in (("build", _kb_build, "build a fresh KB from annotated corpora, database JSON or JSONL triplets"),
+                            ("import", _kb_import, "add triplets from files to a KB (created if missing)")):
+        p = command(name, run, help, kb_arg=False)
+        p.add_argument("files", nargs="+", metavar="FILE")
+        p.add_argument("--out", required=True, metavar="KB")
+        p.add_argument("--no-embed", action="store_true", help="skip computing vectors now (they are computed at the first fuzzy lookup)")
+    p = command("export", _kb_export, "write live triplets as database JSON (.json) or JSONL (.jsonl)")
+    p.add_argument("--out", required=True)
+    p = command("query", _kb_query, "look facts up")
+    p.add_argument("--entity")
+    p.add_argument("--relation")
+    p.add_argument("--batch", metavar="QUERIES.jsonl", help='lines of {"entity", "relation"}; one result line each, in order')
+    p.add_argument("--mode", choices=["default", "reference"], default="default")
+    p.add_argument("--json", action="store_true")
+    p = command("add", _kb_edit, "add a fact")
+    for field in ("--entity", "--relation", "--value"):
+        p.add_argument(field, required=True)
+    p = command("update", _kb_edit, "change a fact's value")
+    p.add_argument("id", type=int)
+    p.add_argument("--value", required=True)
+    p = command("delete", _kb_edit, "delete a fact")
+    p.add_argument("id", type=int)
+    p = command("forget", _kb_edit, "erase every fact of an entity")
+    p.add_argument("--entity", required=True)
+    for name in ("add", "update", "delete", "forget"):
+        kb.choices[name].add_argument("--json", action="store_true")
+    p = command("stats", _kb_stats, "counts, size, encoder")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlm", description="Large Memory Language Models: annotate, build a KB, train, generate, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -51,12 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", choices=["special", "legacy"], required=True)
     convert.add_argument("--out", required=True)
     convert.set_defaults(run=_markup_convert)
+    _add_kb_commands(stages)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lmlm").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.run(args)
     except LmlmError as e:

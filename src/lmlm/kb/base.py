@@ -1,0 +1,389 @@
+"""Tiered lookup over the SQLite store, edits that take effect at once, and the reference retriever.
+
+Default mode, per (entity, relation) query (DESIGN.md section 3):
+  1. exact: the normalized keys of both match a stored triplet;
+  2. fuzzy, triplet-aware: resolve the entity (exact key, then a name variant, then a sentence-vector
+     neighbour whose name contains every word of the query), then match the relation among that
+     entity's own relations by sentence-vector similarity;
+  3. none.
+A query that resolves to a forgotten entity or a deleted fact gets ``none``: tombstones are part of
+the search, so nothing answers in their place.
+
+Reference mode reproduces the reference retriever: cosine similarity between the query and every
+"entity relation" string, threshold 0.6, top-1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lmlm.errors import LmlmError
+from lmlm.kb import index as vindex
+from lmlm.kb.encoder import DEFAULT_ENCODER, Encoder, load_encoder
+from lmlm.kb.normalize import compact_key, key_tokens, name_variants, normalize_key
+from lmlm.kb.store import MAX_FIELD_CHARS, ImportStats, Store, Triplet, _check_field
+
+log = logging.getLogger(__name__)
+
+Tier = Literal["exact", "fuzzy", "none"]
+Mode = Literal["default", "reference"]
+
+ENTITY_THRESHOLD = 0.5  # cosine for a vector-neighbour entity; the word-containment test does most of the work
+RELATION_THRESHOLD = 0.55  # cosine between query relation and one of the entity's relations (benchmarks/retrieval_quality.py)
+REFERENCE_THRESHOLD = 0.6  # the reference retriever's threshold
+ALIAS_SCORE = 0.95
+ENTITY_NEIGHBOURS = 8
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    value: str | None
+    triplet: Triplet | None
+    score: float
+    tier: Tier
+    nearest: Triplet | None = None  # best live candidate below the thresholds, for a top1_anyway fallback
+
+    def to_dict(self) -> dict:
+        t = self.triplet
+        return {
+            "value": self.value,
+            "entity": t.entity if t else None,
+            "relation": t.relation if t else None,
+            "id": t.id if t else None,
+            "score": round(float(self.score), 4),
+            "tier": self.tier,
+        }
+
+
+NONE = LookupResult(None, None, 0.0, "none")
+
+
+class KnowledgeBase(Protocol):
+    """What the engine, the evaluations and the server need from a knowledge base."""
+
+    def lookup(self, entity: str, relation: str, mode: Mode = "default") -> LookupResult: ...
+    def lookup_many(self, pairs: Sequence[tuple[str, str]], mode: Mode = "default") -> list[LookupResult]: ...
+    def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet: ...
+    def update(self, triplet_id: int, value: str) -> Triplet: ...
+    def delete(self, triplet_id: int) -> Triplet: ...
+    def forget(self, entity: str) -> int: ...
+    def stats(self) -> dict: ...
+
+
+class SqliteKB:
+    """The embedded default: a SQLite file plus faiss indexes beside it, built from stored vectors."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        encoder: str | Encoder | None = None,
+        create: bool = False,
+        entity_threshold: float = ENTITY_THRESHOLD,
+        relation_threshold: float = RELATION_THRESHOLD,
+        reference_threshold: float = REFERENCE_THRESHOLD,
+    ):
+        self.path = Path(path)
+        self.store = Store(self.path, create=create)
+        self.entity_threshold = entity_threshold
+        self.relation_threshold = relation_threshold
+        self.reference_threshold = reference_threshold
+        self._encoder_arg = encoder
+        self._encoder: Encoder | None = None
+        self._indexes: dict[str, object] = {}
+        self._query_vectors: dict[str, np.ndarray] = {}
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> SqliteKB:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- encoder and vectors ------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            arg = self._encoder_arg or self.store.get_meta("encoder") or DEFAULT_ENCODER
+            self._encoder = load_encoder(arg) if isinstance(arg, str) else arg
+            stored = self.store.get_meta("encoder")
+            if stored != self._encoder.name:
+                if stored:
+                    log.warning("%s: vectors were made with %s; recomputing them with %s", self.path, stored, self._encoder.name)
+                with self.store.transaction() as conn:
+                    for table in ("entities", "relations"):
+                        conn.execute(f"UPDATE {table} SET vec=NULL")
+                    conn.execute("DELETE FROM triplet_vec")
+                    self.store.set_meta("encoder", self._encoder.name)
+        return self._encoder
+
+    def embed(self, reference: bool = False) -> dict[str, int]:
+        """Compute every missing vector (batched, stored once) and load or build the indexes."""
+        with self._lock:
+            counts = {t: self._embed_missing(t) for t in ("entities", "relations")}
+            self._index("entities")
+            if reference:
+                counts["triplets"] = self._embed_missing("triplet_vec")
+                self._index("triplet_vec")
+            return counts
+
+    def _embed_missing(self, table: str, batch: int = 4096) -> int:
+        encoder = self.encoder
+        rows = self.store.missing_vectors(table)
+        if not rows:
+            return 0
+        texts = [_reference_text(text) if table == "triplet_vec" else text for _, text in rows]
+        for start in tqdm(range(0, len(rows), batch), desc=f"embedding {table}", unit="batch", disable=len(rows) < batch):
+            ids = [i for i, _ in rows[start : start + batch]]
+            vectors = encoder.encode(texts[start : start + batch])
+            with self.store.transaction():
+                self.store.put_vectors(table, ids, vectors)
+        self._indexes.pop(table, None)
+        return len(rows)
+
+    def _index(self, table: str):
+        """The faiss index over ``table``'s vectors, loaded from its content-named file or built."""
+        if table in self._indexes:
+            return self._indexes[table]
+        self._embed_missing(table)
+        digest = self.store.content_digest(table, salt=self.encoder.name)
+        path = self.path.with_name(f"{self.path.name}.{table}-{digest[:16]}.faiss")
+        if path.exists():
+            index = vindex.load_index(path)
+        else:
+            count = self.store.conn.execute(
+                "SELECT count(*) FROM " + ("triplet_vec" if table == "triplet_vec" else f"{table} WHERE vec IS NOT NULL")
+            ).fetchone()[0]
+            log.info("building the %s index over %d vectors", table, count)
+            index = vindex.build_index(self.encoder.dim, lambda: self.store.iter_vectors(table), count)
+            vindex.save_index(index, path)
+            for stale in self.path.parent.glob(f"{self.path.name}.{table}-*.faiss"):
+                if stale != path:
+                    stale.unlink(missing_ok=True)
+        self._indexes[table] = index
+        return index
+
+    def _encode_queries(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
+        """Vectors for query strings, cached: generation asks the same relations again and again."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._query_vectors))
+        if todo:
+            if len(self._query_vectors) > 100_000:
+                self._query_vectors.clear()
+            self._query_vectors.update(zip(todo, self.encoder.encode(todo)))
+        return self._query_vectors
+
+    # --- lookup -------------------------------------------------------------------------
+
+    def lookup(self, entity: str, relation: str, mode: Mode = "default") -> LookupResult:
+        return self.lookup_many([(entity, relation)], mode)[0]
+
+    def lookup_many(self, pairs: Sequence[tuple[str, str]], mode: Mode = "default") -> list[LookupResult]:
+        if mode not in ("default", "reference"):
+            raise LmlmError(f"unknown lookup mode {mode!r}: expected 'default' or 'reference'")
+        with self._lock:
+            results: list[LookupResult | None] = [None] * len(pairs)
+            todo = []
+            for i, (entity, relation) in enumerate(pairs):
+                if not _askable(entity) or not _askable(relation):
+                    results[i] = NONE
+                elif mode == "default":
+                    results[i] = self._exact(entity, relation)
+                if results[i] is None:
+                    todo.append(i)
+            if todo:
+                resolve = self._fuzzy_many if mode == "default" else self._reference_many
+                for i, result in zip(todo, resolve([pairs[i] for i in todo])):
+                    results[i] = result
+            return results
+
+    def _exact(self, entity: str, relation: str) -> LookupResult | None:
+        hit = self.store.exact(normalize_key(entity), normalize_key(relation))
+        if hit is None:
+            return None
+        triplet, forgotten = hit
+        if forgotten or triplet.value is None:
+            return LookupResult(None, None, 1.0, "none")
+        return LookupResult(triplet.value, triplet, 1.0, "exact")
+
+    def _fuzzy_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
+        candidates = [self._named_candidates(entity) for entity, _ in pairs]
+        unresolved = [i for i, c in enumerate(candidates) if not c]
+        if unresolved:
+            for i, found in zip(unresolved, self._neighbour_candidates([pairs[i][0] for i in unresolved])):
+                candidates[i] = found
+        vectors = self._encode_queries(r for (_, r), c in zip(pairs, candidates) if c)
+        return [self._best_fact(c, relation, vectors) if c else NONE for (_, relation), c in zip(pairs, candidates)]
+
+    def _named_candidates(self, entity: str) -> list[tuple[int, float, bool]]:
+        """(entity id, score, forgotten) for an exact key or a name variant."""
+        found = self.store.entities_by_key(normalize_key(entity))
+        if found:
+            return [(i, 1.0, f) for i, _, f in found]
+        return [(i, ALIAS_SCORE, f) for i, _, f in self.store.entities_by_alias(name_variants(entity))]
+
+    def _neighbour_candidates(self, entities: list[str]) -> list[list[tuple[int, float, bool]]]:
+        index = self._index("entities")
+        vectors = self._encode_queries(entities)
+        scores, ids = vindex.search(index, np.stack([vectors[e] for e in entities]), ENTITY_NEIGHBOURS)
+        rows = self.store.entity_rows({int(i) for i in ids.ravel() if i >= 0})
+        out = []
+        for entity, row_scores, row_ids in zip(entities, scores, ids):
+            words = key_tokens(entity)
+            found = []
+            for score, eid in zip(row_scores, row_ids):
+                if eid < 0 or score < self.entity_threshold or int(eid) not in rows:
+                    continue
+                name, forgotten = rows[int(eid)]
+                their = key_tokens(name)
+                if words and words <= their and (len(words) >= 2 or len(their) == 1):
+                    found.append((int(eid), float(score), forgotten))
+            out.append(found)
+        return out
+
+    def _best_fact(self, candidates: list[tuple[int, float, bool]], relation: str, vectors: dict[str, np.ndarray]) -> LookupResult:
+        top_entity_score = max(score for _, score, _ in candidates)
+        if any(forgotten and score >= top_entity_score for _, score, forgotten in candidates):
+            return NONE  # the query names a forgotten entity: no neighbour answers for it
+        rkey, rcompact, qvec = normalize_key(relation), compact_key(relation), vectors[relation]
+        best: tuple[float, Triplet] | None = None
+        nearest: tuple[float, Triplet] | None = None
+        for eid, entity_score, forgotten in candidates:
+            if forgotten:
+                continue
+            for triplet, fact_key, fact_vec in self.store.facts_of(eid):
+                if fact_key == rkey:
+                    similarity = 1.0
+                elif fact_key.replace(" ", "") == rcompact:
+                    similarity = 0.99
+                elif fact_vec is not None:
+                    similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
+                else:
+                    continue
+                score = entity_score * similarity
+                if similarity >= self.relation_threshold and (best is None or score > best[0]):
+                    best = (score, triplet)
+                if triplet.value is not None and (nearest is None or score > nearest[0]):
+                    nearest = (score, triplet)
+        if best is None:
+            return LookupResult(None, None, nearest[0] if nearest else 0.0, "none", nearest[1] if nearest else None)
+        score, triplet = best
+        if triplet.value is None:  # the best match is a deleted fact
+            return NONE
+        tier: Tier = "exact" if score >= 1.0 else "fuzzy"
+        return LookupResult(triplet.value, triplet, score, tier)
+
+    def _reference_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
+        index = self._index("triplet_vec")
+        texts = [_reference_text(f"{e} {r}") for e, r in pairs]
+        vectors = self._encode_queries(texts)
+        k = 16
+        scores, ids = vindex.search(index, np.stack([vectors[t] for t in texts]), k)
+        triplets = self.store.triplets_by_id({int(i) for i in ids.ravel() if i >= 0})
+        results = []
+        for row_scores, row_ids in zip(scores, ids):
+            live = [(float(s), triplets[int(i)]) for s, i in zip(row_scores, row_ids) if i >= 0 and triplets.get(int(i)) and triplets[int(i)].value is not None]
+            if not live:
+                results.append(NONE)
+            elif live[0][0] >= self.reference_threshold:
+                results.append(LookupResult(live[0][1].value, live[0][1], live[0][0], "fuzzy"))
+            else:
+                results.append(LookupResult(None, None, live[0][0], "none", live[0][1]))
+        return results
+
+    # --- edits ----------------------------------------------------------------------------
+
+    def import_triplets(self, rows: Iterable[tuple], source: str | None = None) -> ImportStats:
+        """Bulk insert (entity, relation, value[, source, example_id]) rows in one transaction."""
+        stats = ImportStats()
+        padded = ((*row, source, None)[:5] if len(row) == 3 else (*row, None)[:5] for row in rows)
+        with self._lock, self.store.transaction():
+            self.store.insert_triplets(padded, stats)
+        self._indexes.clear()
+        return stats
+
+    def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet:
+        for name, text in (("entity", entity), ("relation", relation), ("value", value)):
+            if problem := _check_field(name, text):
+                raise LmlmError(problem)
+        with self._lock:
+            with self.store.transaction():
+                self.store.insert_triplets([(entity, relation, value, source, example_id)], ImportStats())
+                eid, rid = self.store.entity_id(entity, create=False), self.store.relation_id(relation, create=False)
+                row = self.store.conn.execute(
+                    "SELECT id, entity, relation, value FROM triplets WHERE entity_id=? AND relation_id=? AND value=?", (eid, rid, value.strip())
+                ).fetchone()
+            self._index_new_entities()
+            return Triplet(*row)
+
+    def _index_new_entities(self) -> None:
+        """Give entities added since the index was loaded their vectors, and put them in the index."""
+        if "entities" not in self._indexes:
+            return
+        rows = self.store.missing_vectors("entities")
+        self._embed_missing("relations")
+        if rows:
+            vectors = self.encoder.encode([name for _, name in rows])
+            ids = [i for i, _ in rows]
+            with self.store.transaction():
+                self.store.put_vectors("entities", ids, vectors)
+            self._indexes["entities"].add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+
+    def update(self, triplet_id: int, value: str) -> Triplet:
+        if problem := _check_field("value", value):
+            raise LmlmError(problem)
+        return self._set_value(triplet_id, value.strip())
+
+    def delete(self, triplet_id: int) -> Triplet:
+        return self._set_value(triplet_id, None)
+
+    def _set_value(self, triplet_id: int, value: str | None) -> Triplet:
+        with self._lock, self.store.transaction():
+            if not self.store.set_value(int(triplet_id), value):
+                raise LmlmError(f"no triplet with id {triplet_id}")
+            return self.store.triplet(int(triplet_id))
+
+    def forget(self, entity: str) -> int:
+        """Erase every fact of ``entity``; later queries that resolve to it get ``none``. Returns the count."""
+        with self._lock:
+            candidates = self._named_candidates(entity) if _askable(entity) else []
+            if not candidates:
+                raise LmlmError(f"no entity named {entity!r}")
+            with self.store.transaction():
+                return sum(self.store.forget_entity(eid) for eid, _, _ in candidates)
+
+    def stats(self) -> dict:
+        with self._lock:
+            out = self.store.counts()
+            out["file_bytes"] = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+            out["encoder"] = self.store.get_meta("encoder")
+            if "entities" in self._indexes:
+                out["entity_index"] = vindex.describe(self._indexes["entities"])
+            return out
+
+    def triplets(self, live_only: bool = True):
+        return self.store.iter_triplets(live_only)
+
+
+def _askable(text) -> bool:
+    return isinstance(text, str) and 0 < len(text) <= MAX_FIELD_CHARS and bool(normalize_key(text))
+
+
+def _reference_text(text: str) -> str:
+    """The reference retriever's normalization of "entity relation" strings."""
+    return text.lower().replace("_", " ").strip()
+
+
+def open_kb(path: str | os.PathLike, encoder: str | Encoder | None = None, **kwargs) -> SqliteKB:
+    return SqliteKB(path, encoder=encoder, **kwargs)

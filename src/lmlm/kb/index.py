@@ -1,0 +1,78 @@
+"""faiss indexes over stored vectors: exact for small sets, compressed (IVF + 8-bit scalar
+quantization) for large ones. Files are named by a digest of their content and written atomically;
+faiss's own format, no pickle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_MAX = 100_000  # above this many vectors, an exact index costs more memory than it is worth
+NPROBE = 32
+
+
+def build_index(
+    dim: int, batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], count: int, exact_max: int = EXACT_MAX
+) -> faiss.Index:
+    """An inner-product index over ``count`` vectors; ``batches()`` yields (ids, vectors) anew on each call."""
+    if count <= exact_max:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    else:
+        nlist = int(4 * np.sqrt(count))
+        index = faiss.index_factory(dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+        sample = _take(batches(), 64 * nlist)
+        log.info("training IVF%d,SQ8 on %d vectors", nlist, len(sample))
+        index.train(sample)
+        index.nprobe = NPROBE
+    for ids, vecs in batches():
+        index.add_with_ids(vecs, ids)
+    return index
+
+
+def _take(batches: Iterator[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    taken, have = [], 0
+    for _, vecs in batches:
+        taken.append(vecs[: n - have])
+        have += len(taken[-1])
+        if have >= n:
+            break
+    return np.concatenate(taken)
+
+
+def describe(index: faiss.Index) -> str:
+    if isinstance(index, faiss.IndexIDMap2):
+        return "flat (exact)"
+    ivf = faiss.extract_index_ivf(index)
+    return f"IVF{ivf.nlist},SQ8 (nprobe {ivf.nprobe})"
+
+
+def bytes_per_vector(index: faiss.Index) -> float:
+    if isinstance(index, faiss.IndexIDMap2):
+        return index.d * 4 + 8
+    return faiss.extract_index_ivf(index).code_size + 8
+
+
+def save_index(index: faiss.Index, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_index(path: Path) -> faiss.Index:
+    index = faiss.read_index(str(path))
+    if not isinstance(index, faiss.IndexIDMap2):
+        faiss.extract_index_ivf(index).nprobe = NPROBE
+    return index
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if index.ntotal == 0:
+        return np.full((len(queries), k), -np.inf, dtype=np.float32), np.full((len(queries), k), -1, dtype=np.int64)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

@@ -1,0 +1,291 @@
+"""The knowledge base on disk: one SQLite file (WAL), one row per triplet.
+
+Entities and relations are stored once each under their normalized key (``normalize.normalize_key``),
+with their sentence vectors (float16 blobs) once computed. A triplet row keeps the entity and
+relation text as it was given, the value, its provenance and timestamps.
+
+Deleting a triplet or forgetting an entity leaves a tombstone: the value is erased (NULL) but the
+(entity, relation) row stays, so that a later fuzzy query that lands on it gets no answer instead of
+the next nearest fact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lmlm.errors import LmlmError
+from lmlm.kb.normalize import name_variants, normalize_key
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+MAX_FIELD_CHARS = 2000  # longer strings are refused at write time and never match at read time
+
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entities(
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+    forgotten INTEGER NOT NULL DEFAULT 0, vec BLOB);
+CREATE TABLE relations(id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL, vec BLOB);
+CREATE TABLE aliases(key TEXT NOT NULL, entity_id INTEGER NOT NULL, PRIMARY KEY (key, entity_id)) WITHOUT ROWID;
+CREATE TABLE triplets(
+    id INTEGER PRIMARY KEY, entity_id INTEGER NOT NULL, relation_id INTEGER NOT NULL,
+    entity TEXT NOT NULL, relation TEXT NOT NULL, value TEXT,
+    source TEXT, example_id TEXT, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE triplet_vec(triplet_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);
+CREATE UNIQUE INDEX triplets_fact ON triplets(entity_id, relation_id, value);
+"""
+
+
+@dataclass(frozen=True)
+class Triplet:
+    id: int
+    entity: str
+    relation: str
+    value: str | None  # None for a tombstone
+
+
+@dataclass
+class ImportStats:
+    read: int = 0
+    added: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+
+
+def _check_field(name: str, text) -> str | None:
+    """Why ``text`` cannot be stored as a triplet field, or None if it can."""
+    if not isinstance(text, str):
+        return f"{name} must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return f"{name} is empty"
+    if len(text) > MAX_FIELD_CHARS:
+        return f"{name} is longer than {MAX_FIELD_CHARS} characters"
+    if name != "value" and not normalize_key(text):
+        return f"{name} {text!r} has no letters or digits"
+    return None
+
+
+class Store:
+    """SQLite access for one KB file. Every write is one transaction."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise LmlmError(f"{self.path}: no such knowledge base")
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if fresh:
+                with self.transaction():
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    self.set_meta("schema_version", SCHEMA_VERSION)
+            version = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as e:
+            raise LmlmError(f"{self.path}: not a readable lmlm knowledge base ({e})") from None
+        if version != SCHEMA_VERSION:
+            raise LmlmError(f"{self.path}: knowledge base schema {version!r}, this lmlm reads {SCHEMA_VERSION!r}")
+        self._relation_ids: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self._relation_ids.clear()
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- meta ------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError as e:
+            raise sqlite3.DatabaseError(str(e)) from None
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # --- writes (call inside ``transaction()``) --------------------------------------------
+
+    def entity_id(self, name: str, create: bool = True) -> int | None:
+        key = normalize_key(name)
+        row = self.conn.execute("SELECT id FROM entities WHERE key=?", (key,)).fetchone()
+        if row or not create:
+            return row[0] if row else None
+        eid = self.conn.execute("INSERT INTO entities(key, name) VALUES (?, ?)", (key, name)).lastrowid
+        self.conn.executemany("INSERT OR IGNORE INTO aliases(key, entity_id) VALUES (?, ?)", [(v, eid) for v in name_variants(name)])
+        return eid
+
+    def relation_id(self, name: str, create: bool = True) -> int | None:
+        key = normalize_key(name)
+        if key in self._relation_ids:
+            return self._relation_ids[key]
+        row = self.conn.execute("SELECT id FROM relations WHERE key=?", (key,)).fetchone()
+        if row is None and not create:
+            return None
+        rid = row[0] if row else self.conn.execute("INSERT INTO relations(key, name) VALUES (?, ?)", (key, name)).lastrowid
+        self._relation_ids[key] = rid
+        return rid
+
+    def insert_triplets(self, rows: Iterable[tuple], stats: ImportStats, batch: int = 20_000) -> None:
+        """Insert (entity, relation, value, source, example_id) rows; invalid rows are counted and skipped."""
+        entity_ids: dict[str, int] = {}
+        pending: list[tuple] = []
+        now = time.time()
+        for entity, relation, value, source, example_id in rows:
+            stats.read += 1
+            if _check_field("entity", entity) or _check_field("relation", relation) or _check_field("value", value):
+                stats.invalid += 1
+                continue
+            eid = entity_ids.get(entity)
+            if eid is None:
+                eid = entity_ids[entity] = self.entity_id(entity)
+                self.conn.execute("UPDATE entities SET forgotten=0 WHERE id=? AND forgotten=1", (eid,))
+            pending.append((eid, self.relation_id(relation), entity, relation, value.strip(), source, example_id, now, now))
+            if len(pending) >= batch:
+                self._flush(pending, stats)
+        self._flush(pending, stats)
+
+    def _flush(self, pending: list[tuple], stats: ImportStats) -> None:
+        if not pending:
+            return
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO triplets(entity_id, relation_id, entity, relation, value, source, example_id, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            pending,
+        )
+        added = self.conn.total_changes - before
+        stats.added += added
+        stats.duplicates += len(pending) - added
+        pending.clear()
+
+    def set_value(self, triplet_id: int, value: str | None) -> bool:
+        cur = self.conn.execute("UPDATE triplets SET value=?, updated=? WHERE id=?", (value, time.time(), triplet_id))
+        return cur.rowcount > 0
+
+    def forget_entity(self, entity_id: int) -> int:
+        self.conn.execute("UPDATE entities SET forgotten=1 WHERE id=?", (entity_id,))
+        cur = self.conn.execute("UPDATE triplets SET value=NULL, updated=? WHERE entity_id=? AND value IS NOT NULL", (time.time(), entity_id))
+        return cur.rowcount
+
+    # --- reads --------------------------------------------------------------------------
+
+    def exact(self, entity_key: str, relation_key: str) -> tuple[Triplet, bool] | None:
+        """The triplet under these keys (live rows first) and whether its entity is forgotten."""
+        row = self.conn.execute(
+            "SELECT t.id, t.entity, t.relation, t.value, e.forgotten FROM entities e"
+            " JOIN relations r ON r.key=?2 JOIN triplets t ON t.entity_id=e.id AND t.relation_id=r.id"
+            " WHERE e.key=?1 ORDER BY t.value IS NULL, t.id LIMIT 1",
+            (entity_key, relation_key),
+        ).fetchone()
+        return (Triplet(*row[:4]), bool(row[4])) if row else None
+
+    def entities_by_key(self, key: str) -> list[tuple[int, str, bool]]:
+        return [(i, n, bool(f)) for i, n, f in self.conn.execute("SELECT id, name, forgotten FROM entities WHERE key=?", (key,))]
+
+    def entities_by_alias(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
+        keys = list(keys)
+        rows = self.conn.execute(
+            "SELECT DISTINCT e.id, e.name, e.forgotten FROM aliases a JOIN entities e ON e.id=a.entity_id"
+            f" WHERE a.key IN ({','.join('?' * len(keys))})",
+            keys,
+        )
+        return [(i, n, bool(f)) for i, n, f in rows]
+
+    def entity_rows(self, ids: Iterable[int]) -> dict[int, tuple[str, bool]]:
+        ids = list(ids)
+        rows = self.conn.execute(f"SELECT id, name, forgotten FROM entities WHERE id IN ({','.join('?' * len(ids))})", ids)
+        return {i: (n, bool(f)) for i, n, f in rows}
+
+    def facts_of(self, entity_id: int) -> list[tuple[Triplet, str, bytes | None]]:
+        """Every triplet row of an entity (tombstones included), with its relation key and vector."""
+        rows = self.conn.execute(
+            "SELECT t.id, t.entity, t.relation, t.value, r.key, r.vec FROM triplets t JOIN relations r ON r.id=t.relation_id"
+            " WHERE t.entity_id=? ORDER BY t.value IS NULL, t.id",
+            (entity_id,),
+        )
+        return [(Triplet(*row[:4]), row[4], row[5]) for row in rows]
+
+    def triplet(self, triplet_id: int) -> Triplet | None:
+        row = self.conn.execute("SELECT id, entity, relation, value FROM triplets WHERE id=?", (triplet_id,)).fetchone()
+        return Triplet(*row) if row else None
+
+    def triplets_by_id(self, ids: Iterable[int]) -> dict[int, Triplet]:
+        ids = list(ids)
+        rows = self.conn.execute(f"SELECT id, entity, relation, value FROM triplets WHERE id IN ({','.join('?' * len(ids))})", ids)
+        return {row[0]: Triplet(*row) for row in rows}
+
+    def iter_triplets(self, live_only: bool = True) -> Iterator[tuple]:
+        sql = "SELECT id, entity, relation, value, source, example_id, created, updated FROM triplets"
+        yield from self.conn.execute(sql + (" WHERE value IS NOT NULL" if live_only else "") + " ORDER BY id")
+
+    def counts(self) -> dict[str, int]:
+        one = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "triplets": one("SELECT count(*) FROM triplets WHERE value IS NOT NULL"),
+            "tombstones": one("SELECT count(*) FROM triplets WHERE value IS NULL"),
+            "entities": one("SELECT count(*) FROM entities WHERE forgotten=0"),
+            "forgotten_entities": one("SELECT count(*) FROM entities WHERE forgotten=1"),
+            "relations": one("SELECT count(*) FROM relations"),
+        }
+
+    # --- vectors ----------------------------------------------------------------------------
+
+    def missing_vectors(self, table: str) -> list[tuple[int, str]]:
+        if table == "triplet_vec":
+            sql = "SELECT t.id, t.entity || ' ' || t.relation FROM triplets t LEFT JOIN triplet_vec v ON v.triplet_id=t.id WHERE v.vec IS NULL"
+        else:
+            sql = f"SELECT id, name FROM {table} WHERE vec IS NULL"
+        return self.conn.execute(sql).fetchall()
+
+    def put_vectors(self, table: str, ids: list[int], vectors: np.ndarray) -> None:
+        blobs = [v.astype(np.float16).tobytes() for v in vectors]
+        if table == "triplet_vec":
+            self.conn.executemany("INSERT OR REPLACE INTO triplet_vec(triplet_id, vec) VALUES (?, ?)", zip(ids, blobs))
+        else:
+            self.conn.executemany(f"UPDATE {table} SET vec=? WHERE id=?", zip(blobs, ids))
+
+    def iter_vectors(self, table: str, batch: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 vectors) in id order, ``batch`` rows at a time."""
+        id_col = "triplet_id" if table == "triplet_vec" else "id"
+        cur = self.conn.execute(f"SELECT {id_col}, vec FROM {table} WHERE vec IS NOT NULL ORDER BY {id_col}")
+        while rows := cur.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), -1)
+            yield ids, vecs.astype(np.float32)
+
+    def content_digest(self, table: str, salt: str) -> str:
+        """A digest of what the vectors of ``table`` were computed from: changes whenever the content does."""
+        import hashlib
+
+        h = hashlib.blake2b(salt.encode(), digest_size=16)
+        sql = {
+            "entities": "SELECT id, key FROM entities WHERE vec IS NOT NULL ORDER BY id",
+            "triplet_vec": "SELECT t.id, t.entity || '\x1f' || t.relation FROM triplets t JOIN triplet_vec v ON v.triplet_id=t.id ORDER BY t.id",
+        }[table]
+        cur = self.conn.execute(sql)
+        while rows := cur.fetchmany(65_536):
+            h.update("\x1e".join(f"{i}\x1f{k}" for i, k in rows).encode())
+        return h.hexdigest()
