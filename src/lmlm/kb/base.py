@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from lmlm.errors import LmlmError
 from lmlm.kb import index as vindex
 from lmlm.kb.encoder import DEFAULT_ENCODER, Encoder, load_encoder
-from lmlm.kb.normalize import compact_key, key_tokens, name_variants, normalize_key
+from lmlm.kb.normalize import compact_key, normalize_key, query_forms, shortened_name, sibling_relations
 from lmlm.kb.store import MAX_FIELD_CHARS, ImportStats, Store, Triplet, _check_field
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,10 @@ Tier = Literal["exact", "fuzzy", "none"]
 Mode = Literal["default", "reference"]
 
 ENTITY_THRESHOLD = 0.5  # cosine for a vector-neighbour entity; the word-containment test does most of the work
-RELATION_THRESHOLD = 0.55  # cosine between query relation and one of the entity's relations (benchmarks/retrieval_quality.py)
+RELATION_THRESHOLD = 0.65  # cosine between the asked relation and one of the entity's; chosen by benchmarks/retrieval_quality.py
 REFERENCE_THRESHOLD = 0.6  # the reference retriever's threshold
+RELATION_TEMPLATE = "What is their {}?"  # relations alone are terse; a question context separates synonyms better
+REWRITE_SCORE = 0.97
 ALIAS_SCORE = 0.95
 ENTITY_NEIGHBOURS = 8
 
@@ -119,7 +121,7 @@ class SqliteKB:
             arg = self._encoder_arg or self.store.get_meta("encoder") or DEFAULT_ENCODER
             self._encoder = load_encoder(arg) if isinstance(arg, str) else arg
             stored = self.store.get_meta("encoder")
-            if stored != self._encoder.name:
+            if stored != self._encoder.name or self.store.get_meta("relation_template") != RELATION_TEMPLATE:
                 if stored:
                     log.warning("%s: vectors were made with %s; recomputing them with %s", self.path, stored, self._encoder.name)
                 with self.store.transaction() as conn:
@@ -127,6 +129,7 @@ class SqliteKB:
                         conn.execute(f"UPDATE {table} SET vec=NULL")
                     conn.execute("DELETE FROM triplet_vec")
                     self.store.set_meta("encoder", self._encoder.name)
+                    self.store.set_meta("relation_template", RELATION_TEMPLATE)
         return self._encoder
 
     def embed(self, reference: bool = False) -> dict[str, int]:
@@ -144,7 +147,8 @@ class SqliteKB:
         rows = self.store.missing_vectors(table)
         if not rows:
             return 0
-        texts = [_reference_text(text) if table == "triplet_vec" else text for _, text in rows]
+        recipe = {"triplet_vec": _reference_text, "relations": RELATION_TEMPLATE.format}.get(table, str)
+        texts = [recipe(text) for _, text in rows]
         for start in tqdm(range(0, len(rows), batch), desc=f"embedding {table}", unit="batch", disable=len(rows) < batch):
             ids = [i for i, _ in rows[start : start + batch]]
             vectors = encoder.encode(texts[start : start + batch])
@@ -220,67 +224,74 @@ class SqliteKB:
     def _fuzzy_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
         candidates = [self._named_candidates(entity) for entity, _ in pairs]
         unresolved = [i for i, c in enumerate(candidates) if not c]
+        questions = [RELATION_TEMPLATE.format(r) for _, r in pairs]
+        # one encoder call for the names still unresolved and for every relation question
+        vectors = self._encode_queries([pairs[i][0] for i in unresolved] + questions)
         if unresolved:
-            for i, found in zip(unresolved, self._neighbour_candidates([pairs[i][0] for i in unresolved])):
+            for i, found in zip(unresolved, self._neighbour_candidates([pairs[i][0] for i in unresolved], vectors)):
                 candidates[i] = found
-        vectors = self._encode_queries(r for (_, r), c in zip(pairs, candidates) if c)
-        return [self._best_fact(c, relation, vectors) if c else NONE for (_, relation), c in zip(pairs, candidates)]
+        return [self._best_fact(c, r, vectors[q]) if c else NONE for (_, r), q, c in zip(pairs, questions, candidates)]
 
     def _named_candidates(self, entity: str) -> list[tuple[int, float, bool]]:
-        """(entity id, score, forgotten) for an exact key or a name variant."""
-        found = self.store.entities_by_key(normalize_key(entity))
-        if found:
-            return [(i, 1.0, f) for i, _, f in found]
-        return [(i, ALIAS_SCORE, f) for i, _, f in self.store.entities_by_alias(name_variants(entity))]
+        """(entity id, score, forgotten): the exact key, else a lossless rewrite of the query (no
+        parenthetical, "Last, First" turned round), else a stored entity's shortened name."""
+        key, forms = normalize_key(entity), query_forms(entity)
+        for score, found in ((1.0, lambda: self.store.entities_by_key([key])),
+                             (REWRITE_SCORE, lambda: self.store.entities_by_key(forms)),
+                             (ALIAS_SCORE, lambda: self.store.entities_by_alias(forms))):
+            if rows := found():
+                return [(i, score, f) for i, _, f in rows]
+        return []
 
-    def _neighbour_candidates(self, entities: list[str]) -> list[list[tuple[int, float, bool]]]:
+    def _neighbour_candidates(self, entities: list[str], vectors: dict[str, np.ndarray]) -> list[list[tuple[int, float, bool]]]:
         index = self._index("entities")
-        vectors = self._encode_queries(entities)
         scores, ids = vindex.search(index, np.stack([vectors[e] for e in entities]), ENTITY_NEIGHBOURS)
         rows = self.store.entity_rows({int(i) for i in ids.ravel() if i >= 0})
         out = []
         for entity, row_scores, row_ids in zip(entities, scores, ids):
-            words = key_tokens(entity)
             found = []
             for score, eid in zip(row_scores, row_ids):
                 if eid < 0 or score < self.entity_threshold or int(eid) not in rows:
                     continue
                 name, forgotten = rows[int(eid)]
-                their = key_tokens(name)
-                if words and words <= their and (len(words) >= 2 or len(their) == 1):
+                if shortened_name(entity, name):
                     found.append((int(eid), float(score), forgotten))
             out.append(found)
         return out
 
-    def _best_fact(self, candidates: list[tuple[int, float, bool]], relation: str, vectors: dict[str, np.ndarray]) -> LookupResult:
+    def _best_fact(self, candidates: list[tuple[int, float, bool]], relation: str, qvec: np.ndarray) -> LookupResult:
         top_entity_score = max(score for _, score, _ in candidates)
         if any(forgotten and score >= top_entity_score for _, score, forgotten in candidates):
             return NONE  # the query names a forgotten entity: no neighbour answers for it
-        rkey, rcompact, qvec = normalize_key(relation), compact_key(relation), vectors[relation]
-        best: tuple[float, Triplet] | None = None
+        rkey, rcompact = normalize_key(relation), compact_key(relation)
+        best: list[tuple[float, Triplet]] = []  # the best fact of each candidate entity
         nearest: tuple[float, Triplet] | None = None
         for eid, entity_score, forgotten in candidates:
             if forgotten:
                 continue
+            mine: tuple[float, Triplet] | None = None
             for triplet, fact_key, fact_vec in self.store.facts_of(eid):
                 if fact_key == rkey:
                     similarity = 1.0
                 elif fact_key.replace(" ", "") == rcompact:
                     similarity = 0.99
-                elif fact_vec is not None:
+                elif fact_vec is not None and not sibling_relations(rkey, fact_key):
                     similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
                 else:
                     continue
                 score = entity_score * similarity
-                if similarity >= self.relation_threshold and (best is None or score > best[0]):
-                    best = (score, triplet)
+                if similarity >= self.relation_threshold and (mine is None or score > mine[0]):
+                    mine = (score, triplet)
                 if triplet.value is not None and (nearest is None or score > nearest[0]):
                     nearest = (score, triplet)
-        if best is None:
+            if mine:
+                best.append(mine)
+        if not best:
             return LookupResult(None, None, nearest[0] if nearest else 0.0, "none", nearest[1] if nearest else None)
-        score, triplet = best
-        if triplet.value is None:  # the best match is a deleted fact
-            return NONE
+        score, triplet = max(best, key=lambda b: b[0])
+        rivals = {t.value for s, t in best if s >= score - 0.02}
+        if triplet.value is None or len(rivals) > 1:  # a deleted fact, or several entities fit equally well
+            return LookupResult(None, None, score, "none", nearest[1] if nearest and triplet.value is not None else None)
         tier: Tier = "exact" if score >= 1.0 else "fuzzy"
         return LookupResult(triplet.value, triplet, score, tier)
 
@@ -334,7 +345,7 @@ class SqliteKB:
         rows = self.store.missing_vectors("entities")
         self._embed_missing("relations")
         if rows:
-            vectors = self.encoder.encode([name for _, name in rows])
+            vectors = self.encoder.encode([name for _, name in rows])  # entity names are encoded as they are
             ids = [i for i, _ in rows]
             with self.store.transaction():
                 self.store.put_vectors("entities", ids, vectors)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 import logging
 from functools import lru_cache
 from typing import Protocol
@@ -54,8 +54,8 @@ def _resolve(model: str) -> str:
 
 
 class HashingEncoder:
-    """Character-trigram feature hashing: no model, microseconds per string. For tests of the index
-    machinery and for scale benchmarks; it knows spelling, not meaning."""
+    """Character-trigram feature hashing (crc32, so stable across processes): no model, microseconds
+    per string. For tests of the index machinery and for scale benchmarks; it knows spelling, not meaning."""
 
     def __init__(self, dim: int = 384):
         self.name = f"hashing-trigram-{dim}"
@@ -64,10 +64,9 @@ class HashingEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            padded = f"  {text.lower()} "
-            for i in range(len(padded) - 2):
-                h = int.from_bytes(hashlib.blake2b(padded[i : i + 3].encode(), digest_size=8).digest(), "little")
-                out[row, h % self.dim] += 1.0 if (h >> 63) else -1.0
+            padded = f"  {text.lower()} ".encode()
+            hashes = np.fromiter((zlib.crc32(padded[i : i + 3]) for i in range(len(padded) - 2)), dtype=np.int64)
+            np.add.at(out[row], hashes % self.dim, np.where(hashes & 1, 1.0, -1.0))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 

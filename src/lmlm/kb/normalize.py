@@ -24,20 +24,49 @@ def compact_key(text: str) -> str:
     return normalize_key(text).replace(" ", "")
 
 
-def name_variants(name: str) -> set[str]:
-    """Keys under which ``name`` may be asked for, the exact key included."""
+def query_forms(name: str) -> set[str]:
+    """Lossless rewrites of a queried name: its key, without a parenthetical, "Last, First" turned round."""
     bare = _PARENTHETICAL.sub("", name).strip()
+    forms = {normalize_key(name), normalize_key(bare)}
     if bare.count(",") == 1:
         last, first = (part.strip() for part in bare.split(","))
         if first and last and " " not in last:
-            bare = f"{first} {last}"
-    variants = {normalize_key(name), normalize_key(bare)}
-    words = bare.split()
-    if len(words) >= 3 and all(w[:1].isupper() for w in words):  # a person-like name: drop middle names
+            forms.add(normalize_key(f"{first} {last}"))
+    forms.discard("")
+    return forms
+
+
+def name_variants(name: str) -> set[str]:
+    """Keys under which a stored entity may be asked for: its query forms, and for a person-like name
+    of three or more capitalized words, first and last name alone."""
+    variants = query_forms(name)
+    words = _PARENTHETICAL.sub("", name).split()
+    if len(words) >= 3 and all(w[:1].isupper() for w in words):
         variants.add(normalize_key(f"{words[0]} {words[-1]}"))
-    variants.discard("")
     return variants
 
 
 def key_tokens(text: str) -> frozenset[str]:
     return frozenset(normalize_key(_PARENTHETICAL.sub("", text)).split())
+
+
+def shortened_name(query: str, name: str) -> bool:
+    """Is ``query`` ``name`` with middle words left out? Its words must all be in the name, and include
+    a word of the name's first and of its last word (so "Ada Lovelace" fits "Ada Maria Lovelace",
+    but "Ada Maria" does not)."""
+    words = _PARENTHETICAL.sub("", name).split()
+    asked = key_tokens(query)
+    if not words or len(asked) < 2 or not asked <= key_tokens(name):
+        return False
+    return bool(asked & key_tokens(words[0])) and bool(asked & key_tokens(words[-1]))
+
+
+_STOPWORDS = frozenset("a an the of in on at by to for from with and or is its their s".split())
+
+
+def sibling_relations(asked: str, stored: str) -> bool:
+    """Do two relation keys share a content word while each has one the other lacks?
+    ("death date" / "birth date", "birth place" / "birth date"): related, but different facts."""
+    a = set(asked.split()) - _STOPWORDS
+    b = set(stored.split()) - _STOPWORDS
+    return bool(a & b) and bool(a - b) and bool(b - a)

@@ -202,8 +202,10 @@ class Store:
         ).fetchone()
         return (Triplet(*row[:4]), bool(row[4])) if row else None
 
-    def entities_by_key(self, key: str) -> list[tuple[int, str, bool]]:
-        return [(i, n, bool(f)) for i, n, f in self.conn.execute("SELECT id, name, forgotten FROM entities WHERE key=?", (key,))]
+    def entities_by_key(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
+        keys = list(keys)
+        rows = self.conn.execute(f"SELECT id, name, forgotten FROM entities WHERE key IN ({','.join('?' * len(keys))})", keys)
+        return [(i, n, bool(f)) for i, n, f in rows]
 
     def entities_by_alias(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
         keys = list(keys)
