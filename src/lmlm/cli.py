@@ -156,6 +156,91 @@ def _add_kb_commands(stages) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _world(args) -> None:
+    from lmlm.world import make_world
+
+    _print(make_world(args.out, people=args.people, seed=args.seed, bios_per_person=args.bios), False)
+
+
+def _annotate(args) -> None:
+    from lmlm.annotate.run import annotate_aligned
+
+    report = annotate_aligned(args.input, args.out, kb=args.kb)
+    _print(report, False)
+
+
+def _clean(args) -> None:
+    from lmlm.annotate.clean import CleanConfig, clean_examples
+    from lmlm.corpus import read_corpus, write_corpus
+
+    corpus = read_corpus(args.input)
+    kept, report = clean_examples(corpus.examples, CleanConfig(require_fidelity=not args.no_fidelity))
+    write_corpus(args.out, kept, corpus.metadata)
+    _print(report, args.json)
+
+
+def _tokenizer_train(args) -> None:
+    from lmlm.data import documents
+    from lmlm.tokenizer import extend_tokenizer, train_tokenizer
+
+    if args.base:
+        tokenizer = extend_tokenizer(args.base)
+    else:
+        tokenizer = train_tokenizer(documents(args.files, "lmlm") + documents(args.files, "standard"), vocab_size=args.vocab_size)
+    tokenizer.save_pretrained(args.out)
+    print(f"saved a tokenizer of {len(tokenizer)} tokens to {args.out}")
+
+
+def _data_build(args) -> None:
+    from lmlm.data import build_dataset
+    from lmlm.tokenizer import load_tokenizer
+
+    meta = build_dataset(args.files, load_tokenizer(args.tokenizer), args.mode, args.out, block_size=args.block_size)
+    print(f"{meta['blocks']} blocks of {meta['block_size']} tokens in {args.out}")
+    _print(meta["counts"], args.json)
+
+
+def _add_data_commands(stages) -> None:
+    p = stages.add_parser("world", help="generate a synthetic knowledge world")
+    p.add_argument("--out", required=True)
+    p.add_argument("--people", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bios", type=int, default=3, help="biographies per train person")
+    p.set_defaults(run=_world)
+
+    p = stages.add_parser("annotate", help="insert lookups into plain text")
+    p.add_argument("input", metavar="IN", help="corpus (JSON or JSONL) with a 'text' field")
+    p.add_argument("--backend", choices=["aligned"], default="aligned")
+    p.add_argument("--kb", help="known facts: database JSON, JSONL triplets or a KB file; default: each example's own lookups")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_annotate)
+
+    p = stages.add_parser("clean", help="apply the cleaning filters to an annotated corpus")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-fidelity", action="store_true", help="keep examples whose stripped text differs from 'text'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_clean)
+
+    tok = stages.add_parser("tokenizer", help="make a tokenizer with the lookup tokens").add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = tok.add_parser("train", help="train a byte-level BPE on corpora, or extend an existing HF tokenizer (--base)")
+    p.add_argument("files", nargs="*", metavar="CORPUS")
+    p.add_argument("--base", help="an existing HF tokenizer (path) to extend instead of training")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=_tokenizer_train)
+
+    data = stages.add_parser("data", help="build training data").add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = data.add_parser("build", help="tokenize, label and pack annotated corpora")
+    p.add_argument("files", nargs="+", metavar="CORPUS")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--mode", choices=["lmlm", "standard"], required=True)
+    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_data_build)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlm", description="Large Memory Language Models: annotate, build a KB, train, generate, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -172,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True)
     convert.set_defaults(run=_markup_convert)
     _add_kb_commands(stages)
+    _add_data_commands(stages)
     return parser
 
 

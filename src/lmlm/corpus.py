@@ -95,6 +95,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any other written file
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f

@@ -318,6 +318,17 @@ def _balanced(value: str) -> bool:
 # --- conveniences -------------------------------------------------------------
 
 
+def join_segments(segments: list[Segment]) -> list[Segment]:
+    """Canonical form: adjacent text segments merged, empty ones dropped."""
+    out: list[Segment] = []
+    for s in segments:
+        if isinstance(s, str) and out and isinstance(out[-1], str):
+            out[-1] += s
+        elif s != "":
+            out.append(s)
+    return out
+
+
 def convert(text: str, form: Form) -> str:
     """Re-render annotated text in ``form``; malformed pieces are dropped."""
     return render(parse(text).segments, form)

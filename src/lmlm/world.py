@@ -1,0 +1,196 @@
+"""A synthetic knowledge world: fictional people whose every fact is known exactly.
+
+``make_world`` draws people with 6 to 8 attributes from vocabularies written here, writes biographies
+from paraphrased sentence templates (with gold lookups), and the evaluation sets. Splits:
+``train`` people have bios in the corpus; ``inject`` people exist only in the KB; ``forget`` is a
+subset of the train people, the rest of them ``retain``. The same seed gives the same bytes.
+
+Output folder:
+    corpus.jsonl              reference corpus format: id, person, text, annotated_text (legacy markup)
+    kb.json                   reference database format
+    people.jsonl              the ground truth: name, pronoun, split, attributes
+    eval/completion.jsonl     a prefix that stops right before a value, and the answer
+    eval/bio_prompts.jsonl    "Tell me a bio of X. X is"
+    eval/heldout_bios.jsonl   bios of train people from templates the corpus never uses
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmlm import markup
+from lmlm.corpus import atomic_write
+
+FIRST_NAMES = (
+    "Ada Alba Amara Anouk Arlo Astrid Beatrix Bram Calla Cyrus Dagny Darius Edda Elio Emrys Esme Fenna Florin Freya Gideon "
+    "Greer Halden Hedda Idris Ilse Inigo Isolde Jasper Juno Kasimir Kestrel Lark Leif Linnea Lucan Maren Milo Nell Nico "
+    "Odile Orrin Osric Perrin Petra Quill Rhea Rowan Saskia Silas Solveig Tamsin Teodor Thea Tobiah Ulric Vesna Wren Xavi Yara Zeno"
+).split()
+SURNAME_PARTS = (
+    "Ash Birch Brook Cald Corr Dun Elm Fair Fen Gale Glen Hart Hawk Holm Iver Kel Lind Marl Moss Nor Oak Pell Quen Rad "
+    "Rook Sel Stam Thorn Tarr Vell Wick Yarn"
+).split()
+SURNAME_ENDS = "ard bury by croft dale field ford gate ham holt ley lowe mere ton well wood worth".split()
+CITIES = (
+    "Arvenna Belmora Calder Dunmere Elstow Farrowick Galbrook Harrowgate Islemont Jarrowby Kestwick Lorwen Marrowfield "
+    "Norhaven Oakhollow Pellridge Quarrow Redlynch Saltmere Thornby Umberlee Valecross Westmarch Yarrowdale Zennor"
+).split()
+UNIVERSITIES = [f"University of {c}" for c in CITIES[:12]] + [f"{c} Institute of Technology" for c in CITIES[12:18]] + [
+    "Royal Academy of Sciences", "Northfield College", "Saint Aldric University"]
+MAJORS = ("Astronomy,Botany,Chemical Engineering,Classics,Computer Science,Economics,Geology,History,Linguistics,"
+          "Marine Biology,Mathematics,Music,Philosophy,Physics,Political Science,Psychology,Sculpture,Statistics").split(",")
+COMPANIES = ("Amberline Foods,Blue Heron Shipping,Corvid Analytics,Driftwood Media,Emberlight Energy,Foxglove Pharma,"
+             "Granite Peak Bank,Halcyon Aerospace,Ironbark Construction,Juniper Textiles,Kingfisher Airlines,Lodestar Robotics,"
+             "Meridian Insurance,Nightjar Studios,Osprey Telecom,Pinecrest Hotels,Quartzline Mining,Redwing Motors").split(",")
+NATIONALITIES = "Arvenian Belmoran Caldish Dunmerish Elstovian Farrish Galbrish Harrovian Islemontese Jarrowish".split()
+OCCUPATIONS = ("architect,astronomer,baker,cartographer,chemist,economist,engineer,geologist,historian,journalist,"
+               "librarian,linguist,nurse,pharmacist,photographer,pilot,sculptor,surveyor,teacher,translator").split(",")
+MONTHS = "January February March April May June July August September October November December".split()
+
+# Relation name -> sentence templates. {S} is the subject (name or pronoun), {P} the possessive,
+# {V} the value. The last template of each relation is held out of the corpus.
+TEMPLATES: dict[str, list[str]] = {
+    "Birth Date": ["{S} was born on {V}.", "{S} came into the world on {V}.", "{P} birthday falls on {V}.", "{P} date of birth is {V}."],
+    "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.", "{S} is a native of {V}."],
+    "Alma Mater": ["{S} studied at the {V}.", "{S} graduated from the {V}.", "{S} attended the {V}.", "{P} alma mater is the {V}."],
+    "Major": ["{S} majored in {V}.", "{P} field of study was {V}.", "{S} earned a degree in {V}.", "{S} specialized in {V} at university."],
+    "Employer": ["{S} works for {V}.", "{S} is employed by {V}.", "{P} employer is {V}.", "{S} took a job at {V}."],
+    "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.", "{P} workplace is located in {V}."],
+    "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport."],
+    "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}."],
+}
+HELD_OUT = {relation: templates[-1] for relation, templates in TEMPLATES.items()}
+PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in every template
+
+
+@dataclass
+class Person:
+    name: str
+    pronoun: str
+    split: str
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "pronoun": self.pronoun, "split": self.split, "facts": self.facts}
+
+
+def _date(rng: random.Random) -> str:
+    return f"{rng.randint(1, 28)} {rng.choice(MONTHS)} {rng.randint(1940, 2002)}"
+
+
+VALUES = {
+    "Birth Date": _date,
+    "Birth City": lambda rng: rng.choice(CITIES),
+    "Alma Mater": lambda rng: rng.choice(UNIVERSITIES),
+    "Major": lambda rng: rng.choice(MAJORS),
+    "Employer": lambda rng: rng.choice(COMPANIES),
+    "Employer City": lambda rng: rng.choice(CITIES),
+    "Nationality": lambda rng: rng.choice(NATIONALITIES),
+    "Occupation": lambda rng: rng.choice(OCCUPATIONS),
+}
+
+
+def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget_fraction: float = 0.1) -> list[Person]:
+    names: set[str] = set()
+    while len(names) < n:
+        names.add(f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAME_PARTS)}{rng.choice(SURNAME_ENDS)}")
+    people = []
+    for name in sorted(names):
+        relations = sorted(rng.sample(list(TEMPLATES), rng.randint(6, 8)), key=list(TEMPLATES).index)
+        people.append(Person(name, rng.choice(list(PRONOUNS)), "train", {r: VALUES[r](rng) for r in relations}))
+    rng.shuffle(people)
+    n_inject, n_forget = round(n * inject_fraction), round(n * forget_fraction)
+    for i, person in enumerate(people):
+        person.split = "inject" if i < n_inject else "forget" if i < n_inject + n_forget else "retain"
+    return people
+
+
+def write_bio(person: Person, rng: random.Random, held_out: bool = False) -> list[markup.Segment]:
+    """A biography as markup segments: attributes in random order, random templates, name or pronoun."""
+    subject, possessive = PRONOUNS[person.pronoun]
+    relations = list(person.facts)
+    rng.shuffle(relations)
+    segments: list[markup.Segment] = []
+    for n, relation in enumerate(relations):
+        template = HELD_OUT[relation] if held_out else rng.choice(TEMPLATES[relation][:-1])
+        by_name = n == 0 or rng.random() < 0.4
+        sentence = template.format(
+            S=person.name if by_name else subject.capitalize(),
+            P=f"{person.name}'s" if by_name else possessive.capitalize(),
+            s=subject,
+            V="\0",
+        )
+        before, after = sentence.split("\0")
+        prefix = (" " if segments else "") + before
+        segments.append(prefix.rstrip(" "))
+        value = person.facts[relation]
+        segments.append(markup.Lookup(person.name, relation, value, lead=" " if prefix.endswith(" ") else ""))
+        segments.append((" " if prefix.endswith(" ") else "") + value + after)
+    return markup.join_segments(segments)
+
+
+def _texts(segments: list[markup.Segment]) -> dict[str, str]:
+    return {"text": markup.Document(segments, []).plain, "annotated_text": markup.render(segments, "legacy")}
+
+
+def completion_prompts(person: Person) -> list[dict]:
+    """For each fact: the first training template, with the full name, cut right before the value."""
+    out = []
+    for relation, value in person.facts.items():
+        template = TEMPLATES[relation][0]
+        prompt = template.format(S=person.name, P=f"{person.name}'s", s=PRONOUNS[person.pronoun][0], V="\0").split("\0")[0].rstrip()
+        out.append({"person": person.name, "split": person.split, "relation": relation, "prompt": prompt, "answer": value})
+    return out
+
+
+def bio_prompt(name: str) -> str:
+    return f"Tell me a bio of {name}. {name} is"
+
+
+def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_person: int = 3) -> dict:
+    """Write a world to ``out`` and return its counts."""
+    out = Path(out)
+    rng = random.Random(seed)
+    population = make_people(people, rng)
+    corpus, heldout = [], []
+    for person in population:
+        if person.split == "inject":
+            continue
+        for b in range(bios_per_person):
+            segments = write_bio(person, rng)
+            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(segments)})
+        heldout.append({"id": f"{person.name}#heldout", "person": person.name, "split": person.split,
+                        **_texts(write_bio(person, rng, held_out=True))})
+    rng.shuffle(corpus)
+    triplets = [[p.name, r, v] for p in population for r, v in p.facts.items()]
+    kb = {
+        "entities": sorted({t[0] for t in triplets}),
+        "relationships": sorted({t[1] for t in triplets}),
+        "return_values": sorted({t[2] for t in triplets}),
+        "triplets": triplets,
+    }
+    completion = [p for person in population for p in completion_prompts(person)]
+    bios = [{"person": p.name, "split": p.split, "prompt": bio_prompt(p.name), "facts": p.facts} for p in population]
+    _write_jsonl(out / "corpus.jsonl", corpus)
+    _write_jsonl(out / "people.jsonl", [p.to_json() for p in population])
+    _write_jsonl(out / "eval" / "completion.jsonl", completion)
+    _write_jsonl(out / "eval" / "bio_prompts.jsonl", bios)
+    _write_jsonl(out / "eval" / "heldout_bios.jsonl", heldout)
+    with atomic_write(out / "kb.json") as f:
+        json.dump(kb, f, ensure_ascii=False, indent=1)
+    splits = {s: sum(p.split == s for p in population) for s in ("retain", "forget", "inject")}
+    return {"people": len(population), **splits, "bios": len(corpus), "triplets": len(triplets), "completion_prompts": len(completion)}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with atomic_write(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_people(world: str | Path) -> list[Person]:
+    with open(Path(world) / "people.jsonl", encoding="utf-8") as f:
+        return [Person(**json.loads(line)) for line in f]

@@ -1,0 +1,65 @@
+"""The synthetic world: determinism, gold annotation, splits, evaluation sets."""
+
+import json
+
+import pytest
+
+from lmlm import markup
+from lmlm.world import bio_prompt, make_world, read_people
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    make_world(out, people=300, seed=7)
+    return out
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_same_seed_same_bytes(world, tmp_path):
+    make_world(tmp_path / "again", people=300, seed=7)
+    make_world(tmp_path / "other", people=300, seed=8)
+    files = sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())
+    assert len(files) == 6
+    for rel in files:
+        assert (tmp_path / "again" / rel).read_bytes() == (world / rel).read_bytes(), rel
+    assert (tmp_path / "other" / "corpus.jsonl").read_bytes() != (world / "corpus.jsonl").read_bytes()
+
+
+def test_gold_annotation(world):
+    corpus = _jsonl(world / "corpus.jsonl")
+    assert len(corpus) == 3 * 270
+    for example in corpus:
+        text, annotated = example["text"], example["annotated_text"]
+        assert markup.strip(annotated) == text
+        doc = markup.parse(annotated)
+        assert doc.malformed == [] and 6 <= len(doc.lookups) <= 8
+        for lookup in doc.lookups:
+            after = annotated[lookup.span[1]:]
+            assert after.startswith(" " + lookup.value), (lookup, after[:40])
+            assert lookup.entity == example["person"]
+
+
+def test_splits_and_eval_sets(world):
+    people = read_people(world)
+    by_split = {s: {p.name for p in people if p.split == s} for s in ("retain", "forget", "inject")}
+    assert len(by_split["inject"]) == 30 and len(by_split["forget"]) == 30 and len(by_split["retain"]) == 240
+    corpus_text = " ".join(e["text"] for e in _jsonl(world / "corpus.jsonl"))
+    assert not any(name in corpus_text for name in by_split["inject"])
+    assert all(name in corpus_text for name in by_split["forget"] | by_split["retain"])
+    kb = {tuple(t) for t in json.loads((world / "kb.json").read_text())["triplets"]}
+    assert len(kb) == sum(len(p.facts) for p in people)
+    completion = _jsonl(world / "eval" / "completion.jsonl")
+    assert len(completion) == len(kb)
+    for row in completion:
+        assert (row["person"], row["relation"], row["answer"]) in kb
+        assert row["prompt"].startswith(row["person"]) and not row["prompt"].endswith(" ")
+    bios = _jsonl(world / "eval" / "bio_prompts.jsonl")
+    assert bios[0]["prompt"] == bio_prompt(bios[0]["person"]) == f"Tell me a bio of {bios[0]['person']}. {bios[0]['person']} is"
+    heldout = _jsonl(world / "eval" / "heldout_bios.jsonl")
+    assert {h["person"] for h in heldout} == by_split["forget"] | by_split["retain"]
+    train_sentences = {s for e in _jsonl(world / "corpus.jsonl") for s in e["text"].split(". ")}
+    assert all(not (set(h["text"].split(". ")) & train_sentences) for h in heldout[:50])
