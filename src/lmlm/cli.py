@@ -200,6 +200,25 @@ def _data_build(args) -> None:
     _print(meta["counts"], args.json)
 
 
+def _train(args) -> None:
+    from lmlm.config import load_config, overrides_from
+    from lmlm.train import TrainConfig, train
+
+    cfg = load_config(TrainConfig, args.config, overrides_from(args, TrainConfig))
+    metrics, _ = train(cfg)
+    print(json.dumps(metrics))
+
+
+def _add_train_command(stages) -> None:
+    from lmlm.config import add_arguments
+    from lmlm.train import TrainConfig
+
+    p = stages.add_parser("train", help="pretrain an LMLM or Standard model (the dataset's mode) as an HF checkpoint")
+    p.add_argument("--config", help="YAML file of TrainConfig keys; command-line options override it")
+    add_arguments(p, TrainConfig)
+    p.set_defaults(run=_train)
+
+
 def _add_data_commands(stages) -> None:
     p = stages.add_parser("world", help="generate a synthetic knowledge world")
     p.add_argument("--out", required=True)
@@ -258,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_markup_convert)
     _add_kb_commands(stages)
     _add_data_commands(stages)
+    _add_train_command(stages)
     return parser
 
 

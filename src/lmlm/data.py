@@ -9,6 +9,7 @@ blocks, stored as numpy memmaps so that corpora larger than memory work:
     DIR/labels.bin      int32, -100 where no loss is taken
     DIR/org_mask.bin    uint8, 1 on tokens of the original text (T_org)
     DIR/meta.json       mode, block size, dtype, token counts, tokenizer fingerprint, sources
+    DIR/tokenizer/      the tokenizer it was built with
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def build_dataset(paths: list[str | os.PathLike], tokenizer, mode: str, out: str
         ids.astype(dtype).tofile(tmp / "input_ids.bin")
         labels.astype(np.int32).tofile(tmp / "labels.bin")
         org.astype(np.uint8).tofile(tmp / "org_mask.bin")
+        tokenizer.save_pretrained(tmp / "tokenizer")
         with atomic_write(tmp / "meta.json") as f:
             json.dump(meta, f, indent=1)
         if out.exists():

@@ -200,10 +200,11 @@ class SqliteKB:
             results: list[LookupResult | None] = [None] * len(pairs)
             todo = []
             for i, (entity, relation) in enumerate(pairs):
-                if not _askable(entity) or not _askable(relation):
+                keys = _key(entity), _key(relation)
+                if not all(keys):
                     results[i] = NONE
                 elif mode == "default":
-                    results[i] = self._exact(entity, relation)
+                    results[i] = self._exact(*keys)
                 if results[i] is None:
                     todo.append(i)
             if todo:
@@ -212,8 +213,8 @@ class SqliteKB:
                     results[i] = result
             return results
 
-    def _exact(self, entity: str, relation: str) -> LookupResult | None:
-        hit = self.store.exact(normalize_key(entity), normalize_key(relation))
+    def _exact(self, entity_key: str, relation_key: str) -> LookupResult | None:
+        hit = self.store.exact(entity_key, relation_key)
         if hit is None:
             return None
         triplet, forgotten = hit
@@ -368,7 +369,7 @@ class SqliteKB:
     def forget(self, entity: str) -> int:
         """Erase every fact of ``entity``; later queries that resolve to it get ``none``. Returns the count."""
         with self._lock:
-            candidates = self._named_candidates(entity) if _askable(entity) else []
+            candidates = self._named_candidates(entity) if _key(entity) else []
             if not candidates:
                 raise LmlmError(f"no entity named {entity!r}")
             with self.store.transaction():
@@ -387,8 +388,9 @@ class SqliteKB:
         return self.store.iter_triplets(live_only)
 
 
-def _askable(text) -> bool:
-    return isinstance(text, str) and 0 < len(text) <= MAX_FIELD_CHARS and bool(normalize_key(text))
+def _key(text) -> str:
+    """The normalized key of a queried string; empty for anything that cannot match."""
+    return normalize_key(text) if isinstance(text, str) and 0 < len(text) <= MAX_FIELD_CHARS else ""
 
 
 def _reference_text(text: str) -> str:

@@ -140,7 +140,6 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
             if embed:
                 report["embedded"] = kb.embed()
             report["stats"] = kb.stats()
-            kb.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         for suffix in ("-wal", "-shm"):
             Path(f"{out}{suffix}").unlink(missing_ok=True)
         for index_file in out.parent.glob(f"{tmp.name}.*.faiss"):

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _APOSTROPHES = re.compile(r"['’`´\\]")  # removed, not spaced, so "Destiny\\'s" and "Destiny's" meet
 _NON_WORD = re.compile(r"[\W_]+")
 _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 
 
+@lru_cache(maxsize=1 << 16)
 def normalize_key(text: str) -> str:
     """Case, Unicode NFKC, diacritics, whitespace, underscores and punctuation folded away."""
-    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    text = "".join(c for c in text if not unicodedata.combining(c))
+    if text.isascii():
+        text = text.lower()
+    else:
+        text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+        text = "".join(c for c in text if not unicodedata.combining(c))
     text = _APOSTROPHES.sub("", text)
     return " ".join(_NON_WORD.sub(" ", text).split())
 

@@ -102,6 +102,11 @@ class Store:
         self._relation_ids: dict[str, int] = {}
 
     def close(self) -> None:
+        """Fold the write-ahead log into the file, so readers that open it next need not consult it."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:  # another connection is reading; the WAL stays until later
+            pass
         self.conn.close()
 
     @contextmanager

@@ -1,0 +1,127 @@
+"""Pretraining: both modes learn, checkpoints load in plain transformers, exact resume, DDP, configs."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lmlm.config import load_config
+from lmlm.data import build_dataset, documents
+from lmlm.errors import LmlmError
+from lmlm.models import PRESETS, TokenIds, model_config
+from lmlm.tokenizer import train_tokenizer
+from lmlm.train import TrainConfig, final_train_losses, train
+from lmlm.world import make_world
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_world(root / "world", people=80, seed=3)
+    corpus = [root / "world" / "corpus.jsonl"]
+    tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=700)
+    for mode in ("lmlm", "standard"):
+        build_dataset(corpus, tokenizer, mode, root / mode, block_size=64)
+    return root
+
+
+def _cfg(datasets, mode, out, **kw):
+    settings = {"model": "tiny", "batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "log_every": 5, **kw}
+    return TrainConfig(data=str(datasets / mode), out=str(out), **settings)
+
+
+@pytest.mark.parametrize("mode", ["lmlm", "standard"])
+def test_tiny_learns_and_reloads_in_plain_transformers(datasets, tmp_path, mode):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    metrics, model = train(_cfg(datasets, mode, tmp_path / mode, max_steps=40, eval_data=str(datasets / mode)))
+    losses = final_train_losses(tmp_path / mode)
+    assert len(losses) == 8 and losses[-1] < losses[0] - 1.0, losses  # nats
+    assert metrics["eval_static"] > 1 and metrics["eval_normalized"] >= metrics["eval_static"] * (mode == "standard")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / mode)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / mode)
+    assert tokenizer.convert_tokens_to_ids("<|db_return|>") != tokenizer.unk_token_id
+    ids = torch.tensor([tokenizer.encode("Ada Ashby was born on <|db_entity|> Ada Ashby<|db_relationship|> Birth Date<|db_return|>")])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    assert not list((tmp_path / mode).glob("checkpoint-*"))
+
+
+def test_resume_is_exact(datasets, tmp_path):
+    _, _ = train(_cfg(datasets, "lmlm", tmp_path / "straight", max_steps=16, log_every=1))
+    _, _ = train(_cfg(datasets, "lmlm", tmp_path / "split", max_steps=16, log_every=1, stop_after=8))
+    assert not (tmp_path / "split" / "model.safetensors").exists()
+    _, _ = train(_cfg(datasets, "lmlm", tmp_path / "split", max_steps=16, log_every=1, resume=True))
+    straight, split = final_train_losses(tmp_path / "straight"), final_train_losses(tmp_path / "split")
+    assert len(straight) == 16 and len(split) == 16
+    assert abs(straight[-1] - split[-1]) <= 1e-5, (straight[-3:], split[-3:])
+
+
+def test_two_processes_with_torchrun(datasets, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import hashlib, os, torch
+        from lmlm.train import TrainConfig, train
+        cfg = TrainConfig(data={str(datasets / "lmlm")!r}, out={str(tmp_path / "ddp")!r}, model="tiny", batch_size=4, max_steps=4, log_every=1, warmup_steps=1)
+        metrics, model = train(cfg)
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+        open(os.path.join(cfg.out, "rank%s.sum" % os.environ["RANK"]), "w").write(digest + " " + str(metrics["train_loss"]))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "ddp"
+    sums = [(out / f"rank{r}.sum").read_text().split() for r in (0, 1)]
+    assert sums[0][0] == sums[1][0]
+    assert all(torch.isfinite(torch.tensor(float(loss))) for _, loss in sums)
+    assert len(list(out.glob("**/model.safetensors"))) == 1 and not list(out.glob("checkpoint-*"))
+
+
+def test_reference_configs_build_on_the_meta_device():
+    tokens = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
+    from transformers import AutoModelForCausalLM
+
+    for name, expected in (("llama2-176m", 176e6), ("llama2-382m", 382e6)):
+        cfg = load_config(TrainConfig, os.path.join(REPO, "configs", f"{name}.yaml"), {"data": "d", "out": "o"})
+        assert cfg.model == name and cfg.lr == 5e-4 and cfg.warmup_steps == 2000 and cfg.epochs == 8
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config(cfg.model, tokens, context=1024, use_preset_vocab=True))
+        count = sum(p.numel() for p in model.parameters())
+        assert abs(count - expected) / expected < 0.02, (name, count)
+    for name in ("gpt2-124m", "gpt2-355m"):
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config(name, tokens, use_preset_vocab=True))
+        assert type(model).__name__ == "GPT2LMHeadModel"
+    assert set(PRESETS) >= {"tiny", "small", "llama2-176m", "llama2-382m", "gpt2-124m", "gpt2-355m"}
+
+
+def test_bad_configs(tmp_path, datasets):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: tiny\nlearning_rate: 0.1\n")
+    with pytest.raises(LmlmError, match="unknown config key 'learning_rate'"):
+        load_config(TrainConfig, path, {"data": "d", "out": "o"})
+    path.write_text("model: tiny\nmax_steps: lots\n")
+    with pytest.raises(LmlmError, match="config key 'max_steps': expected int"):
+        load_config(TrainConfig, path, {"data": "d", "out": "o"})
+    other = train_tokenizer(["a completely different corpus with other words"], vocab_size=300)
+    other.save_pretrained(tmp_path / "other_tok")
+    with pytest.raises(LmlmError, match="another tokenizer"):
+        train(_cfg(datasets, "lmlm", tmp_path / "x", max_steps=2, tokenizer=str(tmp_path / "other_tok")))
+
+
+def test_train_cli_rejects_bad_keys(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("train", "--data", tmp_path, "--out", tmp_path / "o", "--max-steps", "ten")
+    assert proc.returncode == 2 and "max_steps" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "c.yaml").write_text("modell: tiny\n")
+    proc = run_cli("train", "--config", tmp_path / "c.yaml", "--data", tmp_path, "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "'modell'" in proc.stderr
