@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/lmlm markup check $(CORPORA)
+	$(BIN)/lmlm kb build $(wildcard $(SHARED)/*.json) --out runs/real-kb.sqlite
+	$(BIN)/lmlm kb query runs/real-kb.sqlite --entity "Beyonce Knowles" --relation "place of birth"
 
 test: setup
 	$(BIN)/python -m pytest -q

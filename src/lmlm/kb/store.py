@@ -88,6 +88,7 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA cache_size=-262144")  # 256 MB of page cache keeps bulk imports fast
+            self.conn.execute("PRAGMA mmap_size=17179869184")  # reads map the file: no copy, no syscall per page
             if fresh:
                 with self.transaction():
                     for statement in _SCHEMA.split(";"):
@@ -211,14 +212,16 @@ class Store:
     # --- reads --------------------------------------------------------------------------
 
     def exact(self, entity_key: str, relation_key: str) -> tuple[Triplet, bool] | None:
-        """The triplet under these keys (live rows first) and whether its entity is forgotten."""
-        row = self.conn.execute(
+        """The triplet under these keys (a live row before a tombstone, then the oldest) and whether its entity is forgotten."""
+        rows = self.conn.execute(
             "SELECT t.id, t.entity, t.relation, t.value, e.forgotten FROM entities e"
-            " JOIN relations r ON r.key=?2 JOIN triplets t ON t.entity_id=e.id AND t.relation_id=r.id"
-            " WHERE e.key=?1 ORDER BY t.value IS NULL, t.id LIMIT 1",
+            " JOIN relations r ON r.key=?2 JOIN triplets t ON t.entity_id=e.id AND t.relation_id=r.id WHERE e.key=?1",
             (entity_key, relation_key),
-        ).fetchone()
-        return (Triplet(*row[:4]), bool(row[4])) if row else None
+        ).fetchall()
+        if not rows:
+            return None
+        row = min(rows, key=lambda r: (r[3] is None, r[0]))
+        return Triplet(*row[:4]), bool(row[4])
 
     def entities_by_key(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
         keys = list(keys)

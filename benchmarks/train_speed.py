@@ -1,0 +1,97 @@
+"""Training throughput of ``lmlm train``: tokens/s for tiny and small, LMLM and Standard, on the same
+documents in the same run, and the achieved FLOP/s against what torch.matmul reaches on this CPU.
+
+Achieved FLOP/s = 6 x parameters x tokens/s (forward and backward). The matmul ceiling is the best
+of several fp32 square products at a few sizes, measured here, now, with the same threads.
+
+    python benchmarks/train_speed.py [--steps 30] [--out benchmarks/results/train_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lmlm.data import build_dataset, documents  # noqa: E402
+from lmlm.models import count_parameters  # noqa: E402
+from lmlm.tokenizer import train_tokenizer  # noqa: E402
+from lmlm.train import TrainConfig, train  # noqa: E402
+from lmlm.world import make_world  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def matmul_flops(repeats: int = 5) -> float:
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        torch.matmul(a, b)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def tokens_per_second(out: Path, skip: int) -> float:
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    speeds = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r][skip:]
+    return sum(speeds) / len(speeds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--block-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "train_speed.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    report: dict = {"torch_threads": torch.get_num_threads(), "matmul_flops": matmul_flops(), "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_world(tmp / "world", people=400, seed=0)
+        corpus = [tmp / "world" / "corpus.jsonl"]
+        tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=4096)
+        for mode in ("lmlm", "standard"):
+            build_dataset(corpus, tokenizer, mode, tmp / mode, block_size=args.block_size)
+        for preset in ("tiny", "small"):
+            for mode in ("lmlm", "standard"):
+                out = tmp / f"{preset}-{mode}"
+                cfg = TrainConfig(data=str(tmp / mode), out=str(out), model=preset, max_steps=args.steps, batch_size=args.batch_size,
+                                  log_every=5, warmup_steps=5)
+                _, model = train(cfg)
+                speed = tokens_per_second(out, skip=1)  # the first interval includes start-up
+                params = count_parameters(model)
+                report["runs"][f"{preset}/{mode}"] = {"parameters": params, "tokens_per_second": round(speed),
+                                                       "achieved_flops": 6 * params * speed}
+    runs = report["runs"]
+    report["lmlm_over_standard"] = {p: round(runs[f"{p}/lmlm"]["tokens_per_second"] / runs[f"{p}/standard"]["tokens_per_second"], 3)
+                                    for p in ("tiny", "small")}
+    report["small_share_of_matmul"] = round(max(runs["small/lmlm"]["achieved_flops"], runs["small/standard"]["achieved_flops"])
+                                            / report["matmul_flops"], 3)
+    report["targets"] = {
+        "lmlm/standard>=0.97": all(r >= 0.97 for r in report["lmlm_over_standard"].values()),
+        "small_flops>=30%_of_matmul": report["small_share_of_matmul"] >= 0.30,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"matmul: {report['matmul_flops'] / 1e9:.1f} GFLOP/s on {report['torch_threads']} threads")
+    print(f"{'run':<16}{'params':>12}{'tokens/s':>10}{'GFLOP/s':>9}")
+    for name, r in runs.items():
+        print(f"{name:<16}{r['parameters']:>12,}{r['tokens_per_second']:>10}{r['achieved_flops'] / 1e9:>9.1f}")
+    print("lmlm/standard:", report["lmlm_over_standard"], " small / matmul:", report["small_share_of_matmul"])
+    print("targets:", report["targets"])
+
+
+if __name__ == "__main__":
+    main()
