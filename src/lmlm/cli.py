@@ -209,6 +209,51 @@ def _train(args) -> None:
     print(json.dumps(metrics))
 
 
+def _generate(args) -> None:
+    from lmlm.generate import LMLM
+
+    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups)
+    options = {"max_new_tokens": args.max_new_tokens, "use_lookups": not args.no_lookups, "fallback": args.fallback,
+               "do_sample": args.temperature > 0, "temperature": args.temperature or 1.0, "top_k": args.top_k, "top_p": args.top_p,
+               "repetition_penalty": args.repetition_penalty, "max_lookups": args.max_lookups, "truncate_prompt": args.truncate}
+    if args.input:
+        from lmlm.generate import generate_file
+
+        count = generate_file(lmlm, args.input, args.output, batch_size=args.batch_size, **options)
+        print(f"wrote {count} results to {args.output}")
+        return
+    if not args.prompts:
+        raise LmlmError("give prompts, or --input PROMPTS.jsonl --output OUT.jsonl")
+    for prompt, result in zip(args.prompts, lmlm.generate(args.prompts, batch_size=args.batch_size, **options)):
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            print(f"{prompt}{result.text}")
+            for p in result.lookups:
+                print(f"    [{p.tier}] {p.entity} / {p.relation} -> {p.value}")
+
+
+def _add_generate_command(stages) -> None:
+    p = stages.add_parser("generate", help="generate with lookups in the knowledge base")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT")
+    p.add_argument("--model", required=True, help="an HF checkpoint folder with the lookup tokens")
+    p.add_argument("--kb", help="knowledge base file (needed unless --no-lookups)")
+    p.add_argument("--input", help='JSONL of {"prompt": ...} lines')
+    p.add_argument("--output", help="JSONL: each input line with text, raw and lookups added")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--no-lookups", action="store_true", help="generate freely, with <|db_entity|> banned")
+    p.add_argument("--fallback", choices=["top1_anyway", "unknown", "abstain"], default="top1_anyway")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.2)
+    p.add_argument("--max-lookups", type=int, default=5)
+    p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that does not fit the context")
+    p.set_defaults(run=_generate)
+
+
 def _add_train_command(stages) -> None:
     from lmlm.config import add_arguments
     from lmlm.train import TrainConfig
@@ -278,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kb_commands(stages)
     _add_data_commands(stages)
     _add_train_command(stages)
+    _add_generate_command(stages)
     return parser
 
 

@@ -1,0 +1,119 @@
+"""Generation speed, on the same model, prompts, KB and token budget, in one run:
+
+  (a) the naive reference loop at batch 1 (restart generate() after each lookup), reference retrieval
+  (b) the engine at batch 1
+  (c) the engine at batch 32
+  (d) plain HF generate() at batch 32 with no lookups (the limit)
+
+Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
+``tiny`` and ``small`` (about 30M parameters, a shape a user would run).
+
+    python benchmarks/generate_speed.py [--out benchmarks/results/generate_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lmlm.data import build_dataset, documents  # noqa: E402
+from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, reference_loop  # noqa: E402
+from lmlm.kb import SqliteKB  # noqa: E402
+from lmlm.kb.io import read_reference_db  # noqa: E402
+from lmlm.tokenizer import train_tokenizer  # noqa: E402
+from lmlm.train import TrainConfig, train  # noqa: E402
+from lmlm.world import make_world  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int) -> dict:
+    tokens = LookupTokens(tokenizer)
+    engine = LookupEngine(model, tokenizer, kb)
+    cfg = GenerationConfig(max_new_tokens=new_tokens)
+    ref_cfg = GenerationConfig(max_new_tokens=new_tokens, lookup_mode="reference")
+    engine.generate(prompts[:2], cfg)  # warm up (encoder, indexes)
+    reference_loop(model, tokenizer, kb, prompts[0], ref_cfg)
+    rows = {}
+
+    out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]])
+    rows["a_reference_loop_batch1"] = (sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds)
+    out, seconds = timed(lambda: [engine.generate([p], cfg)[0] for p in prompts[:single]])
+    rows["b_engine_batch1"] = (sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds)
+    out, seconds = timed(lambda: [r for s in range(0, len(prompts), 32) for r in engine.generate(prompts[s : s + 32], cfg)])
+    rows["c_engine_batch32"] = (sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds)
+
+    def hf_batches():
+        tokenizer.padding_side = "left"
+        produced = 0
+        for s in range(0, len(prompts), 32):
+            enc = tokenizer(prompts[s : s + 32], return_tensors="pt", padding=True, add_special_tokens=False)
+            ids = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            produced += int((ids[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
+        return produced
+
+    produced, seconds = timed(hf_batches)
+    rows["d_hf_generate_batch32_no_lookups"] = (produced, 0, seconds)
+    return {name: {"tokens": t, "lookups": n, "seconds": round(s, 2), "tokens_per_second": round(t / s, 1), "lookups_per_second": round(n / s, 2)}
+            for name, (t, n, s) in rows.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--single", type=int, default=16, help="prompts run at batch 1 (a, b)")
+    parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "generate_speed.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.manual_seed(0)
+    report = {"torch_threads": torch.get_num_threads(), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_world(tmp / "world", people=300, seed=0)
+        corpus = [tmp / "world" / "corpus.jsonl"]
+        tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=2048)
+        build_dataset(corpus, tokenizer, "lmlm", tmp / "data", block_size=128)
+        kb = SqliteKB(tmp / "kb.sqlite", create=True)
+        kb.import_triplets(read_reference_db(tmp / "world" / "kb.json"))
+        kb.embed(reference=True)
+        bios = [json.loads(line)["prompt"] for line in (tmp / "world" / "eval" / "bio_prompts.jsonl").read_text().splitlines()]
+        prompts = bios[: args.prompts]
+        for preset, steps in (("tiny", 150), ("small", 60)):
+            cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / preset), model=preset, max_steps=steps, batch_size=16, lr=2e-3, warmup_steps=10, log_every=50)
+            _, model = train(cfg)
+            model.eval()
+            rows = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single)
+            a, b, c, d = (rows[k]["tokens_per_second"] for k in sorted(rows))
+            report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "runs": rows,
+                                        "b_over_a": round(b / a, 2), "c_over_a": round(c / a, 2), "c_over_d": round(c / d, 3)}
+    report["targets"] = {f"{m}: {k}": v for m, r in report["models"].items()
+                         for k, v in (("b/a>=2", r["b_over_a"] >= 2), ("c/a>=10", r["c_over_a"] >= 10), ("c/d>=0.85", r["c_over_d"] >= 0.85))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    for name, model in report["models"].items():
+        print(f"\n{name} ({model['parameters']:,} parameters)")
+        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}")
+        for run, r in model["runs"].items():
+            print(f"{run:<36}{r['tokens']:>8}{r['lookups']:>9}{r['tokens_per_second']:>10}{r['lookups_per_second']:>11}")
+        print(f"b/a {model['b_over_a']}  c/a {model['c_over_a']}  c/d {model['c_over_d']}")
+    print("\ntargets:", report["targets"])
+
+
+if __name__ == "__main__":
+    main()

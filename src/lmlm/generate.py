@@ -1,0 +1,389 @@
+"""Generation with lookups: a token-level, batched engine that keeps one KV cache.
+
+Each row of the batch has a queue of forced tokens. When a row emits ``<|db_return|>``, its
+(entity, relation) is read from its own token ids; every row that asked in that step is answered by
+one ``lookup_many`` call; the tokens of " VALUE" and ``<|db_end|>`` are queued and fed one per step
+into the same cache. Nothing is re-tokenized from decoded text, and finished rows leave the batch.
+
+``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
+the full token ids after each lookup): the correctness anchor for greedy decoding, and the
+baseline of ``benchmarks/generate_speed.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from lmlm import markup
+from lmlm.errors import LmlmError
+from lmlm.tokenizer import check_lookup_tokens
+
+log = logging.getLogger(__name__)
+
+FALLBACKS = ("top1_anyway", "unknown", "abstain")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.2  # the reference default
+    entity_bias: float = 4.0  # logit bias on <|db_entity|> (reference default)
+    lookup_bias: float = 2.0  # logit bias on the other three lookup tokens (reference default)
+    max_lookups: int = 5
+    fallback: str = "top1_anyway"  # when the KB has no match: top1_anyway | unknown | abstain
+    use_lookups: bool = True
+    lookup_mode: str = "default"  # the KB's: default | reference
+    stop_token_ids: tuple[int, ...] = ()
+    truncate_prompt: bool = False  # keep the last tokens of a prompt that does not fit, instead of refusing it
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.fallback not in FALLBACKS:
+            raise LmlmError(f"unknown fallback {self.fallback!r}: expected one of {', '.join(FALLBACKS)}")
+
+
+@dataclass
+class Provenance:
+    entity: str
+    relation: str
+    value: str
+    triplet_id: int | None
+    score: float
+    tier: str
+    token_span: tuple[int, int]  # [start, end) in the generated token ids, <|db_entity|> to <|db_end|>
+
+    def to_dict(self) -> dict:
+        return {"entity": self.entity, "relation": self.relation, "value": self.value, "triplet_id": self.triplet_id,
+                "score": round(self.score, 4), "tier": self.tier, "token_span": list(self.token_span)}
+
+
+@dataclass
+class GenerationResult:
+    text: str  # lookups removed, as the reference's post_process
+    raw: str  # with the lookup calls
+    lookups: list[Provenance]
+    token_ids: list[int] = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "raw": self.raw, "lookups": [p.to_dict() for p in self.lookups]}
+
+
+class LookupTokens:
+    """The ids of the four lookup tokens in a tokenizer."""
+
+    def __init__(self, tokenizer):
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in markup.SPECIAL_TOKENS}
+        self.entity, self.relationship, self.ret, self.end = (ids[t] for t in markup.SPECIAL_TOKENS)
+        space = tokenizer.encode(" ", add_special_tokens=False)
+        self.space = space[0] if len(space) == 1 else None
+
+
+# --- logits processing, shared by the engine and the reference loop -----------------------------------
+
+
+def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch.Tensor, tokens: LookupTokens, cfg: GenerationConfig) -> torch.Tensor:
+    """Repetition penalty over the tokens each row has seen, lookup-token biases, and the ban on
+    <|db_entity|> when lookups are off or a row has used its quota."""
+    scores = scores.float()
+    if cfg.repetition_penalty != 1.0:
+        penalized = torch.where(scores > 0, scores / cfg.repetition_penalty, scores * cfg.repetition_penalty)
+        scores = torch.where(seen, penalized, scores)
+    scores[:, tokens.entity] += cfg.entity_bias
+    for t in (tokens.relationship, tokens.ret, tokens.end):
+        scores[:, t] += cfg.lookup_bias
+    banned = (lookups_done >= cfg.max_lookups) | (not cfg.use_lookups)
+    scores[banned, tokens.entity] = float("-inf")
+    return scores
+
+
+def choose(scores: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    if not cfg.do_sample:
+        return scores.argmax(dim=-1)
+    scores = scores / max(cfg.temperature, 1e-6)
+    if cfg.top_k > 0:
+        kth = torch.topk(scores, min(cfg.top_k, scores.shape[-1])).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_scores.softmax(-1) > cfg.top_p
+        scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+# --- the engine ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    prompt: list[int]
+    generated: list[int] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)
+    lookups: list[Provenance] = field(default_factory=list)
+    done: bool = False
+    finish_after_queue: bool = False  # an abstaining row closes its call and stops
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.generated
+
+
+class LookupEngine:
+    """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens."""
+
+    def __init__(self, model, tokenizer, kb=None):
+        self.model, self.tokenizer, self.kb = model.eval(), tokenizer, kb
+        self.tokens = LookupTokens(tokenizer)
+        self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+
+    def encode_prompts(self, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
+        out = []
+        for i, prompt in enumerate(prompts):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+            room = (self.context or 10**9) - cfg.max_new_tokens
+            if len(ids) > room:
+                if not cfg.truncate_prompt:
+                    raise LmlmError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens {cfg.max_new_tokens} the context of "
+                                    f"{self.context} leaves room for {room} (set truncate_prompt to keep its last tokens)")
+                ids = ids[len(ids) - room :]
+            out.append(ids)
+        return out
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], cfg: GenerationConfig | None = None,
+                 on_token: Callable[[int, int, bool], None] | None = None) -> list[GenerationResult]:
+        """Generate for every prompt in one batch. ``on_token(row, token_id, forced)`` streams tokens."""
+        cfg = cfg or GenerationConfig()
+        if not prompts:
+            return []
+        if cfg.use_lookups and self.kb is None:
+            raise LmlmError("lookups are on but no knowledge base was given (pass kb=..., or use_lookups=False)")
+        rows = [_Row(ids) for ids in self.encode_prompts(prompts, cfg)]
+        if any(not r.prompt for r in rows):
+            raise LmlmError("empty prompt: give at least one token of text")
+        generator = torch.Generator().manual_seed(cfg.seed) if cfg.do_sample else None
+        device = next(self.model.parameters()).device
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+
+        width = max(len(r.prompt) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=device)
+        for i, r in enumerate(rows):
+            seen[i, r.prompt] = True
+        lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
+        active = list(range(len(rows)))
+
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        next_pos = positions[:, -1] + 1
+        stops = {self.tokenizer.eos_token_id, *cfg.stop_token_ids}
+        while True:
+            scores = process_logits(out.logits[:, -1, :], seen[active], lookups_done[active], self.tokens, cfg)
+            chosen = choose(scores, cfg, generator).tolist()
+            asking = []
+            for b, i in enumerate(active):
+                row = rows[i]
+                forced = bool(row.queue)
+                token = row.queue.pop(0) if forced else chosen[b]
+                chosen[b] = token
+                row.generated.append(token)
+                seen[i, token] = True
+                if on_token:
+                    on_token(i, token, forced)
+                row.done = ((token in stops and not forced) or len(row.generated) >= cfg.max_new_tokens
+                            or (forced and not row.queue and row.finish_after_queue))
+                if token == self.tokens.ret and not forced and cfg.use_lookups and not row.done:
+                    asking.append(i)
+                    lookups_done[i] += 1
+            if asking:
+                self._answer([rows[i] for i in asking], cfg)
+            keep = [b for b, i in enumerate(active) if not rows[i].done]
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch and the cache
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, next_pos = mask[index], next_pos[index]
+                chosen = [chosen[b] for b in keep]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype, device=device)], dim=1)
+            out = self.model(input_ids=torch.tensor(chosen, device=device)[:, None], attention_mask=mask,
+                             position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+            next_pos = next_pos + 1
+        return [self._result(r) for r in rows]
+
+    def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> None:
+        """Read each row's query from its own ids, look all of them up at once, queue the values."""
+        queries = [query_of(r.tokens, self.tokens, self.tokenizer) for r in rows]
+        results = self.kb.lookup_many([(q[0], q[1]) for q in queries], mode=cfg.lookup_mode)
+        for row, (entity, relation, start), result in zip(rows, queries, results):
+            value, triplet, tier = result.value, result.triplet, result.tier
+            if value is None:
+                if cfg.fallback == "top1_anyway" and result.nearest is not None:
+                    value, triplet, tier = result.nearest.value, result.nearest, "nearest"
+                elif cfg.fallback == "abstain":
+                    value, row.finish_after_queue = "", True
+                else:
+                    value = "unknown"
+            row.queue = (self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []) + [self.tokens.end]
+            span = (max(start - len(row.prompt), 0), len(row.generated) + len(row.queue))
+            row.lookups.append(Provenance(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, span))
+
+    def _result(self, row: _Row) -> GenerationResult:
+        ids = [t for t in row.generated if t != self.tokenizer.eos_token_id]
+        raw = self.tokenizer.decode(ids, skip_special_tokens=False)
+        in_call = _inside_call(row.prompt, self.tokens)
+        text = self.tokenizer.decode(strip_calls(ids, self.tokens, in_call), skip_special_tokens=True)
+        return GenerationResult(text=text, raw=raw, lookups=row.lookups, token_ids=row.generated)
+
+
+def _inside_call(prompt: list[int], tokens: LookupTokens) -> bool:
+    """Does the prompt end inside a lookup call (a forced ``<|db_entity|>``)?"""
+    last_entity = max((i for i, t in enumerate(prompt) if t == tokens.entity), default=-1)
+    last_end = max((i for i, t in enumerate(prompt) if t == tokens.end), default=-1)
+    return last_entity > last_end
+
+
+def strip_calls(ids: list[int], tokens: LookupTokens, in_call: bool = False) -> list[int]:
+    """The ids with every lookup call removed (and the lone space in front of it), as the clean text."""
+    out: list[int] = []
+    for t in ids:
+        if t == tokens.entity:
+            if out and out[-1] == tokens.space:
+                out.pop()
+            in_call = True
+        elif in_call:
+            in_call = t != tokens.end
+        else:
+            out.append(t)
+    return out
+
+
+def query_of(ids: list[int], tokens: LookupTokens, tokenizer) -> tuple[str, str, int]:
+    """(entity, relation, index of <|db_entity|>) of the call that ends ``ids`` with <|db_return|>.
+    A missing piece reads as "" and gets no answer from the KB, so the fallback decides."""
+    ret = len(ids) - 1
+    start = next((i for i in range(ret - 1, -1, -1) if ids[i] in (tokens.entity, tokens.end, tokens.ret)), -1)
+    if start < 0 or ids[start] != tokens.entity:
+        return "", "", ret
+    rel = next((i for i in range(start + 1, ret) if ids[i] == tokens.relationship), None)
+    if rel is None:
+        return "", "", start
+    decode = lambda part: tokenizer.decode(part, skip_special_tokens=False).strip()  # noqa: E731
+    return decode(ids[start + 1 : rel]), decode(ids[rel + 1 : ret]), start
+
+
+# --- the reference loop --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | None = None) -> list[int]:
+    """The reference's way: HF ``generate()`` until <|db_return|>, look up, append, restart on the full ids.
+    Returns the generated token ids (greedy decoding only)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    cfg = cfg or GenerationConfig()
+    tokens = LookupTokens(tokenizer)
+    vocab = model.get_output_embeddings().weight.shape[0]
+
+    class Shared(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            seen = torch.zeros(input_ids.shape[0], vocab, dtype=torch.bool, device=input_ids.device).scatter(1, input_ids, True)
+            return process_logits(scores, seen, (input_ids == tokens.ret).sum(1), tokens, cfg)
+
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    prompt_len = len(ids)
+    stops = [tokenizer.eos_token_id, *cfg.stop_token_ids] + ([tokens.ret] if cfg.use_lookups else [])
+    while len(ids) - prompt_len < cfg.max_new_tokens:
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=cfg.max_new_tokens - (len(ids) - prompt_len), do_sample=False,
+                             logits_processor=LogitsProcessorList([Shared()]), eos_token_id=stops,
+                             pad_token_id=tokenizer.pad_token_id, repetition_penalty=None)
+        ids = out[0].tolist()
+        if ids[-1] != tokens.ret or not cfg.use_lookups:
+            break
+        entity, relation, _ = query_of(ids, tokens, tokenizer)
+        result = kb.lookup(entity, relation, mode=cfg.lookup_mode)
+        value = result.value if result.value is not None else (result.nearest.value if result.nearest and cfg.fallback == "top1_anyway" else "unknown")
+        ids += tokenizer.encode(" " + value, add_special_tokens=False) + [tokens.end]
+    return ids[prompt_len : prompt_len + cfg.max_new_tokens]
+
+
+# --- the Python API --------------------------------------------------------------------------------------------------
+
+
+class LMLM:
+    """A checkpoint and a knowledge base: ``LMLM.from_pretrained(path, kb=...).generate(prompts)``."""
+
+    def __init__(self, model, tokenizer, kb=None):
+        self.engine = LookupEngine(model, tokenizer, kb)
+
+    @property
+    def model(self):
+        return self.engine.model
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def kb(self):
+        return self.engine.kb
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, **model_kwargs) -> LMLM:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+        except OSError as e:
+            raise LmlmError(f"{path}: cannot load a checkpoint ({e})") from None
+        if use_lookups:
+            check_lookup_tokens(tokenizer, path)
+        if isinstance(kb, (str, Path)):
+            from lmlm.kb import SqliteKB
+
+            kb = SqliteKB(kb)
+        return cls(model, tokenizer, kb)
+
+    def generate(self, prompts: str | Sequence[str], batch_size: int = 32, on_token=None, **options):
+        """One result for a string, a list of results for a list; ``options`` are GenerationConfig fields."""
+        single = isinstance(prompts, str)
+        cfg = replace(GenerationConfig(), **options)
+        items = [prompts] if single else list(prompts)
+        results = []
+        for start in range(0, len(items), batch_size):
+            results += self.engine.generate(items[start : start + batch_size], cfg, on_token)
+        return results[0] if single else results
+
+
+def generate_file(lmlm: LMLM, src: str | Path, out: str | Path, batch_size: int = 32, **options) -> int:
+    """Generate for every ``{"prompt"}`` line of ``src`` in batches; write each line back with its result."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from lmlm.corpus import atomic_write, read_corpus
+
+    rows = read_corpus(src, require=("prompt",)).examples
+    with atomic_write(out) as f:
+        for start in tqdm(range(0, len(rows), batch_size), desc="generating", unit="batch"):
+            batch = rows[start : start + batch_size]
+            for row, result in zip(batch, lmlm.generate([r["prompt"] for r in batch], batch_size=batch_size, **options)):
+                f.write(json.dumps({**row, **result.to_dict()}, ensure_ascii=False) + "\n")
+    return len(rows)

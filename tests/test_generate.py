@@ -1,0 +1,225 @@
+"""The generation engine on tiny random models: equal to the naive reference loop and to HF generate,
+batch-invariant, robust to malformed calls, and the reference-compatible API."""
+
+import json
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from lmlm import markup
+from lmlm.errors import LmlmError
+from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens, query_of, reference_loop, strip_calls
+from lmlm.kb import SqliteKB
+from lmlm.models import TokenIds, build_model
+from lmlm.tokenizer import train_tokenizer
+from lmlm.world import make_world
+
+PROMPTS = [
+    "Ada Ashby was born on",
+    "Tell me a bio of Bram Oakley. Bram Oakley is",
+    "The",
+    "Beyoncé Giselle Knowles-Carter was born in <|db_entity|> Beyoncé Giselle Knowles-Carter<|db_relationship|> Birth",
+    "Destiny's Child was managed by",
+    "In 1990 she moved to the city of",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    make_world(root, people=60, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    texts = [markup.convert(json.loads(line)["annotated_text"], "special") for line in (world / "corpus.jsonl").read_text().splitlines()]
+    return train_tokenizer(texts, vocab_size=600)
+
+
+def _briefly_trained(model, tokenizer, world, steps=150):
+    """A few seconds of training on the world, so the tiny model writes whole lookup calls."""
+    from lmlm.data import PackedDataset, build_dataset
+
+    build_dataset([world / "corpus.jsonl"], tokenizer, "lmlm", world / f"ds-{model.config.model_type}", block_size=64)
+    data = PackedDataset(world / f"ds-{model.config.model_type}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        index = torch.randint(len(data), (16,), generator=generator).numpy()
+        loss = model(input_ids=torch.tensor(data.ids[index].astype("int64")), labels=torch.tensor(data.labels[index].astype("int64"))).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def kb(shared, world, tmp_path_factory):
+    from lmlm.kb.io import read_reference_db
+
+    kb = SqliteKB(tmp_path_factory.mktemp("genkb") / "kb.sqlite", create=True)
+    kb.import_triplets(read_reference_db(shared / "squad-eval100-Annotator_database.json"))
+    kb.import_triplets(read_reference_db(world / "kb.json"))
+    yield kb
+    kb.close()
+
+
+def _ids(tokenizer):
+    return TokenIds(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def model(request, tokenizer, world):
+    torch.manual_seed(0)
+    if request.param == "llama":
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                             max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+        model = LlamaForCausalLM(config)
+    else:
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=512, resid_pdrop=0, embd_pdrop=0,
+                            attn_pdrop=0, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id)
+        model = GPT2LMHeadModel(config)
+    return _briefly_trained(model, tokenizer, world)
+
+
+def test_engine_equals_the_naive_reference_loop(model, tokenizer, kb):
+    cfg = GenerationConfig(max_new_tokens=40)
+    results = LookupEngine(model, tokenizer, kb).generate(PROMPTS, cfg)
+    asked = 0
+    for prompt, result in zip(PROMPTS, results):
+        assert result.token_ids == reference_loop(model, tokenizer, kb, prompt, cfg), prompt
+        asked += len(result.lookups)
+    assert asked >= 3  # the calls went through the KB and into the cache
+
+
+def test_lookups_off_equals_hf_generate(model, tokenizer, kb):
+    tokens = LookupTokens(tokenizer)
+    cfg = GenerationConfig(max_new_tokens=24, use_lookups=False, repetition_penalty=1.0, entity_bias=0.0, lookup_bias=0.0)
+    results = LookupEngine(model, tokenizer, None).generate(PROMPTS, cfg)
+    for prompt, result in zip(PROMPTS, results):
+        ids = torch.tensor([tokenizer.encode(prompt)])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False, suppress_tokens=[tokens.entity],
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        expected = out[0, ids.shape[1]:].tolist()
+        assert result.token_ids == expected
+        assert tokens.entity not in result.token_ids
+
+
+def test_batch_of_16_equals_one_at_a_time(model, tokenizer, kb):
+    prompts = (PROMPTS * 3)[:16]
+    prompts = [p + " x" * i for i, p in enumerate(prompts)]
+    engine = LookupEngine(model, tokenizer, kb)
+    cfg = GenerationConfig(max_new_tokens=30)
+    batched = engine.generate(prompts, cfg)
+    for prompt, result in zip(prompts, batched):
+        single = engine.generate([prompt], cfg)[0]
+        assert (single.token_ids, single.text, single.raw) == (result.token_ids, result.text, result.raw)
+        assert [p.to_dict() for p in single.lookups] == [p.to_dict() for p in result.lookups]
+
+
+def test_provenance_spans_and_clean_text(model, tokenizer, kb):
+    tokens = LookupTokens(tokenizer)
+    for result in LookupEngine(model, tokenizer, kb).generate(PROMPTS, GenerationConfig(max_new_tokens=40)):
+        for p in result.lookups:
+            start, end = p.token_span
+            if end <= len(result.token_ids):
+                assert result.token_ids[end - 1] == tokens.end
+                if result.token_ids[start] == tokens.entity:
+                    assert p.value in tokenizer.decode(result.token_ids[start:end]) or p.value == "unknown"
+        assert markup.DB_ENTITY not in result.text and markup.DB_END not in result.text
+
+
+def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb):
+    # biases that make the model emit <|db_return|>/<|db_relationship|>/<|db_end|> with no <|db_entity|> first
+    cfg = GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback="unknown")
+    results = LookupEngine(model, tokenizer, kb).generate(PROMPTS[:3], cfg)
+    values = [p.value for r in results for p in r.lookups]
+    assert values and set(values) == {"unknown"}
+    for fallback in ("abstain", "top1_anyway"):
+        LookupEngine(model, tokenizer, kb).generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))
+
+
+def test_query_parsing_from_ids(tokenizer):
+    tokens = LookupTokens(tokenizer)
+    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    ids = enc("x <|db_entity|> Ada Ashby<|db_relationship|> Birth Date<|db_return|>")
+    assert query_of(ids, tokens, tokenizer)[:2] == ("Ada Ashby", "Birth Date")
+    assert query_of(enc("x<|db_relationship|> Birth Date<|db_return|>"), tokens, tokenizer)[:2] == ("", "")
+    assert query_of(enc("x <|db_entity|> Ada<|db_return|>"), tokens, tokenizer)[:2] == ("", "")
+    ids = enc("born on <|db_entity|> Ada<|db_relationship|> B<|db_return|> 1 May<|db_end|> 1 May.")
+    assert tokenizer.decode(strip_calls(ids, tokens)) == "born on 1 May."
+
+
+def test_sampling_is_seeded(model, tokenizer, kb):
+    engine = LookupEngine(model, tokenizer, kb)
+    cfg = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, top_k=50, top_p=0.9, seed=3)
+    assert [r.token_ids for r in engine.generate(PROMPTS[:3], cfg)] == [r.token_ids for r in engine.generate(PROMPTS[:3], cfg)]
+
+
+def test_streaming_sees_every_token(model, tokenizer, kb):
+    seen = {}
+    results = LookupEngine(model, tokenizer, kb).generate(PROMPTS[:4], GenerationConfig(max_new_tokens=25),
+                                                          on_token=lambda row, tok, forced: seen.setdefault(row, []).append(tok))
+    assert [seen[i] for i in range(4)] == [r.token_ids for r in results]
+
+
+def test_bad_input(model, tokenizer, kb, tmp_path):
+    engine = LookupEngine(model, tokenizer, kb)
+    assert engine.generate([]) == []
+    with pytest.raises(LmlmError, match="prompt 0 has"):
+        engine.generate(["word " * 600], GenerationConfig(max_new_tokens=8))
+    assert len(engine.generate(["word " * 600], GenerationConfig(max_new_tokens=8, truncate_prompt=True))[0].token_ids) == 8
+    with pytest.raises(LmlmError, match="no knowledge base"):
+        LookupEngine(model, tokenizer, None).generate(["x"])
+    # a checkpoint whose tokenizer lacks the lookup tokens
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    backend.train_from_iterator(["just some text without lookups"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|end_of_text|>", "<|pad|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|end_of_text|>", pad_token="<|pad|>")
+    bare = build_model("tiny", TokenIds(len(plain), None, plain.eos_token_id, plain.pad_token_id))
+    bare.save_pretrained(tmp_path / "bare")
+    plain.save_pretrained(tmp_path / "bare")
+    with pytest.raises(LmlmError, match="no single token for <\\|db_entity\\|>"):
+        LMLM.from_pretrained(tmp_path / "bare")
+    assert isinstance(LMLM.from_pretrained(tmp_path / "bare", use_lookups=False).generate("just", use_lookups=False, max_new_tokens=3).text, str)
+
+
+def test_reference_compatible_quick_start(model, tokenizer, shared, tmp_path):
+    if model.config.model_type != "llama":
+        pytest.skip("the reference's LlamaForLMLM is a Llama")
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    # the reference's example_lmlm_inference.py, unchanged but for the import and the device
+    from lmlm.compat import load_model_and_tokenizer
+
+    model_args = {"use_special_tokens": True, "threshold": 0.6, "fallback_policy": "top1_anyway"}
+    generation_args = {"max_new_tokens": 32, "max_lookup_limit": 10, "do_sample": False, "temperature": 0.0, "enable_dblookup": True}
+    lmlm_model, tok = load_model_and_tokenizer(str(tmp_path / "ckpt"), str(shared / "squad-eval100-Annotator_database.json"), model_args, device="cpu")
+    lmlm_model.eval()
+    output_raw = lmlm_model.generate_with_lookup(prompt="Tell me a bio of Beyoncé. Beyoncé is", tokenizer=tok, **generation_args, enable_postprocess=False)
+    output_text = lmlm_model.post_process(output_raw, tok)
+    assert isinstance(output_raw, str) and markup.DB_ENTITY not in output_text
+    assert lmlm_model.db_manager.retrieve_from_database("x <|db_entity|> Beyoncé Giselle Knowles-Carter<|db_relationship|> Birthplace<|db_return|>") == "Houston, Texas"
+
+
+def test_generate_cli(model, tokenizer, kb, tmp_path):
+    from conftest import run_cli
+
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    proc = run_cli("generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "12", "Ada Ashby was born on", "The", check=True)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 2 and all(set(r) == {"text", "raw", "lookups"} for r in lines)
+    (tmp_path / "p.jsonl").write_text('{"id": 1, "prompt": "Ada"}\n{"id": 2, "prompt": "The city"}\n')
+    run_cli("generate", "--model", tmp_path / "m", "--kb", kb.path, "--input", tmp_path / "p.jsonl", "--output", tmp_path / "o.jsonl",
+            "--max-new-tokens", "8", check=True)
+    out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in out] == [1, 2] and all("lookups" in o for o in out)
