@@ -45,8 +45,8 @@ def timed(fn):
 def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int) -> dict:
     tokens = LookupTokens(tokenizer)
     engine = LookupEngine(model, tokenizer, kb)
-    cfg = GenerationConfig(max_new_tokens=new_tokens)
-    ref_cfg = GenerationConfig(max_new_tokens=new_tokens, lookup_mode="reference")
+    cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # every run makes the same number of tokens
+    ref_cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, lookup_mode="reference")
     engine.generate(prompts[:2], cfg)  # warm up (encoder, indexes)
     reference_loop(model, tokenizer, kb, prompts[0], ref_cfg)
     rows = {}
@@ -63,7 +63,7 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
         produced = 0
         for s in range(0, len(prompts), 32):
             enc = tokenizer(prompts[s : s + 32], return_tensors="pt", padding=True, add_special_tokens=False)
-            ids = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            ids = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             produced += int((ids[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
         return produced
 

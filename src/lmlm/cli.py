@@ -254,6 +254,55 @@ def _add_generate_command(stages) -> None:
     p.set_defaults(run=_generate)
 
 
+def _demo(args) -> None:
+    from lmlm.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed)
+
+
+def _eval(args) -> None:
+    from lmlm.corpus import read_corpus
+    from lmlm.evaluate import suites
+    from lmlm.evaluate.report import write_report
+    from lmlm.generate import LMLM
+
+    rows = read_corpus(args.data, require=()).examples
+    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=args.kb is not None)
+    if args.suite == "ppl":
+        result = suites.perplexity(lmlm, rows, dynamic=not args.no_dynamic, max_docs=args.limit)
+    elif args.suite in ("completion", "inject"):
+        prompts = [r for r in rows if args.suite == "completion" or r.get("split") == "inject"][: args.limit]
+        result = suites.completion(lmlm, prompts)
+    elif args.suite == "factuality":
+        result = suites.factuality(lmlm, rows[: args.limit])
+    else:
+        if lmlm.kb is None:
+            raise LmlmError("the forget suite needs --kb")
+        result = suites.forgetting(lmlm, [r for r in rows if r.get("split") == "forget"][: args.limit],
+                                   [r for r in rows if r.get("split") == "retain"][: args.limit])
+    print(json.dumps(result["metrics"]))
+    if args.out:
+        side = "lmlm" if lmlm.kb is not None else "standard"
+        write_report({side: {args.suite: result["metrics"]}, "records": result["records"]}, args.out, title=f"lmlm eval {args.suite}")
+
+
+def _add_eval_commands(stages) -> None:
+    p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
+    p.add_argument("--quick", action="store_true", help="a small smoke run (about 2 minutes)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_demo)
+    p = stages.add_parser("eval", help="run one evaluation suite on a checkpoint")
+    p.add_argument("suite", choices=["ppl", "completion", "factuality", "forget", "inject"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--kb", help="knowledge base: evaluates as an LMLM; without it, as a Standard model")
+    p.add_argument("--data", required=True, help="annotated documents (ppl), completion prompts (completion, forget, inject), bio prompts (factuality)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--no-dynamic", action="store_true", help="skip dynamic perplexity (it generates)")
+    p.add_argument("--out", help="write report.json, report.md and charts here")
+    p.set_defaults(run=_eval)
+
+
 def _add_train_command(stages) -> None:
     from lmlm.config import add_arguments
     from lmlm.train import TrainConfig
@@ -324,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(stages)
     _add_train_command(stages)
     _add_generate_command(stages)
+    _add_eval_commands(stages)
     return parser
 
 

@@ -31,6 +31,7 @@ FALLBACKS = ("top1_anyway", "unknown", "abstain")
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 64
+    min_new_tokens: int = 0  # eos is banned before this many new tokens (benchmarks use it to fix the length)
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int = 0
@@ -85,14 +86,16 @@ class LookupTokens:
         self.entity, self.relationship, self.ret, self.end = (ids[t] for t in markup.SPECIAL_TOKENS)
         space = tokenizer.encode(" ", add_special_tokens=False)
         self.space = space[0] if len(space) == 1 else None
+        self.eos = tokenizer.eos_token_id
 
 
 # --- logits processing, shared by the engine and the reference loop -----------------------------------
 
 
-def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch.Tensor, tokens: LookupTokens, cfg: GenerationConfig) -> torch.Tensor:
-    """Repetition penalty over the tokens each row has seen, lookup-token biases, and the ban on
-    <|db_entity|> when lookups are off or a row has used its quota."""
+def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch.Tensor, tokens: LookupTokens, cfg: GenerationConfig,
+                   new_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Repetition penalty over the tokens each row has seen, lookup-token biases, the ban on
+    <|db_entity|> when lookups are off or a row has used its quota, and on eos before min_new_tokens."""
     scores = scores.float()
     if cfg.repetition_penalty != 1.0:
         penalized = torch.where(scores > 0, scores / cfg.repetition_penalty, scores * cfg.repetition_penalty)
@@ -102,6 +105,8 @@ def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch
         scores[:, t] += cfg.lookup_bias
     banned = (lookups_done >= cfg.max_lookups) | (not cfg.use_lookups)
     scores[banned, tokens.entity] = float("-inf")
+    if cfg.min_new_tokens and new_tokens is not None:
+        scores[new_tokens < cfg.min_new_tokens, tokens.eos] = float("-inf")
     return scores
 
 
@@ -121,6 +126,44 @@ def choose(scores: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
 
 
 # --- the engine ----------------------------------------------------------------------------------------------
+
+
+def _make_cache(model, capacity: int):
+    """A KV cache that writes each step into preallocated buffers (the stock DynamicCache concatenates,
+    copying the whole cache every step)."""
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        def __init__(self):
+            super().__init__()
+            self.length = 0
+
+        def lazy_initialization(self, key_states, value_states):
+            super().lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self.k_buffer = key_states.new_empty(b, h, capacity, d)
+            self.v_buffer = value_states.new_empty(b, h, capacity, value_states.shape[-1])
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            self.k_buffer[:, :, self.length : end] = key_states
+            self.v_buffer[:, :, self.length : end] = value_states
+            self.length = end
+            self.keys, self.values = self.k_buffer[:, :, :end], self.v_buffer[:, :, :end]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def batch_select_indices(self, indices):
+            if self.is_initialized:
+                self.k_buffer, self.v_buffer = self.k_buffer[indices], self.v_buffer[indices]
+                self.keys, self.values = self.k_buffer[:, :, : self.length], self.v_buffer[:, :, : self.length]
+
+    layers = model.config.get_text_config().num_hidden_layers
+    return Cache(layers=[BufferLayer() for _ in range(layers)])
 
 
 @dataclass
@@ -185,14 +228,13 @@ class LookupEngine:
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
         active = list(range(len(rows)))
 
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
+        cache = _make_cache(self.model, width + cfg.max_new_tokens)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
         next_pos = positions[:, -1] + 1
         stops = {self.tokenizer.eos_token_id, *cfg.stop_token_ids}
         while True:
-            scores = process_logits(out.logits[:, -1, :], seen[active], lookups_done[active], self.tokens, cfg)
+            new_tokens = torch.tensor([len(rows[i].generated) for i in active], device=device)
+            scores = process_logits(out.logits[:, -1, :], seen[active], lookups_done[active], self.tokens, cfg, new_tokens)
             chosen = choose(scores, cfg, generator).tolist()
             asking = []
             for b, i in enumerate(active):
@@ -300,13 +342,15 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
     tokens = LookupTokens(tokenizer)
     vocab = model.get_output_embeddings().weight.shape[0]
 
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    prompt_len = len(ids)
+
     class Shared(LogitsProcessor):
         def __call__(self, input_ids, scores):
             seen = torch.zeros(input_ids.shape[0], vocab, dtype=torch.bool, device=input_ids.device).scatter(1, input_ids, True)
-            return process_logits(scores, seen, (input_ids == tokens.ret).sum(1), tokens, cfg)
+            new_tokens = torch.full((input_ids.shape[0],), input_ids.shape[1] - prompt_len)
+            return process_logits(scores, seen, (input_ids == tokens.ret).sum(1), tokens, cfg, new_tokens)
 
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
-    prompt_len = len(ids)
     stops = [tokenizer.eos_token_id, *cfg.stop_token_ids] + ([tokens.ret] if cfg.use_lookups else [])
     while len(ids) - prompt_len < cfg.max_new_tokens:
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

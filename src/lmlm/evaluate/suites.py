@@ -1,0 +1,196 @@
+"""The evaluation suites (DESIGN.md section 6). Each returns {"metrics": {...}, "records": [...]}.
+
+An LMLM is an ``LMLM`` (checkpoint + KB); a Standard model is an ``LMLM`` without a KB, run with
+lookups off. Prompts for knowledge completion force " <|db_entity|>" after the prefix for an LMLM,
+with the space, exactly as the training text has it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmlm import markup
+from lmlm.evaluate.metrics import atomic_facts, completion_correct, fact_supported
+from lmlm.generate import LMLM, LookupTokens
+from lmlm.metrics import perplexities, token_nll
+
+FORCED_CALL = " " + markup.DB_ENTITY
+
+
+def _is_lmlm(model: LMLM) -> bool:
+    return model.kb is not None
+
+
+# --- knowledge completion ------------------------------------------------------------------------------------
+
+
+def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch_size: int = 64) -> dict:
+    """T-REx-style completion: correct when the answer is in the first 5 words after the prefix."""
+    lmlm = _is_lmlm(model)
+    inputs = [p["prompt"] + (FORCED_CALL if lmlm else "") for p in prompts]
+    results = model.generate(inputs, batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm)
+    records = []
+    for p, r in zip(prompts, results):
+        records.append({**p, "generated": r.text, "raw": r.raw, "correct": completion_correct(r.text, p["answer"]),
+                        "lookups": [x.to_dict() for x in r.lookups]})
+    return {"metrics": {"accuracy": _mean(r["correct"] for r in records), "n": len(records)}, "records": records}
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+# --- factual precision of bios -------------------------------------------------------------------------------------
+
+
+def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32) -> dict:
+    """FactScore-style: the share of atomic facts in generated bios that the ground truth supports
+    (exact checking against the synthetic world's attributes)."""
+    lmlm = _is_lmlm(model)
+    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm)
+    records, supported, total = [], 0, 0
+    for p, r in zip(prompts, results):
+        bio = f"{p['person']} is{r.text}"
+        facts = atomic_facts(bio)
+        ok = [fact_supported(f, p["person"], p["facts"]) for f in facts]
+        supported, total = supported + sum(ok), total + len(facts)
+        records.append({"person": p["person"], "bio": bio, "facts": [list(f) + [o] for f, o in zip(facts, ok)]})
+    return {"metrics": {"factual_precision": supported / total if total else 0.0, "facts": total, "facts_per_bio": total / max(len(prompts), 1),
+                        "bios": len(prompts)}, "records": records}
+
+
+# --- perplexity ----------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_docs: int | None = None) -> dict:
+    """Static, normalized and dynamic perplexity of an LMLM over held-out annotated documents; for a
+    Standard model, the perplexity of the documents with the lookups stripped (the same T_org)."""
+    docs = documents[:max_docs] if max_docs else documents
+    tokenizer, lm = model.tokenizer, model.model
+    tokens = LookupTokens(tokenizer)
+    nll, trained, org = [], [], []
+    for doc in docs:
+        text = markup.convert(doc["annotated_text"], "special") if _is_lmlm(model) else markup.strip(doc["annotated_text"])
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        labels_mask, org_mask = _masks(ids, tokens)
+        nll.append(token_nll(lm, torch.tensor([ids]))[0].numpy())
+        trained.append(labels_mask)
+        org.append(org_mask)
+    flat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+    out = perplexities(flat(nll), flat(trained).astype(bool), flat(org).astype(bool))
+    if not _is_lmlm(model):
+        return {"metrics": {"standard": out["static"], "t_org_tokens": out["t_org"]}, "records": []}
+    metrics = {"static": out["static"], "normalized": out["normalized"], "t_org_tokens": out["t_org"]}
+    if dynamic:
+        metrics["dynamic"] = _dynamic_perplexity(model, docs)
+    return {"metrics": metrics, "records": []}
+
+
+def _masks(ids: list[int], tokens: LookupTokens) -> tuple[np.ndarray, np.ndarray]:
+    """Trained-token and T_org masks of one document; the first token (no context) is in neither."""
+    from lmlm.data import label_document
+
+    special = {markup.DB_ENTITY: tokens.entity, markup.DB_RELATIONSHIP: tokens.relationship, markup.DB_RETURN: tokens.ret, markup.DB_END: tokens.end}
+    labelled = label_document(np.asarray(ids), special, tokens.space)
+    trained, org = labelled.labels != -100, labelled.org.copy()
+    trained[0] = org[0] = False
+    return trained, org
+
+
+def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24) -> float:
+    """The model reads the original text token by token; wherever its most likely next token is
+    <|db_entity|>, it writes the call itself (greedy), the KB answers, and reading goes on. The NLL
+    is taken over the original tokens only, in the context the model built."""
+    from transformers import DynamicCache
+
+    tokenizer, lm, kb = model.tokenizer, model.model, model.kb
+    tokens = LookupTokens(tokenizer)
+    total, count = 0.0, 0
+    for doc in docs:
+        plain_ids = tokenizer.encode(markup.strip(doc["annotated_text"]), add_special_tokens=False)
+        cache = DynamicCache()
+        logits = lm(input_ids=torch.tensor([plain_ids[:1]]), past_key_values=cache, use_cache=True).logits[0, -1]
+        calls = 0
+        for target in plain_ids[1:]:
+            if int(logits.argmax()) == tokens.entity and calls < 8:
+                calls += 1
+                logits = _write_call(lm, tokenizer, kb, tokens, cache, max_call_tokens)
+            total += float(-torch.log_softmax(logits.float(), -1)[target])
+            count += 1
+            logits = lm(input_ids=torch.tensor([[target]]), past_key_values=cache, use_cache=True).logits[0, -1]
+    return math.exp(total / count) if count else float("nan")
+
+
+def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int):
+    """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>."""
+    from lmlm.generate import query_of
+
+    written = [tokens.entity]
+    logits = lm(input_ids=torch.tensor([[tokens.entity]]), past_key_values=cache, use_cache=True).logits[0, -1]
+    while written[-1] != tokens.ret and len(written) < max_tokens:
+        written.append(int(logits.argmax()))
+        logits = lm(input_ids=torch.tensor([[written[-1]]]), past_key_values=cache, use_cache=True).logits[0, -1]
+    if written[-1] == tokens.ret:
+        entity, relation, _ = query_of(written, tokens, tokenizer)
+        result = kb.lookup(entity, relation)
+        value = result.value if result.value is not None else (result.nearest.value if result.nearest else "unknown")
+        forced = tokenizer.encode(" " + value, add_special_tokens=False) + [tokens.end]
+    else:
+        forced = [tokens.end]
+    return lm(input_ids=torch.tensor([forced]), past_key_values=cache, use_cache=True).logits[0, -1]
+
+
+# --- forgetting --------------------------------------------------------------------------------------------------------
+
+
+def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dict]) -> dict:
+    """The audit: FULL (KB intact), DEL-ON (the forget set's facts deleted, lookups on) and DEL-OFF
+    (lookups off) on the forget set, and the retain set before and after. Leakage under DEL-ON counts
+    correct answers whose looked-up value came from another fact (a near neighbour) and correct
+    answers given with no lookup supplying them (the weights)."""
+    kb = model.kb
+    full_forget, full_retain = completion(model, forget_prompts), completion(model, retain_prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        from lmlm.kb import SqliteKB
+
+        copy = Path(tmp) / kb.path.name
+        kb.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copy(kb.path, copy)
+        for index_file in kb.path.parent.glob(kb.path.name + ".*.faiss"):
+            shutil.copy(index_file, Path(tmp) / index_file.name)
+        deleted = SqliteKB(copy, encoder=kb.encoder)
+        for person in sorted({p["person"] for p in forget_prompts}):
+            deleted.forget(person)
+        del_model = LMLM(model.model, model.tokenizer, deleted)
+        del_forget, del_retain = completion(del_model, forget_prompts), completion(del_model, retain_prompts)
+        deleted.close()
+    off_model = LMLM(model.model, model.tokenizer, None)
+    del_off = completion(off_model, forget_prompts)
+    near, weights = 0, 0
+    for record in del_forget["records"]:
+        if record["correct"]:
+            if any(x["value"] and completion_correct(x["value"], record["answer"], 99) for x in record["lookups"]):
+                near += 1
+            else:
+                weights += 1
+    metrics = {
+        "forget_full": full_forget["metrics"]["accuracy"],
+        "forget_del_on": del_forget["metrics"]["accuracy"],
+        "forget_del_off": del_off["metrics"]["accuracy"],
+        "retain_full": full_retain["metrics"]["accuracy"],
+        "retain_del_on": del_retain["metrics"]["accuracy"],
+        "leaked_near_neighbour": near,
+        "leaked_weights_del_on": weights,
+        "n_forget": len(forget_prompts),
+        "n_retain": len(retain_prompts),
+    }
+    records = [{"setting": "del_on", **r} for r in del_forget["records"]] + [{"setting": "del_off", **r} for r in del_off["records"]]
+    return {"metrics": metrics, "records": records}
