@@ -1,9 +1,10 @@
 """Generation with lookups: a token-level, batched engine that keeps one KV cache.
 
-Each row of the batch has a queue of forced tokens. When a row emits ``<|db_return|>``, its
-(entity, relation) is read from its own token ids; every row that asked in that step is answered by
-one ``lookup_many`` call; the tokens of " VALUE" and ``<|db_end|>`` are queued and fed one per step
-into the same cache. Nothing is re-tokenized from decoded text, and finished rows leave the batch.
+When a row emits ``<|db_return|>``, its (entity, relation) is read from its own token ids; every row
+that asked in that step is answered by one ``lookup_many`` call; the forced tokens of " VALUE" and
+``<|db_end|>`` enter the same cache in the next forward, together with the other rows' single new
+tokens (each step feeds every row its pending tokens, left-padded to the longest). Nothing is
+re-tokenized from decoded text, and finished rows leave the batch.
 
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
@@ -129,8 +130,8 @@ def choose(scores: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
 
 
 def _make_cache(model, capacity: int):
-    """A KV cache that writes each step into preallocated buffers (the stock DynamicCache concatenates,
-    copying the whole cache every step)."""
+    """A KV cache that writes each step into preallocated buffers, doubled when full (the stock
+    DynamicCache concatenates, copying the whole cache every step)."""
     from transformers.cache_utils import Cache, DynamicLayer
 
     class BufferLayer(DynamicLayer):
@@ -148,6 +149,9 @@ def _make_cache(model, capacity: int):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
+            if end > self.k_buffer.shape[2]:  # chunks of forced tokens can outgrow the first guess: double
+                grow = lambda buf: torch.cat([buf, buf.new_empty(*buf.shape[:2], max(end, 2 * buf.shape[2]) - buf.shape[2], buf.shape[3])], 2)  # noqa: E731
+                self.k_buffer, self.v_buffer = grow(self.k_buffer), grow(self.v_buffer)
             self.k_buffer[:, :, self.length : end] = key_states
             self.v_buffer[:, :, self.length : end] = value_states
             self.length = end
@@ -170,10 +174,9 @@ def _make_cache(model, capacity: int):
 class _Row:
     prompt: list[int]
     generated: list[int] = field(default_factory=list)
-    queue: list[int] = field(default_factory=list)
     lookups: list[Provenance] = field(default_factory=list)
     done: bool = False
-    finish_after_queue: bool = False  # an abstaining row closes its call and stops
+    finish_after_queue: bool = False  # an abstaining row closes its call with <|db_end|> and stops
 
     @property
     def tokens(self) -> list[int]:
@@ -216,43 +219,45 @@ class LookupEngine:
         generator = torch.Generator().manual_seed(cfg.seed) if cfg.do_sample else None
         device = next(self.model.parameters()).device
         vocab = self.model.get_output_embeddings().weight.shape[0]
-
-        width = max(len(r.prompt) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in rows], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=device)
         for i, r in enumerate(rows):
             seen[i, r.prompt] = True
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
-        active = list(range(len(rows)))
-
-        cache = _make_cache(self.model, width + cfg.max_new_tokens)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-        next_pos = positions[:, -1] + 1
         stops = {self.tokenizer.eos_token_id, *cfg.stop_token_ids}
+        active = list(range(len(rows)))
+        width = max(len(r.prompt) for r in rows)
+        cache = _make_cache(self.model, width + cfg.max_new_tokens + 1)
+        mask = torch.zeros(len(rows), 0, dtype=torch.long, device=device)
+        next_pos = torch.zeros(len(rows), dtype=torch.long, device=device)
+        feeds = [r.prompt for r in rows]
         while True:
+            logits, mask, next_pos = self._step(feeds, cache, mask, next_pos, device)
             new_tokens = torch.tensor([len(rows[i].generated) for i in active], device=device)
-            scores = process_logits(out.logits[:, -1, :], seen[active], lookups_done[active], self.tokens, cfg, new_tokens)
+            scores = process_logits(logits, seen[active], lookups_done[active], self.tokens, cfg, new_tokens)
             chosen = choose(scores, cfg, generator).tolist()
             asking = []
             for b, i in enumerate(active):
-                row = rows[i]
-                forced = bool(row.queue)
-                token = row.queue.pop(0) if forced else chosen[b]
-                chosen[b] = token
+                row, token = rows[i], chosen[b]
                 row.generated.append(token)
                 seen[i, token] = True
                 if on_token:
-                    on_token(i, token, forced)
-                row.done = ((token in stops and not forced) or len(row.generated) >= cfg.max_new_tokens
-                            or (forced and not row.queue and row.finish_after_queue))
-                if token == self.tokens.ret and not forced and cfg.use_lookups and not row.done:
+                    on_token(i, token, False)
+                row.done = token in stops or len(row.generated) >= cfg.max_new_tokens
+                if token == self.tokens.ret and cfg.use_lookups and not row.done:
                     asking.append(i)
                     lookups_done[i] += 1
-            if asking:
-                self._answer([rows[i] for i in asking], cfg)
+            feeds = {i: [rows[i].generated[-1]] for i in active}
+            if asking:  # the answers go into the cache in the same forward as <|db_return|>
+                for i, forced in zip(asking, self._answer([rows[i] for i in asking], cfg)):
+                    row = rows[i]
+                    forced = forced[: cfg.max_new_tokens - len(row.generated)]
+                    row.generated += forced
+                    seen[i, forced] = True
+                    for token in forced:
+                        if on_token:
+                            on_token(i, token, True)
+                    feeds[i] += forced
+                    row.done = row.finish_after_queue or len(row.generated) >= cfg.max_new_tokens
             keep = [b for b, i in enumerate(active) if not rows[i].done]
             if not keep:
                 break
@@ -260,18 +265,26 @@ class LookupEngine:
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 mask, next_pos = mask[index], next_pos[index]
-                chosen = [chosen[b] for b in keep]
                 active = [active[b] for b in keep]
-            mask = torch.cat([mask, torch.ones(len(active), 1, dtype=mask.dtype, device=device)], dim=1)
-            out = self.model(input_ids=torch.tensor(chosen, device=device)[:, None], attention_mask=mask,
-                             position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
-            next_pos = next_pos + 1
+            feeds = [feeds[i] for i in active]
         return [self._result(r) for r in rows]
 
-    def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> None:
-        """Read each row's query from its own ids, look all of them up at once, queue the values."""
+    def _step(self, feeds: list[list[int]], cache, mask: torch.Tensor, next_pos: torch.Tensor, device):
+        """One forward over each row's new tokens, left-padded to the longest; returns the last logits."""
+        width = max(len(f) for f in feeds)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(f)) + f for f in feeds], device=device)
+        new = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in feeds], device=device)
+        positions = next_pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([mask, new], dim=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        return out.logits[:, -1, :], mask, next_pos + new.sum(-1)
+
+    def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> list[list[int]]:
+        """Read each row's query from its own ids, look all of them up at once; the tokens to force for each."""
         queries = [query_of(r.tokens, self.tokens, self.tokenizer) for r in rows]
         results = self.kb.lookup_many([(q[0], q[1]) for q in queries], mode=cfg.lookup_mode)
+        forced_all = []
         for row, (entity, relation, start), result in zip(rows, queries, results):
             value, triplet, tier = result.value, result.triplet, result.tier
             if value is None:
@@ -281,9 +294,11 @@ class LookupEngine:
                     value, row.finish_after_queue = "", True
                 else:
                     value = "unknown"
-            row.queue = (self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []) + [self.tokens.end]
-            span = (max(start - len(row.prompt), 0), len(row.generated) + len(row.queue))
+            forced = (self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []) + [self.tokens.end]
+            span = (max(start - len(row.prompt), 0), len(row.generated) + len(forced))
             row.lookups.append(Provenance(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, span))
+            forced_all.append(forced)
+        return forced_all
 
     def _result(self, row: _Row) -> GenerationResult:
         ids = [t for t in row.generated if t != self.tokenizer.eos_token_id]
