@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SHARED ?= ../shared/data/lmlm-annotated
 CORPORA = $(filter-out %database.json,$(wildcard $(SHARED)/*.json))
 
-.PHONY: demo test setup clean
+.PHONY: demo real-data test setup clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(BIN)/lmlm demo --out runs/demo
+
+# the real data in ../shared: markup report and a knowledge base
+real-data: setup
 	$(BIN)/lmlm markup check $(CORPORA)
 	$(BIN)/lmlm kb build $(wildcard $(SHARED)/*.json) --out runs/real-kb.sqlite
 	$(BIN)/lmlm kb query runs/real-kb.sqlite --entity "Beyonce Knowles" --relation "place of birth"

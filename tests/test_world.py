@@ -61,5 +61,8 @@ def test_splits_and_eval_sets(world):
     assert bios[0]["prompt"] == bio_prompt(bios[0]["person"]) == f"Tell me a bio of {bios[0]['person']}. {bios[0]['person']} is"
     heldout = _jsonl(world / "eval" / "heldout_bios.jsonl")
     assert {h["person"] for h in heldout} == by_split["forget"] | by_split["retain"]
-    train_sentences = {s for e in _jsonl(world / "corpus.jsonl") for s in e["text"].split(". ")}
-    assert all(not (set(h["text"].split(". ")) & train_sentences) for h in heldout[:50])
+    order = lambda e: [lk.relation for lk in markup.parse(e["annotated_text"]).lookups]  # noqa: E731
+    seen = {}
+    for e in _jsonl(world / "corpus.jsonl"):
+        seen.setdefault(e["person"], []).append(order(e))
+    assert all(order(h) not in seen[h["person"]] for h in heldout)

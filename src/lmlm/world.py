@@ -11,7 +11,7 @@ Output folder:
     people.jsonl              the ground truth: name, pronoun, split, attributes
     eval/completion.jsonl     a prefix that stops right before a value, and the answer
     eval/bio_prompts.jsonl    "Tell me a bio of X. X is"
-    eval/heldout_bios.jsonl   bios of train people from templates the corpus never uses
+    eval/heldout_bios.jsonl   bios of train people, in an order of attributes none of their corpus bios has
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ OCCUPATIONS = ("architect,astronomer,baker,cartographer,chemist,economist,engine
 MONTHS = "January February March April May June July August September October November December".split()
 
 # Relation name -> sentence templates. {S} is the subject (name or pronoun), {P} the possessive,
-# {V} the value. The last template of each relation is held out of the corpus.
+# {V} the value.
 TEMPLATES: dict[str, list[str]] = {
     "Birth Date": ["{S} was born on {V}.", "{S} came into the world on {V}.", "{P} birthday falls on {V}.", "{P} date of birth is {V}."],
     "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.", "{S} is a native of {V}."],
@@ -62,7 +62,6 @@ TEMPLATES: dict[str, list[str]] = {
     "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport."],
     "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}."],
 }
-HELD_OUT = {relation: templates[-1] for relation, templates in TEMPLATES.items()}
 PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in every template
 
 
@@ -108,14 +107,12 @@ def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget
     return people
 
 
-def write_bio(person: Person, rng: random.Random, held_out: bool = False) -> list[markup.Segment]:
-    """A biography as markup segments: attributes in random order, random templates, name or pronoun."""
+def write_bio(person: Person, rng: random.Random, order: list[str]) -> list[markup.Segment]:
+    """A biography as markup segments: attributes in the given order, random templates, name or pronoun."""
     subject, possessive = PRONOUNS[person.pronoun]
-    relations = list(person.facts)
-    rng.shuffle(relations)
     segments: list[markup.Segment] = []
-    for n, relation in enumerate(relations):
-        template = HELD_OUT[relation] if held_out else rng.choice(TEMPLATES[relation][:-1])
+    for n, relation in enumerate(order):
+        template = rng.choice(TEMPLATES[relation])
         by_name = n == 0 or rng.random() < 0.4
         sentence = template.format(
             S=person.name if by_name else subject.capitalize(),
@@ -159,11 +156,13 @@ def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_pers
     for person in population:
         if person.split == "inject":
             continue
+        orders = []
         for b in range(bios_per_person):
-            segments = write_bio(person, rng)
-            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(segments)})
+            orders.append(rng.sample(list(person.facts), len(person.facts)))
+            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(write_bio(person, rng, orders[-1]))})
+        unseen = next((o for o in (rng.sample(list(person.facts), len(person.facts)) for _ in range(100)) if o not in orders), orders[0])
         heldout.append({"id": f"{person.name}#heldout", "person": person.name, "split": person.split,
-                        **_texts(write_bio(person, rng, held_out=True))})
+                        **_texts(write_bio(person, rng, unseen))})
     rng.shuffle(corpus)
     triplets = [[p.name, r, v] for p in population for r, v in p.facts.items()]
     kb = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from lmlm.world import HELD_OUT, PRONOUNS, TEMPLATES
+from lmlm.world import PRONOUNS, TEMPLATES
 
 _NON_WORD = re.compile(r"[^\w\s]")
 
@@ -31,7 +31,7 @@ def _template_patterns() -> list[tuple[str, re.Pattern]]:
     """One regex per sentence template of the world, capturing subject and value."""
     patterns = []
     for relation, templates in TEMPLATES.items():
-        for template in set(templates) | {HELD_OUT[relation]}:
+        for template in templates:
             regex = re.escape(template)
             for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
                 regex = regex.replace(re.escape(slot), group, 1)

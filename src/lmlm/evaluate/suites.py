@@ -105,27 +105,35 @@ def _masks(ids: list[int], tokens: LookupTokens) -> tuple[np.ndarray, np.ndarray
     return trained, org
 
 
+@torch.no_grad()
 def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24) -> float:
-    """The model reads the original text token by token; wherever its most likely next token is
-    <|db_entity|>, it writes the call itself (greedy), the KB answers, and reading goes on. The NLL
-    is taken over the original tokens only, in the context the model built."""
+    """The model reads the original text token by token; wherever its most likely continuation is a
+    call (<|db_entity|>, or the lone space that precedes one in the training text), it writes the call
+    itself (greedy), the KB answers, and reading goes on. The NLL is taken over the original tokens
+    only, in the context the model built."""
     from transformers import DynamicCache
 
     tokenizer, lm, kb = model.tokenizer, model.model, model.kb
     tokens = LookupTokens(tokenizer)
+    step = lambda ids, cache: lm(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]  # noqa: E731
     total, count = 0.0, 0
     for doc in docs:
         plain_ids = tokenizer.encode(markup.strip(doc["annotated_text"]), add_special_tokens=False)
         cache = DynamicCache()
-        logits = lm(input_ids=torch.tensor([plain_ids[:1]]), past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = step(plain_ids[:1], cache)
         calls = 0
         for target in plain_ids[1:]:
-            if int(logits.argmax()) == tokens.entity and calls < 8:
-                calls += 1
-                logits = _write_call(lm, tokenizer, kb, tokens, cache, max_call_tokens)
+            if calls < 8 and int(logits.argmax()) in (tokens.entity, tokens.space):
+                lead = [tokens.space] if int(logits.argmax()) == tokens.space else []
+                after_lead = step(lead, cache) if lead else logits
+                if int(after_lead.argmax()) == tokens.entity:
+                    calls += 1
+                    logits = _write_call(lm, tokenizer, kb, tokens, cache, max_call_tokens)
+                elif lead:
+                    cache.crop(-1)  # not a call after all: forget the space
             total += float(-torch.log_softmax(logits.float(), -1)[target])
             count += 1
-            logits = lm(input_ids=torch.tensor([[target]]), past_key_values=cache, use_cache=True).logits[0, -1]
+            logits = step([target], cache)
     return math.exp(total / count) if count else float("nan")
 
 

@@ -75,6 +75,16 @@ def _check_field(name: str, text) -> str | None:
     return None
 
 
+def _cached_id(text, kind: str, cache: dict[str, int], make) -> int | None:
+    """The id of ``text``, made by ``make`` the first time it is seen; None if it cannot be stored."""
+    if isinstance(text, str) and text in cache:
+        return cache[text]
+    if _check_field(kind, text):
+        return None
+    cache[text] = make(text)
+    return cache[text]
+
+
 class Store:
     """SQLite access for one KB file. Every write is one transaction."""
 
@@ -166,19 +176,9 @@ class Store:
         now = time.time()
         for entity, relation, value, source, example_id in rows:
             stats.read += 1
-            eid = entity_ids.get(entity) if isinstance(entity, str) else None
-            if eid is None:
-                if _check_field("entity", entity):
-                    stats.invalid += 1
-                    continue
-                eid = entity_ids[entity] = self.entity_id(entity)
-            rid = relation_ids.get(relation) if isinstance(relation, str) else None
-            if rid is None:
-                if _check_field("relation", relation):
-                    stats.invalid += 1
-                    continue
-                rid = relation_ids[relation] = self.relation_id(relation)
-            if not isinstance(value, str) or _check_field("value", value):
+            eid = _cached_id(entity, "entity", entity_ids, self.entity_id)
+            rid = _cached_id(relation, "relation", relation_ids, self.relation_id)
+            if eid is None or rid is None or not isinstance(value, str) or _check_field("value", value):
                 stats.invalid += 1
                 continue
             pending.append((eid, rid, entity, relation, value.strip(), source, example_id, now, now))
