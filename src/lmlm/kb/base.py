@@ -39,6 +39,7 @@ Mode = Literal["default", "reference"]
 
 ENTITY_THRESHOLD = 0.5  # cosine for a vector-neighbour entity; the word-containment test does most of the work
 RELATION_THRESHOLD = 0.65  # cosine between the asked relation and one of the entity's; chosen by benchmarks/retrieval_quality.py
+RELATION_FLOOR, RELATION_MARGIN = 0.5, 0.15  # a weaker match still counts when it clearly beats the entity's other relations
 REFERENCE_THRESHOLD = 0.6  # the reference retriever's threshold
 RELATION_TEMPLATE = "What is their {}?"  # relations alone are terse; a question context separates synonyms better
 REWRITE_SCORE = 0.97
@@ -270,23 +271,16 @@ class SqliteKB:
         for eid, entity_score, forgotten in candidates:
             if forgotten:
                 continue
-            mine: tuple[float, Triplet] | None = None
-            for triplet, fact_key, fact_vec in self.store.facts_of(eid):
-                if fact_key == rkey:
-                    similarity = 1.0
-                elif fact_key.replace(" ", "") == rcompact:
-                    similarity = 0.99
-                elif fact_vec is not None and not sibling_relations(rkey, fact_key):
-                    similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
-                else:
-                    continue
-                score = entity_score * similarity
-                if similarity >= self.relation_threshold and (mine is None or score > mine[0]):
-                    mine = (score, triplet)
-                if triplet.value is not None and (nearest is None or score > nearest[0]):
-                    nearest = (score, triplet)
-            if mine:
-                best.append(mine)
+            scored = self._relation_similarities(self.store.facts_of(eid), rkey, rcompact, qvec)
+            if not scored:
+                continue
+            live = [(sim, t) for sim, _, t in scored if t.value is not None]
+            if live and (nearest is None or entity_score * live[0][0] > nearest[0]):
+                nearest = (entity_score * live[0][0], live[0][1])
+            top_sim, top_key, top = scored[0]
+            runner_up = next((sim for sim, key, _ in scored if key != top_key), 0.0)
+            if top_sim >= self.relation_threshold or (top_sim >= RELATION_FLOOR and top_sim - runner_up >= RELATION_MARGIN):
+                best.append((entity_score * top_sim, top))
         if not best:
             return LookupResult(None, None, nearest[0] if nearest else 0.0, "none", nearest[1] if nearest else None)
         score, triplet = max(best, key=lambda b: b[0])
@@ -295,6 +289,23 @@ class SqliteKB:
             return LookupResult(None, None, score, "none", nearest[1] if nearest and triplet.value is not None else None)
         tier: Tier = "exact" if score >= 1.0 else "fuzzy"
         return LookupResult(triplet.value, triplet, score, tier)
+
+    @staticmethod
+    def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray) -> list[tuple[float, str, Triplet]]:
+        """(similarity, relation key, triplet) of an entity's facts to the asked relation, best first."""
+        scored = []
+        for triplet, fact_key, fact_vec in facts:
+            if fact_key == rkey:
+                similarity = 1.0
+            elif fact_key.replace(" ", "") == rcompact:
+                similarity = 0.99
+            elif fact_vec is not None and not sibling_relations(rkey, fact_key):
+                similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
+            else:
+                continue
+            scored.append((similarity, fact_key, triplet))
+        scored.sort(key=lambda x: (-x[0], x[2].value is None, x[2].id))
+        return scored
 
     def _reference_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
         index = self._index("triplet_vec")
