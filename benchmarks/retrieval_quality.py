@@ -149,7 +149,6 @@ def make_queries(triplets: list[tuple[str, str, str]], rng: random.Random, per_k
         facts[(normalize_key(e), normalize_key(r))].add(v)
         relations_of[normalize_key(e)].add(normalize_key(r))
         name_of.setdefault(normalize_key(e), e)
-    known = set(name_of)
     # A name variant that several entities share is ambiguous, and one that any entity has is no look-alike.
     variant_owners: dict[str, set[str]] = defaultdict(set)
     for key, name in name_of.items():

@@ -1,6 +1,5 @@
 """Pretraining: both modes learn, checkpoints load in plain transformers, exact resume, DDP, configs."""
 
-import json
 import os
 import subprocess
 import sys

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import zlib
 import logging
+import zlib
 from functools import lru_cache
 from typing import Protocol
 
