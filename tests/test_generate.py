@@ -134,13 +134,20 @@ def test_provenance_spans_and_clean_text(model, tokenizer, kb):
 
 
 def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb):
-    # biases that make the model emit <|db_return|>/<|db_relationship|>/<|db_end|> with no <|db_entity|> first
-    cfg = GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback="unknown")
-    results = LookupEngine(model, tokenizer, kb).generate(PROMPTS[:3], cfg)
-    values = [p.value for r in results for p in r.lookups]
-    assert values and set(values) == {"unknown"}
-    for fallback in ("abstain", "top1_anyway"):
-        LookupEngine(model, tokenizer, kb).generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))
+    from lmlm.generate import _Row
+
+    engine, tokens = LookupEngine(model, tokenizer, kb), LookupTokens(tokenizer)
+    planted = [tokenizer.encode(text, add_special_tokens=False) for text in
+               ("x<|db_relationship|> Birth Date<|db_return|>", "x <|db_entity|> Ada<|db_return|>", "<|db_return|>")]
+    for fallback, expected in (("unknown", " unknown"), ("top1_anyway", " unknown"), ("abstain", "")):
+        rows = [_Row(ids) for ids in planted]
+        forced = engine._answer(rows, GenerationConfig(fallback=fallback))
+        for row, ids in zip(rows, forced):
+            assert ids[-1] == tokens.end and tokenizer.decode(ids[:-1]) == expected
+            assert row.stop_after_call == (fallback == "abstain") and row.lookups[-1].tier == "none"
+    # and through generate: biases that make the model write stray lookup tokens; nothing may crash
+    for fallback in ("unknown", "abstain", "top1_anyway"):
+        engine.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))
 
 
 def test_query_parsing_from_ids(tokenizer):

@@ -176,7 +176,7 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     lookups: list[Provenance] = field(default_factory=list)
     done: bool = False
-    finish_after_queue: bool = False  # an abstaining row closes its call with <|db_end|> and stops
+    stop_after_call: bool = False  # an abstaining row closes its call with <|db_end|> and stops
 
     @property
     def tokens(self) -> list[int]:
@@ -257,7 +257,7 @@ class LookupEngine:
                         if on_token:
                             on_token(i, token, True)
                     feeds[i] += forced
-                    row.done = row.finish_after_queue or len(row.generated) >= cfg.max_new_tokens
+                    row.done = row.stop_after_call or len(row.generated) >= cfg.max_new_tokens
             keep = [b for b, i in enumerate(active) if not rows[i].done]
             if not keep:
                 break
@@ -291,7 +291,7 @@ class LookupEngine:
                 if cfg.fallback == "top1_anyway" and result.nearest is not None:
                     value, triplet, tier = result.nearest.value, result.nearest, "nearest"
                 elif cfg.fallback == "abstain":
-                    value, row.finish_after_queue = "", True
+                    value, row.stop_after_call = "", True
                 else:
                     value = "unknown"
             forced = (self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []) + [self.tokens.end]

@@ -94,11 +94,6 @@ _DEBRIS = re.compile(
 )
 
 
-def find_debris(text: str) -> re.Match | None:
-    """The first piece of chat-template debris in ``text`` (e.g. '.assistant\\n' from a Llama chat model)."""
-    return _DEBRIS.search(text)
-
-
 # --- parsing -------------------------------------------------------------------
 
 _MARKERS = re.compile(r"\[dblookup|<\|db_(?:entity|relationship|return|end)\|>|" + _DEBRIS.pattern, re.MULTILINE)

@@ -408,6 +408,3 @@ def _reference_text(text: str) -> str:
     """The reference retriever's normalization of "entity relation" strings."""
     return text.lower().replace("_", " ").strip()
 
-
-def open_kb(path: str | os.PathLike, encoder: str | Encoder | None = None, **kwargs) -> SqliteKB:
-    return SqliteKB(path, encoder=encoder, **kwargs)
