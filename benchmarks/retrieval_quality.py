@@ -170,7 +170,10 @@ def make_queries(triplets: list[tuple[str, str, str]], rng: random.Random, per_k
         else:
             add("surface", e, surface_variant(r, rng), expected)
         if normalize_key(r) in synonym_key:
-            add("paraphrase_relation", e, rng.choice(SYNONYMS[synonym_key[normalize_key(r)]]), expected)
+            # a synonym that is itself one of the entity's relations asks for that other fact
+            synonyms = [x for x in SYNONYMS[synonym_key[normalize_key(r)]] if normalize_key(x) not in relations_of[normalize_key(e)]]
+            if synonyms:
+                add("paraphrase_relation", e, rng.choice(synonyms), expected)
         variants = [x for x in entity_variants(e) if variant_owners[normalize_key(x)] == {normalize_key(e)}]
         if variants:
             add("paraphrase_entity", rng.choice(variants), r, expected)
