@@ -4,11 +4,8 @@ report -> live editing. ``lmlm demo [--quick] [--out DIR]``."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +22,7 @@ from lmlm.generate import LMLM
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
 from lmlm.tokenizer import train_tokenizer
-from lmlm.train import TrainConfig
+from lmlm.train import TrainConfig, launch_training
 from lmlm.world import make_world, read_people
 
 
@@ -92,7 +89,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
             build_dataset(corpus, tokenizer, mode, out / f"data-{mode}", block_size=plan.block_size)
             cfg = TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model="tiny", max_steps=plan.steps, batch_size=plan.batch_size,
                               lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // 10, 1), seed=seed)
-            runs[mode] = _launch_training(cfg, out / f"train-{mode}.log")
+            runs[mode] = launch_training(cfg, out / f"train-{mode}.log")
         metrics = {}
         for mode, proc in runs.items():
             if proc.wait() != 0:
@@ -112,15 +109,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     stage(7, "report", lambda: write_report(report, out, title="lmlm demo: LMLM vs Standard on a synthetic world"))
     echo(f"report: {out / 'report.md'}, {out / 'report.json'}; total {wall['total']:.0f}s")
     return report
-
-
-def _launch_training(cfg: TrainConfig, log_path: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "lmlm", "train"]
-    for key, value in asdict(cfg).items():
-        if value is not None and value != "":
-            args += ["--" + key.replace("_", "-"), str(value)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
 def _sample(rows: list[dict], n: int, rng: random.Random) -> list[dict]:

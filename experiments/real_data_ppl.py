@@ -1,0 +1,78 @@
+"""The real-data experiment: train tiny LMLM and Standard models on the cleaned annotated corpora in
+../shared (squad-train1k and dwiki-eval1k, GPT-4o and fine-tuned-annotator lookups), with the same
+budget, and report every perplexity variant on the held-out squad-eval100 next to each other.
+
+The KB for dynamic perplexity holds the lookups of every cleaned file. Writes JSON and prints a table.
+
+    python experiments/real_data_ppl.py [--steps 400] [--out experiments/results/real_data_ppl.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lmlm.corpus import read_corpus  # noqa: E402
+from lmlm.data import build_dataset, documents  # noqa: E402
+from lmlm.evaluate import suites  # noqa: E402
+from lmlm.generate import LMLM  # noqa: E402
+from lmlm.kb import SqliteKB  # noqa: E402
+from lmlm.kb.io import read_annotated  # noqa: E402
+from lmlm.tokenizer import train_tokenizer  # noqa: E402
+from lmlm.train import TrainConfig, launch_training  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "lmlm-annotated"
+TRAIN = ["squad-train1k_chatgpt_gpt4o-v7.1_cleaned.json", "dwiki-eval1k_annotator_llama-v6.1_cleaned.json"]
+EVAL = "squad-eval100_chatgpt_gpt4o-v7.1_cleaned.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--dynamic-docs", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "real_data_ppl.json")
+    args = parser.parse_args()
+    train_files = [args.shared / name for name in TRAIN]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tokenizer = train_tokenizer(documents(train_files, "lmlm") + documents(train_files, "standard"), vocab_size=4096)
+        runs = {}
+        for mode in ("lmlm", "standard"):
+            build_dataset(train_files, tokenizer, mode, tmp / f"data-{mode}", block_size=256)
+            cfg = TrainConfig(data=str(tmp / f"data-{mode}"), out=str(tmp / mode), model="tiny", max_steps=args.steps, batch_size=16,
+                              lr=2e-3, warmup_steps=args.steps // 20, log_every=max(args.steps // 10, 1))
+            runs[mode] = launch_training(cfg, tmp / f"train-{mode}.log")
+        for mode, proc in runs.items():
+            if proc.wait() != 0:
+                sys.exit(f"training {mode} failed:\n" + (tmp / f"train-{mode}.log").read_text()[-2000:])
+        kb = SqliteKB(tmp / "kb.sqlite", create=True)
+        for path in sorted(args.shared.glob("*_cleaned.json")):
+            kb.import_triplets(read_annotated(path))
+        docs = read_corpus(args.shared / EVAL).examples
+        lmlm = LMLM.from_pretrained(tmp / "lmlm", kb=kb)
+        standard = LMLM.from_pretrained(tmp / "standard", use_lookups=False)
+        report = {"train_files": TRAIN, "eval_file": EVAL, "steps": args.steps,
+                  "lmlm": suites.perplexity(lmlm, docs, dynamic=False)["metrics"],
+                  "standard": suites.perplexity(standard, docs)["metrics"]}
+        report["lmlm"]["dynamic"] = suites._dynamic_perplexity(lmlm, docs[: args.dynamic_docs])
+        report["lmlm"]["dynamic_docs"] = min(args.dynamic_docs, len(docs))
+        kb.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    lm, st = report["lmlm"], report["standard"]
+    print(f"held-out {EVAL} ({lm['t_org_tokens']} T_org tokens), tiny models, {args.steps} steps each")
+    print(f"{'':<28}{'perplexity':>12}")
+    for label, value in (("LMLM static (oracle)", lm["static"]), ("LMLM normalized", lm["normalized"]),
+                         (f"LMLM dynamic ({lm['dynamic_docs']} docs)", lm["dynamic"]), ("Standard", st["standard"])):
+        print(f"{label:<28}{value:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
