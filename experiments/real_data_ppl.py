@@ -59,9 +59,8 @@ def main() -> None:
         lmlm = LMLM.from_pretrained(tmp / "lmlm", kb=kb)
         standard = LMLM.from_pretrained(tmp / "standard", use_lookups=False)
         report = {"train_files": TRAIN, "eval_file": EVAL, "steps": args.steps,
-                  "lmlm": suites.perplexity(lmlm, docs, dynamic=False)["metrics"],
+                  "lmlm": suites.perplexity(lmlm, docs, dynamic_docs=args.dynamic_docs)["metrics"],
                   "standard": suites.perplexity(standard, docs)["metrics"]}
-        report["lmlm"]["dynamic"] = suites._dynamic_perplexity(lmlm, docs[: args.dynamic_docs])
         report["lmlm"]["dynamic_docs"] = min(args.dynamic_docs, len(docs))
         kb.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from lmlm.data import build_dataset, documents
 from lmlm.errors import LmlmError
 from lmlm.models import PRESETS, TokenIds, model_config
 from lmlm.tokenizer import train_tokenizer
-from lmlm.train import TrainConfig, final_train_losses, train
+from lmlm.train import TrainConfig, logged_losses, train
 from lmlm.world import make_world
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ def test_tiny_learns_and_reloads_in_plain_transformers(datasets, tmp_path, mode)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     metrics, model = train(_cfg(datasets, mode, tmp_path / mode, max_steps=40, eval_data=str(datasets / mode)))
-    losses = final_train_losses(tmp_path / mode)
+    losses = logged_losses(tmp_path / mode)
     assert len(losses) == 8 and losses[-1] < losses[0] - 1.0, losses  # nats
     assert metrics["eval_static"] > 1 and metrics["eval_normalized"] >= metrics["eval_static"] * (mode == "standard")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / mode)
@@ -58,7 +58,7 @@ def test_resume_is_exact(datasets, tmp_path):
     _, _ = train(_cfg(datasets, "lmlm", tmp_path / "split", max_steps=16, log_every=1, stop_after=8))
     assert not (tmp_path / "split" / "model.safetensors").exists()
     _, _ = train(_cfg(datasets, "lmlm", tmp_path / "split", max_steps=16, log_every=1, resume=True))
-    straight, split = final_train_losses(tmp_path / "straight"), final_train_losses(tmp_path / "split")
+    straight, split = logged_losses(tmp_path / "straight"), logged_losses(tmp_path / "split")
     assert len(straight) == 16 and len(split) == 16
     assert abs(straight[-1] - split[-1]) <= 1e-5, (straight[-3:], split[-3:])
 

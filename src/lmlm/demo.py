@@ -140,8 +140,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
         r["facts_per_bio"] = fact["metrics"]["facts_per_bio"]
         report["records"][f"{name}_bios"] = fact["records"][:20]
         echo(f"      {name}: perplexity")
-        r["ppl"] = suites.perplexity(model, heldout, dynamic=False)["metrics"]
-    report["lmlm"]["ppl"]["dynamic"] = suites._dynamic_perplexity(models["lmlm"], heldout[: plan.dynamic_docs])
+        r["ppl"] = suites.perplexity(model, heldout, dynamic_docs=plan.dynamic_docs)["metrics"]
     echo("      lmlm: forgetting audit")
     forget = suites.forgetting(models["lmlm"], forget_prompts, retain_prompts)
     report["lmlm"]["forget"] = forget["metrics"]

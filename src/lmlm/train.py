@@ -181,7 +181,7 @@ def _last_checkpoint(out: Path) -> str | None:
     return str(out / f"checkpoint-{max(steps)}") if steps else None
 
 
-def final_train_losses(out: str | Path) -> list[float]:
+def logged_losses(out: str | Path) -> list[float]:
     """The logged training losses, in order (for tests and reports)."""
     path = Path(out) / "log.jsonl"
     return [row["loss"] for row in map(json.loads, path.read_text().splitlines()) if "loss" in row] if path.exists() else []

@@ -70,9 +70,11 @@ def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch
 
 
 @torch.no_grad()
-def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_docs: int | None = None) -> dict:
+def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_docs: int | None = None,
+               dynamic_docs: int | None = None) -> dict:
     """Static, normalized and dynamic perplexity of an LMLM over held-out annotated documents; for a
-    Standard model, the perplexity of the documents with the lookups stripped (the same T_org)."""
+    Standard model, the perplexity of the documents with the lookups stripped (the same T_org).
+    Dynamic perplexity generates token by token, so ``dynamic_docs`` may score it on fewer documents."""
     docs = documents[:max_docs] if max_docs else documents
     tokenizer, lm = model.tokenizer, model.model
     tokens = LookupTokens(tokenizer)
@@ -90,7 +92,7 @@ def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_doc
         return {"metrics": {"standard": out["static"], "t_org_tokens": out["t_org"]}, "records": []}
     metrics = {"static": out["static"], "normalized": out["normalized"], "t_org_tokens": out["t_org"]}
     if dynamic:
-        metrics["dynamic"] = _dynamic_perplexity(model, docs)
+        metrics["dynamic"] = _dynamic_perplexity(model, docs[:dynamic_docs] if dynamic_docs else docs)
     return {"metrics": metrics, "records": []}
 
 
