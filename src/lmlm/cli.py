@@ -163,10 +163,21 @@ def _world(args) -> None:
 
 
 def _annotate(args) -> None:
-    from lmlm.annotate.run import annotate_aligned
+    from lmlm.annotate import run
 
-    report = annotate_aligned(args.input, args.out, kb=args.kb)
-    _print(report, False)
+    if args.backend == "aligned":
+        _print(run.annotate_aligned(args.input, args.out, kb=args.kb), False)
+        return
+    if not args.model:
+        raise LmlmError(f"--backend {args.backend} needs --model")
+    from lmlm.annotate.llm import HFBackend, OpenAIBackend
+
+    if args.backend == "openai":
+        backend = OpenAIBackend(args.model, base_url=args.base_url, concurrency=args.concurrency, timeout=args.timeout,
+                                max_retries=args.max_retries, max_tokens=args.max_tokens)
+    else:
+        backend = HFBackend(args.model, adapter=args.adapter, batch_size=args.batch_size, max_new_tokens=args.max_tokens)
+    _print(run.annotate_llm(args.input, args.out, backend, resume=args.resume, cache=args.cache), args.json)
 
 
 def _clean(args) -> None:
@@ -175,6 +186,9 @@ def _clean(args) -> None:
 
     corpus = read_corpus(args.input)
     kept, report = clean_examples(corpus.examples, CleanConfig(require_fidelity=not args.no_fidelity))
+    if corpus.rejected:
+        report["examples_in"] += len(corpus.rejected)
+        report["examples_removed"]["rejected_by_annotator"] = len(corpus.rejected)
     write_corpus(args.out, kept, corpus.metadata)
     _print(report, args.json)
 
@@ -323,9 +337,24 @@ def _add_data_commands(stages) -> None:
 
     p = stages.add_parser("annotate", help="insert lookups into plain text")
     p.add_argument("input", metavar="IN", help="corpus (JSON or JSONL) with a 'text' field")
-    p.add_argument("--backend", choices=["aligned"], default="aligned")
-    p.add_argument("--kb", help="known facts: database JSON, JSONL triplets or a KB file; default: each example's own lookups")
-    p.add_argument("--out", required=True)
+    p.add_argument("--backend", choices=["aligned", "openai", "hf"], default="aligned")
+    p.add_argument("--out", required=True, help="annotated corpus; for openai and hf a .jsonl file, appended as results arrive")
+    p.add_argument("--json", action="store_true")
+    g = p.add_argument_group("aligned")
+    g.add_argument("--kb", help="known facts: database JSON, JSONL triplets or a KB file; default: each example's own lookups")
+    g = p.add_argument_group("openai and hf")
+    g.add_argument("--model", help="openai: the endpoint's model name; hf: a model directory, or a LoRA adapter directory")
+    g.add_argument("--resume", action="store_true", help="continue --out, skipping the ids already in it")
+    g.add_argument("--cache", help="raw-output cache (SQLite); default: OUT.cache.sqlite")
+    g.add_argument("--max-tokens", type=int, help="cap on each answer's tokens")
+    g = p.add_argument_group("openai")
+    g.add_argument("--base-url", help="any OpenAI-compatible endpoint (vLLM, llama.cpp, Ollama); the key is read from OPENAI_API_KEY")
+    g.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    g.add_argument("--max-retries", type=int, default=6, help="retries of a request on 429, 5xx and timeouts")
+    g = p.add_argument_group("hf")
+    g.add_argument("--adapter", help="a LoRA adapter directory to apply to --model")
+    g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=_annotate)
 
     p = stages.add_parser("clean", help="apply the cleaning filters to an annotated corpus")

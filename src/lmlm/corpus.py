@@ -24,6 +24,7 @@ class Corpus:
     examples: list[dict]
     metadata: dict = field(default_factory=dict)
     jsonl: bool = False
+    rejected: list[dict] = field(default_factory=list)  # lines an LLM annotator rejected: kept out of ``examples``
 
 
 def read_corpus(path: str | os.PathLike, require: tuple[str, ...] = ("annotated_text",)) -> Corpus:
@@ -41,8 +42,13 @@ def read_corpus(path: str | os.PathLike, require: tuple[str, ...] = ("annotated_
         corpus = Corpus(path, _parse_jsonl(path, raw), jsonl=True)
     else:
         corpus = _parse_reference_json(path, raw)
-    for i, example in enumerate(corpus.examples):
+    examples, corpus.examples = corpus.examples, []
+    for i, example in enumerate(examples):
+        if isinstance(example, dict) and example.get("rejected"):
+            corpus.rejected.append(example)
+            continue
         _check_example(path, i, example, require)
+        corpus.examples.append(example)
     return corpus
 
 

@@ -1,16 +1,32 @@
-"""Running an annotator over a corpus file: read, annotate each example, write atomically."""
+"""Running an annotator over a corpus file.
+
+The aligned annotator is fast and deterministic: it reads, annotates and writes atomically. LLM annotators are
+slow and fail in many ways: each result is appended to a JSONL file as it arrives, so a killed run resumes
+where it stopped; raw outputs are cached; invalid answers are repaired, asked once more, or rejected.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import logging
 import os
+import sqlite3
 import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from lmlm import markup
 from lmlm.annotate.aligned import AlignedAnnotator, AlignStats
+from lmlm.annotate.validate import Verdict, check_annotation
 from lmlm.corpus import read_corpus, write_corpus
+from lmlm.errors import LmlmError
+
+log = logging.getLogger(__name__)
 
 
 def _kb_triplets(kb: str | os.PathLike):
@@ -41,3 +57,165 @@ def annotate_aligned(src: str | os.PathLike, out: str | os.PathLike, kb: str | o
     write_corpus(out, results, {**corpus.metadata, "annotator": "aligned"})
     return {"passages": stats.passages, "lookups": stats.lookups, "facts_not_found": stats.facts_not_found,
             "passages_per_second": round(stats.passages / max(seconds, 1e-9))}
+
+
+# --- LLM backends: resumable, cached, appended as results arrive ---------------------------------------------
+
+RETRY_TEMPERATURE = 0.7  # a second try that repeats the first answer word for word would be no try
+
+
+class AnnotationCache:
+    """Raw annotator outputs on disk, keyed by (model, prompt version, text)."""
+
+    def __init__(self, path: str | os.PathLike):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+
+    @staticmethod
+    def key(model: str, prompt_id: str, text: str) -> str:
+        return hashlib.sha256(json.dumps([model, prompt_id, text]).encode()).hexdigest()
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT output FROM outputs WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, output: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (key, output))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class RunSummary:
+    inputs: int = 0
+    already_done: int = 0  # skipped by --resume
+    annotated: int = 0
+    repaired: int = 0  # annotated after a safe repair
+    retried: int = 0  # invalid first answers asked again
+    from_cache: int = 0
+    request_retries: int = 0  # transient HTTP failures retried
+    rejected: Counter = field(default_factory=Counter)
+    repairs: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        done = self.annotated + sum(self.rejected.values())
+        return {**asdict(self), "rejected": dict(self.rejected), "repairs": dict(self.repairs), "seconds": round(self.seconds, 2),
+                "passages_per_second": round(done / max(self.seconds, 1e-9), 1)}
+
+
+def example_ids(examples: list[dict]) -> list[str]:
+    """Each example's ``id`` field, or its position in the file; they must be unique to resume by."""
+    ids = [str(e.get("id", i)) for i, e in enumerate(examples)]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, n in Counter(ids).items() if n > 1)
+        raise LmlmError(f"example id {dup!r} occurs more than once: ids must be unique to resume")
+    return ids
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already written to ``out``; a last line cut short by a kill is removed first."""
+    if not out.exists():
+        return set()
+    raw = out.read_bytes()
+    keep = raw[: raw.rfind(b"\n") + 1]
+    if len(keep) < len(raw):
+        log.warning("%s: dropping a last line cut short (%d bytes) before resuming", out, len(raw) - len(keep))
+        with open(out, "r+b") as f:
+            f.truncate(len(keep))
+    ids = set()
+    for n, line in enumerate(keep.decode("utf-8").splitlines(), 1):
+        try:
+            ids.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise LmlmError(f"{out}:{n}: not an annotation result line; refusing to resume into it") from None
+    return ids
+
+
+def annotate_llm(src: str | os.PathLike, out: str | os.PathLike, backend, resume: bool = False,
+                 cache: str | os.PathLike | None = None) -> dict:
+    """Annotate every example of ``src`` with ``backend``, one JSONL line per example in ``out``."""
+    out = Path(out)
+    if out.suffix != ".jsonl":
+        raise LmlmError(f"{out}: LLM annotation appends results as they arrive, so --out must be a .jsonl file")
+    if out.exists() and not resume:
+        raise LmlmError(f"{out} exists: pass --resume to continue it, or remove it")
+    corpus = read_corpus(src, require=("text",))
+    ids = example_ids(corpus.examples)
+    finished = done_ids(out)
+    todo = [(key, example) for key, example in zip(ids, corpus.examples) if key not in finished]
+    summary = RunSummary(inputs=len(ids), already_done=len(ids) - len(todo))
+    store = AnnotationCache(cache or out.with_name(out.name + ".cache.sqlite"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        with open(out, "a", encoding="utf-8") as sink, tqdm(total=len(todo), desc="annotating", unit="passage") as bar:
+            run = _Run(backend, store, sink, bar, summary, dict(todo))
+            asyncio.run(run.all())
+    finally:
+        store.close()
+        summary.request_retries = backend.retries
+        summary.seconds = time.perf_counter() - start
+    return summary.to_dict()
+
+
+@dataclass
+class _Run:
+    backend: object
+    cache: AnnotationCache
+    sink: object
+    bar: tqdm
+    summary: RunSummary
+    examples: dict[str, dict]
+
+    async def all(self) -> None:
+        second = []
+        fresh = []
+        for key, example in self.examples.items():
+            cached = self.cache.get(self._cache_key(example))
+            if cached is None:
+                fresh.append((key, example["text"]))
+            else:
+                self.summary.from_cache += 1
+                self._first(key, cached, second)
+        async for key, output in self.backend.stream(fresh, 0.0):
+            if not isinstance(output, Exception):
+                self.cache.put(self._cache_key(self.examples[key]), output)
+            self._first(key, output, second)
+        self.summary.retried = len(second)
+        async for key, output in self.backend.stream(second, RETRY_TEMPERATURE):
+            self._finish(key, output, final=True)
+
+    def _cache_key(self, example: dict) -> str:
+        return AnnotationCache.key(self.backend.model_id, self.backend.prompt_id, example["text"])
+
+    def _first(self, key: str, output, second: list) -> None:
+        if not self._finish(key, output, final=False):
+            second.append((key, self.examples[key]["text"]))
+
+    def _finish(self, key: str, output, final: bool) -> bool:
+        """Write the result line if ``output`` is acceptable or this was the last try; False to try again."""
+        example = self.examples[key]
+        if isinstance(output, Exception):
+            verdict = Verdict(None, reason=f"request_failed: {output}")
+        else:
+            verdict = check_annotation(example["text"], output)
+        if not verdict.ok and not final:
+            return False
+        line = {**example, "id": example.get("id", key), "annotator": self.backend.model_id, "prompt_id": self.backend.prompt_id}
+        if verdict.ok:
+            line.update(annotated_text=verdict.annotated, repairs=verdict.repairs)
+            self.summary.annotated += 1
+            self.summary.repaired += bool(verdict.repairs)
+            self.summary.repairs.update(verdict.repairs)
+        else:
+            line["rejected"] = verdict.reason
+            self.summary.rejected[verdict.reason.split(":")[0]] += 1
+        self.sink.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.sink.flush()
+        self.bar.update()
+        return True

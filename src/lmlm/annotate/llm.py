@@ -1,0 +1,149 @@
+"""LLM annotators: any OpenAI-compatible chat endpoint, or a local transformers model (base + LoRA adapter).
+
+A backend streams ``(key, output)`` pairs for ``(key, text)`` items as they finish; ``output`` is the raw
+annotation, or the exception that ended the request. Validation, caching and writing are the runner's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from lmlm.annotate.prompt import PROMPT_ID, chat_messages, encode_prompt
+from lmlm.errors import LmlmError
+
+log = logging.getLogger(__name__)
+
+Items = Sequence[tuple[str, str]]
+
+
+class RequestFailed(Exception):
+    """A request that cannot succeed for this text (a 4xx other than auth or rate limit, or retries exhausted)."""
+
+
+class OpenAIBackend:
+    """Chat completions with bounded concurrency, timeouts, and retries with backoff on 429, 5xx and timeouts."""
+
+    def __init__(self, model: str, base_url: str | None = None, concurrency: int = 16, timeout: float = 120.0,
+                 max_retries: int = 6, backoff: float = 1.0, max_backoff: float = 60.0, max_tokens: int | None = None):
+        import openai
+
+        api_key = os.environ.get("OPENAI_API_KEY")
+        if api_key is None and base_url is None:
+            raise LmlmError("the openai backend needs OPENAI_API_KEY in the environment (or --base-url for a local server)")
+        self.client = openai.AsyncOpenAI(api_key=api_key or "none", base_url=base_url, timeout=timeout, max_retries=0)
+        self.model_id, self.prompt_id = model, PROMPT_ID
+        self.concurrency, self.max_retries = concurrency, max_retries
+        self.backoff, self.max_backoff, self.max_tokens = backoff, max_backoff, max_tokens
+        self.retries = 0  # transient failures retried, over the backend's life
+
+    async def stream(self, items: Items, temperature: float) -> AsyncIterator[tuple[str, str | Exception]]:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(key: str, text: str):
+            async with gate:
+                try:
+                    return key, await self._request(text, temperature)
+                except RequestFailed as e:
+                    return key, e
+
+        for done in asyncio.as_completed([one(k, t) for k, t in items]):
+            yield await done
+
+    async def _request(self, text: str, temperature: float) -> str:
+        import openai
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = await self.client.chat.completions.create(
+                    model=self.model_id, messages=chat_messages(text), temperature=temperature, max_tokens=self.max_tokens)
+                return response.choices[0].message.content or ""
+            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+                raise LmlmError(f"annotation endpoint refused the run: {e}") from None
+            except openai.APIStatusError as e:
+                if e.status_code != 429 and e.status_code < 500:
+                    raise RequestFailed(f"HTTP {e.status_code}: {e.message}") from None
+                failure, wait = f"HTTP {e.status_code}", _retry_after(e.response.headers)
+            except (openai.APITimeoutError, openai.APIConnectionError) as e:
+                failure, wait = type(e).__name__, None
+            if attempt == self.max_retries:
+                raise RequestFailed(f"{failure} after {self.max_retries} retries")
+            self.retries += 1
+            # full jitter keeps many clients that failed together from retrying together
+            delay = wait if wait is not None else random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+            log.debug("%s; retry %d in %.2fs", failure, attempt + 1, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _retry_after(headers) -> float | None:
+    try:
+        return max(0.0, float(headers.get("retry-after")))
+    except (TypeError, ValueError):
+        return None  # absent, or an HTTP date: fall back to backoff
+
+
+class HFBackend:
+    """A local causal LM, optionally with a LoRA adapter, generating greedily (or sampling on retries) in batches."""
+
+    def __init__(self, model: str | os.PathLike, adapter: str | os.PathLike | None = None, batch_size: int = 8,
+                 max_new_tokens: int | None = None, device: str = "cpu"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model, adapter = _base_and_adapter(Path(model), adapter)
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter or model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        net = AutoModelForCausalLM.from_pretrained(model)
+        if adapter is not None:
+            from peft import PeftModel
+
+            net = PeftModel.from_pretrained(net, adapter)
+        self.model = net.to(device).eval()
+        self.model_id = str(adapter or model)
+        self.prompt_id = PROMPT_ID
+        self.batch_size, self.max_new_tokens, self.device = batch_size, max_new_tokens, device
+        self._torch = torch
+        self.retries = 0
+
+    async def stream(self, items: Items, temperature: float) -> AsyncIterator[tuple[str, str | Exception]]:
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            outputs = await asyncio.to_thread(self.annotate, [text for _, text in batch], temperature)
+            for (key, _), output in zip(batch, outputs):
+                yield key, output
+
+    def annotate(self, texts: list[str], temperature: float = 0.0) -> list[str]:
+        torch = self._torch
+        prompts = [encode_prompt(self.tokenizer, t) for t in texts]
+        width = max(map(len, prompts))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        # an annotation is the text plus its lookups: about twice its tokens
+        budget = self.max_new_tokens or 2 * max(len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts) + 32
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=budget, pad_token_id=pad, **sampling)
+        return [self._decode(row[width:].tolist()) for row in out]
+
+    def _decode(self, ids: list[int]) -> str:
+        eos = self.tokenizer.eos_token_id
+        if eos in ids:
+            ids = ids[: ids.index(eos)]
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _base_and_adapter(model: Path, adapter) -> tuple[str, str | None]:
+    """A directory holding only an adapter names its base in adapter_config.json."""
+    config = model / "adapter_config.json"
+    if adapter is None and config.is_file():
+        return json.loads(config.read_text())["base_model_name_or_path"], str(model)
+    return str(model), str(adapter) if adapter else None

@@ -1,0 +1,118 @@
+"""Checking one LLM annotation against its input text, repairing it where that is safe.
+
+Real annotators wrap answers in code fences, leave chat-template debris, break single calls, and sometimes
+repeat the passage. Safe repairs keep every good lookup and the original words:
+- drop code fences, debris and broken calls (the parser already leaves them out of the segments);
+- cut output that goes on after the whole input text has been reproduced;
+- put the input's own words back where the annotator made small edits (a dropped comma, a fixed typo),
+  moving each lookup to the same place in the input; a lookup whose place was edited is dropped.
+Output that differs more than that is not repairable: the caller retries once, then rejects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+from lmlm import markup
+
+MIN_SIMILARITY = 0.97  # of the stripped annotation to the input, for realigning to be safe
+_FENCE = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+@dataclass
+class Verdict:
+    annotated: str | None  # the accepted annotation, or None when rejected
+    repairs: list[str] = field(default_factory=list)  # what was fixed, e.g. "broken_lookup", "repeated_output"
+    reason: str | None = None  # why it was rejected
+
+    @property
+    def ok(self) -> bool:
+        return self.annotated is not None
+
+
+def check_annotation(text: str, output: str) -> Verdict:
+    """Accept, repair or reject ``output`` as an annotation of ``text``."""
+    repairs = []
+    if (fence := _FENCE.match(output)) is not None:
+        output = fence.group(1)
+        repairs.append("code_fence")
+    if not output.strip():
+        return Verdict(None, repairs, "empty")
+    doc = markup.parse(output)
+    for piece in doc.malformed:
+        repairs.append("broken_lookup" if piece.is_lookup else "debris")
+    form = "special" if markup.DB_ENTITY in output else "legacy"
+    segments = doc.segments
+    if not _faithful(segments, text):
+        cut = _cut_after(segments, markup.normalize_whitespace(text))
+        if _faithful(cut, text):
+            segments = cut
+            repairs.append("repeated_output")
+        elif (realigned := _realign(segments, text)) is not None:
+            segments, dropped = realigned
+            repairs += ["realigned"] + ["lookup_at_edit_dropped"] * dropped
+        else:
+            return Verdict(None, repairs, "changed_text")
+    annotated = markup.render(markup.join_segments(segments), form)
+    return Verdict(annotated.strip(), repairs)
+
+
+def _faithful(segments: list, text: str) -> bool:
+    return markup.is_faithful(markup.render(segments), text)
+
+
+def _realign(segments: list, text: str) -> tuple[list, int] | None:
+    """``text`` with the lookups moved to their matching places and how many were dropped for want of one,
+    or None when the texts differ too much."""
+    plain, offsets = "", []
+    for seg in segments:
+        if isinstance(seg, markup.Lookup):
+            offsets.append((len(plain), seg))
+        else:
+            plain += seg
+    matcher = difflib.SequenceMatcher(None, plain, text, autojunk=False)
+    if matcher.ratio() < MIN_SIMILARITY:
+        return None
+    blocks = matcher.get_matching_blocks()
+    out, pos, dropped = [], 0, 0
+    for offset, lookup in offsets:
+        at = next((b + offset - a for a, b, size in blocks if size and a <= offset <= a + size), None)
+        if at is None or at < pos:
+            dropped += 1
+            continue
+        out += [text[pos:at], lookup]
+        pos = at
+    return [*out, text[pos:]], dropped
+
+
+def _cut_after(segments: list, target: str) -> list:
+    """The segments up to where their plain text first covers ``target``'s words (the rest is a repeat)."""
+    need = len(target.replace(" ", ""))
+    seen = 0
+    out = []
+    for seg in segments:
+        if isinstance(seg, markup.Lookup):
+            if seen >= need:
+                break
+            out.append(seg)
+            continue
+        chars = sum(not c.isspace() for c in seg)
+        if seen + chars <= need:
+            out.append(seg)
+            seen += chars
+            continue
+        out.append(_prefix_with(seg, need - seen))
+        break
+    return out
+
+
+def _prefix_with(text: str, chars: int) -> str:
+    """The shortest prefix of ``text`` holding ``chars`` non-space characters."""
+    count = 0
+    for i, c in enumerate(text):
+        if count == chars:
+            return text[:i]
+        count += not c.isspace()
+    return text
