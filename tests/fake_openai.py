@@ -115,7 +115,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--faults", action="store_true")
     args = parser.parse_args()
-    answers = json.load(open(args.answers, encoding="utf-8"))
+    with open(args.answers, encoding="utf-8") as f:
+        answers = json.load(f)
     uvicorn.run(make_app(answers, args.faults, args.delay), host="127.0.0.1", port=args.port, log_level="warning")
 
 

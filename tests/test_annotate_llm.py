@@ -8,14 +8,13 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import REPO
 from fake_openai import FAULTS, make_app, serving
 
 from lmlm.annotate.llm import OpenAIBackend
 from lmlm.annotate.run import annotate_llm
 from lmlm.annotate.validate import check_annotation
 from lmlm.corpus import read_corpus
-
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")

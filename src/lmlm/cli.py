@@ -180,6 +180,16 @@ def _annotate(args) -> None:
     _print(run.annotate_llm(args.input, args.out, backend, resume=args.resume, cache=args.cache), args.json)
 
 
+def _annotator_train(args) -> None:
+    from lmlm.annotate.finetune import AnnotatorConfig, train_annotator
+    from lmlm.config import load_config, overrides_from
+
+    result = train_annotator(load_config(AnnotatorConfig, args.config, overrides_from(args, AnnotatorConfig)))
+    losses = result.pop("losses")
+    print(f"trained {result['steps']} steps on {result['examples']} examples ({result['too_long']} too long); "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {result['config']['out']}")
+
+
 def _clean(args) -> None:
     from lmlm.annotate.clean import CleanConfig, clean_examples
     from lmlm.corpus import read_corpus, write_corpus
@@ -356,6 +366,15 @@ def _add_data_commands(stages) -> None:
     g.add_argument("--adapter", help="a LoRA adapter directory to apply to --model")
     g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=_annotate)
+
+    from lmlm.annotate.finetune import AnnotatorConfig
+    from lmlm.config import add_arguments
+
+    annotator = stages.add_parser("annotator", help="fine-tune an annotator").add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = annotator.add_parser("train", help="LoRA SFT of a causal LM: plain text in, annotated text out (loads as --backend hf)")
+    p.add_argument("--config", help="YAML file of the options below; command-line options override it")
+    add_arguments(p, AnnotatorConfig)
+    p.set_defaults(run=_annotator_train)
 
     p = stages.add_parser("clean", help="apply the cleaning filters to an annotated corpus")
     p.add_argument("input", metavar="IN")

@@ -22,8 +22,11 @@ def _field_types(cls) -> dict[str, type]:
 
 
 def _coerce(key: str, value, kind):
-    """``value`` as ``kind`` (str, int, float, bool, or an optional of one), or an error naming ``key``."""
+    """``value`` as ``kind`` (str, int, float, bool, a list or an optional of one), or an error naming ``key``."""
     args = typing.get_args(kind)
+    if typing.get_origin(kind) is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(key, item, args[0]) for item in items]
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -82,9 +85,10 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
 
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--field-name`` option per field; values stay strings until ``load_config`` checks them."""
+    types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
-        help_text = f.metadata.get("help", "")
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar="VALUE", help=help_text)
+        many = {"nargs": "+"} if typing.get_origin(types_[f.name]) is list else {}
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar="VALUE", help=f.metadata.get("help", ""), **many)
 
 
 def overrides_from(args: argparse.Namespace, cls) -> dict:

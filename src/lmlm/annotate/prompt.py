@@ -26,15 +26,19 @@ Rules:
 EXAMPLES = (
     (
         "The Hoover Dam was completed in 1936 on the Colorado River. It was named after Herbert Hoover.",
-        "The Hoover Dam was completed in [dblookup('Hoover Dam', 'Completion Year') -> 1936] 1936 on the "
-        "[dblookup('Hoover Dam', 'River') -> Colorado River] Colorado River. It was named after "
-        "[dblookup('Hoover Dam', 'Named After') -> Herbert Hoover] Herbert Hoover.",
+        (
+            "The Hoover Dam was completed in [dblookup('Hoover Dam', 'Completion Year') -> 1936] 1936 on the "
+            "[dblookup('Hoover Dam', 'River') -> Colorado River] Colorado River. It was named after "
+            "[dblookup('Hoover Dam', 'Named After') -> Herbert Hoover] Herbert Hoover."
+        ),
     ),
     (
         "Ada Lovelace, born in London, worked with Charles Babbage on the Analytical Engine.",
-        "Ada Lovelace, born in [dblookup('Ada Lovelace', 'Birthplace') -> London] London, worked with "
-        "[dblookup('Ada Lovelace', 'Collaborator') -> Charles Babbage] Charles Babbage on the "
-        "[dblookup('Charles Babbage', 'Notable Work') -> Analytical Engine] Analytical Engine.",
+        (
+            "Ada Lovelace, born in [dblookup('Ada Lovelace', 'Birthplace') -> London] London, worked with "
+            "[dblookup('Ada Lovelace', 'Collaborator') -> Charles Babbage] Charles Babbage on the "
+            "[dblookup('Charles Babbage', 'Notable Work') -> Analytical Engine] Analytical Engine."
+        ),
     ),
 )
 
