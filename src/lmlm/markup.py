@@ -348,7 +348,12 @@ def normalize_whitespace(text: str) -> str:
 
 def is_faithful(annotated: str, text: str) -> bool:
     """Does stripping the lookups give ``text`` back (whitespace-normalized, a leading title line allowed)?"""
-    plain = normalize_whitespace(strip(annotated))
+    return same_text(strip(annotated), text)
+
+
+def same_text(plain: str, text: str) -> bool:
+    """Is ``plain`` the text ``text``, up to whitespace and a leading title line that ``plain`` may lack?"""
+    plain = normalize_whitespace(plain)
     if plain == normalize_whitespace(text):
         return True
     title, sep, body = text.partition("\n")

@@ -72,6 +72,7 @@ class AnnotationCache:
         self.db = sqlite3.connect(path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS outputs (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+        self.pending = 0
 
     @staticmethod
     def key(model: str, prompt_id: str, text: str) -> str:
@@ -82,10 +83,15 @@ class AnnotationCache:
         return row[0] if row else None
 
     def put(self, key: str, output: str) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (key, output))
+        # committed in groups: a kill loses at most the last few outputs, which are then asked again
+        self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (key, output))
+        self.pending += 1
+        if self.pending >= 64:
+            self.db.commit()
+            self.pending = 0
 
     def close(self) -> None:
+        self.db.commit()
         self.db.close()
 
 
@@ -173,7 +179,27 @@ class _Run:
     examples: dict[str, dict]
 
     async def all(self) -> None:
-        second = []
+        """First tries stream from the backend; an invalid answer is queued for a retry at once."""
+        retries: asyncio.Queue = asyncio.Queue()
+
+        async def first_tries() -> None:
+            async for key, output in self._first_outputs():
+                if not self._finish(key, output, final=False):
+                    self.summary.retried += 1
+                    await retries.put((key, self.examples[key]["text"]))
+            await retries.put(None)
+
+        async def retried():
+            while (item := await retries.get()) is not None:
+                yield item
+
+        async def second_tries() -> None:
+            async for key, output in self.backend.stream(retried(), RETRY_TEMPERATURE):
+                self._finish(key, output, final=True)
+
+        await asyncio.gather(first_tries(), second_tries())
+
+    async def _first_outputs(self):
         fresh = []
         for key, example in self.examples.items():
             cached = self.cache.get(self._cache_key(example))
@@ -181,21 +207,19 @@ class _Run:
                 fresh.append((key, example["text"]))
             else:
                 self.summary.from_cache += 1
-                self._first(key, cached, second)
-        async for key, output in self.backend.stream(fresh, 0.0):
+                yield key, cached
+
+        async def items():
+            for item in fresh:
+                yield item
+
+        async for key, output in self.backend.stream(items(), 0.0):
             if not isinstance(output, Exception):
                 self.cache.put(self._cache_key(self.examples[key]), output)
-            self._first(key, output, second)
-        self.summary.retried = len(second)
-        async for key, output in self.backend.stream(second, RETRY_TEMPERATURE):
-            self._finish(key, output, final=True)
+            yield key, output
 
     def _cache_key(self, example: dict) -> str:
         return AnnotationCache.key(self.backend.model_id, self.backend.prompt_id, example["text"])
-
-    def _first(self, key: str, output, second: list) -> None:
-        if not self._finish(key, output, final=False):
-            second.append((key, self.examples[key]["text"]))
 
     def _finish(self, key: str, output, final: bool) -> bool:
         """Write the result line if ``output`` is acceptable or this was the last try; False to try again."""

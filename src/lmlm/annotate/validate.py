@@ -11,13 +11,14 @@ Output that differs more than that is not repairable: the caller retries once, t
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 from dataclasses import dataclass, field
 
 from lmlm import markup
 
-MIN_SIMILARITY = 0.97  # of the stripped annotation to the input, for realigning to be safe
+MIN_SIMILARITY = 0.95  # of the stripped annotation's words to the input's, for realigning to be safe
 _FENCE = re.compile(r"^\s*```[\w-]*\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
 
 
@@ -56,35 +57,56 @@ def check_annotation(text: str, output: str) -> Verdict:
         else:
             return Verdict(None, repairs, "changed_text")
     annotated = markup.render(markup.join_segments(segments), form)
-    return Verdict(annotated.strip(), repairs)
+    return Verdict(annotated.strip(), list(dict.fromkeys(repairs)))
 
 
 def _faithful(segments: list, text: str) -> bool:
-    return markup.is_faithful(markup.render(segments), text)
+    return markup.same_text(markup.Document(segments, []).plain, text)
 
 
 def _realign(segments: list, text: str) -> tuple[list, int] | None:
     """``text`` with the lookups moved to their matching places and how many were dropped for want of one,
-    or None when the texts differ too much."""
+    or None when the texts differ too much.
+
+    Words are compared, not characters: a passage has a few hundred words but thousands of characters,
+    and difflib's cost grows with the square of the length.
+    """
     plain, offsets = "", []
     for seg in segments:
         if isinstance(seg, markup.Lookup):
             offsets.append((len(plain), seg))
         else:
             plain += seg
-    matcher = difflib.SequenceMatcher(None, plain, text, autojunk=False)
+    ours, theirs = _words(plain), _words(text)
+    matcher = difflib.SequenceMatcher(None, [w for w, _ in ours], [w for w, _ in theirs], autojunk=False)
     if matcher.ratio() < MIN_SIMILARITY:
         return None
-    blocks = matcher.get_matching_blocks()
+    where = {a + k: b + k for a, b, size in matcher.get_matching_blocks() for k in range(size)}
+    starts = [start for _, start in ours]
     out, pos, dropped = [], 0, 0
     for offset, lookup in offsets:
-        at = next((b + offset - a for a, b, size in blocks if size and a <= offset <= a + size), None)
-        if at is None or at < pos:
+        k = bisect.bisect_left(starts, offset)  # the word the lookup stands before
+        inside_word = k > 0 and not plain[offset - 1].isspace() and offset < len(plain) and not plain[offset].isspace()
+        at = None
+        if k == len(ours):
+            at = len(text) if k - 1 in where or not ours else None
+        elif k in where:
+            at = max(theirs[where[k]][1] - (starts[k] - offset), 0)
+        if at is None or at < pos or inside_word:
             dropped += 1
             continue
         out += [text[pos:at], lookup]
         pos = at
     return [*out, text[pos:]], dropped
+
+
+def _words(text: str) -> list[tuple[str, int]]:
+    """Each word's match key and start; the key ignores case and punctuation, which annotators often touch."""
+    return [(_key(m.group()), m.start()) for m in re.finditer(r"\S+", text)]
+
+
+def _key(word: str) -> str:
+    return re.sub(r"\W", "", word).lower() or word
 
 
 def _cut_after(segments: list, target: str) -> list:
@@ -98,7 +120,7 @@ def _cut_after(segments: list, target: str) -> list:
                 break
             out.append(seg)
             continue
-        chars = sum(not c.isspace() for c in seg)
+        chars = len("".join(seg.split()))
         if seen + chars <= need:
             out.append(seg)
             seen += chars
