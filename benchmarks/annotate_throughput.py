@@ -79,7 +79,7 @@ def main() -> None:
     limit = args.concurrency / args.delay
     report = {"passages": args.passages, "concurrency": args.concurrency, "delay_s": args.delay, "latency_bound_per_s": limit,
               "passages_per_s": summary["passages_per_second"], "fraction_of_bound": round(summary["passages_per_second"] / limit, 3),
-              "seconds": summary["seconds"], "annotated": summary["annotated"], "repaired": summary["repaired"],
+              "seconds": summary["seconds"], "annotated": summary["annotated"], "repaired": summary["repaired"], "retried": summary["retried"],
               "rejected": summary["rejected"], "request_retries": summary["request_retries"], "target_per_s": 200}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
