@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import re
+import string
 from dataclasses import dataclass, field
 
 from lmlm import markup
@@ -105,8 +106,11 @@ def _words(text: str) -> list[tuple[str, int]]:
     return [(_key(m.group()), m.start()) for m in re.finditer(r"\S+", text)]
 
 
+_PUNCTUATION = str.maketrans("", "", string.punctuation + "“”‘’–—…")
+
+
 def _key(word: str) -> str:
-    return re.sub(r"\W", "", word).lower() or word
+    return word.lower().translate(_PUNCTUATION) or word
 
 
 def _cut_after(segments: list, target: str) -> list:
