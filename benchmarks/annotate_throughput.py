@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from fake_openai import free_port  # noqa: E402
+from live_server import free_port  # noqa: E402
 
 from lmlm.annotate.llm import OpenAIBackend  # noqa: E402
 from lmlm.annotate.run import annotate_llm  # noqa: E402

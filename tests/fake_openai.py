@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
-import threading
 import time
 from collections import Counter
 
@@ -30,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
 
 FAULTS = ("ok", "rate_limit", "server_error", "timeout", "broken", "changed", "flaky", "repeated", "empty", "ok")
 TIMEOUT_SLEEP = 3.0  # longer than the client timeout the tests set
@@ -82,28 +80,6 @@ def make_app(answers: dict[str, str], faults: bool = True, delay: float = 0.0) -
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
     app.state.attempts = attempts
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(app, port: int | None = None):
-    """Run ``app`` with uvicorn on 127.0.0.1 in a thread; yields the base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 from conftest import REPO
-from fake_openai import FAULTS, make_app, serving
+from fake_openai import FAULTS, make_app
+from live_server import serving
 
 from lmlm.annotate.llm import OpenAIBackend
 from lmlm.annotate.run import annotate_llm

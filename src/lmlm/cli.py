@@ -402,6 +402,37 @@ def _add_data_commands(stages) -> None:
     p.set_defaults(run=_data_build)
 
 
+def _serve(args) -> None:
+    import os
+
+    from lmlm.serve import ServeConfig, serve
+
+    api_key = args.api_key or os.environ.get("LMLM_API_KEY")
+    config = ServeConfig(max_prompt_chars=args.max_prompt_chars, max_batch=args.max_batch, max_new_tokens=args.max_new_tokens,
+                         window_ms=args.window_ms, read_only=args.read_only, api_key=api_key, protect=args.protect)
+    print(f"lmlm: serving {args.model} on http://{args.host}:{args.port}/ (API at /v1, page at /)", file=sys.stderr)
+    serve(args.model, args.kb, host=args.host, port=args.port, config=config)
+
+
+def _add_serve_command(stages) -> None:
+    from lmlm.serve import ServeConfig
+
+    defaults = ServeConfig()
+    p = stages.add_parser("serve", help="HTTP API (OpenAI-compatible completions too) and a web page")
+    p.add_argument("--model", required=True, help="an LMLM checkpoint directory")
+    p.add_argument("--kb", required=True, help="the knowledge base (SQLite file)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--read-only", action="store_true", help="turn the KB write endpoints off")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also read from LMLM_API_KEY)")
+    p.add_argument("--protect", choices=["writes", "all"], default="writes", help="what the API key guards")
+    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="prompts per request and per engine batch")
+    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="cap on a request's max_new_tokens")
+    p.add_argument("--max-prompt-chars", type=int, default=defaults.max_prompt_chars)
+    p.add_argument("--window-ms", type=float, default=defaults.window_ms, help="how long a request waits to be batched with others")
+    p.set_defaults(run=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmlm", description="Large Memory Language Models: annotate, build a KB, train, generate, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -422,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(stages)
     _add_generate_command(stages)
     _add_eval_commands(stages)
+    _add_serve_command(stages)
     return parser
 
 

@@ -3,3 +3,7 @@
 
 class LmlmError(Exception):
     """Bad input or a failed precondition, with a message that names what and where."""
+
+
+class NotFound(LmlmError):
+    """The thing asked for (a triplet id, an entity) does not exist."""

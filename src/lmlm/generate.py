@@ -303,9 +303,12 @@ class LookupEngine:
     def _result(self, row: _Row) -> GenerationResult:
         ids = [t for t in row.generated if t != self.tokenizer.eos_token_id]
         raw = self.tokenizer.decode(ids, skip_special_tokens=False)
-        in_call = _inside_call(row.prompt, self.tokens)
-        text = self.tokenizer.decode(strip_calls(ids, self.tokens, in_call), skip_special_tokens=True)
-        return GenerationResult(text=text, raw=raw, lookups=row.lookups, token_ids=row.generated)
+        return GenerationResult(text=self.visible_text(row.prompt, ids), raw=raw, lookups=row.lookups, token_ids=row.generated)
+
+    def visible_text(self, prompt: list[int], generated: list[int]) -> str:
+        """The clean text of ``generated`` (lookup calls removed), also while a call is still open (for streaming)."""
+        ids = strip_calls([t for t in generated if t != self.tokenizer.eos_token_id], self.tokens, _inside_call(prompt, self.tokens))
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _inside_call(prompt: list[int], tokens: LookupTokens) -> bool:

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmlm.errors import LmlmError
+from lmlm.errors import LmlmError, NotFound
 from lmlm.kb import index as vindex
 from lmlm.kb.encoder import DEFAULT_ENCODER, Encoder, load_encoder
 from lmlm.kb.normalize import compact_key, normalize_key, query_forms, shortened_name, sibling_relations
@@ -79,6 +79,8 @@ class KnowledgeBase(Protocol):
     def update(self, triplet_id: int, value: str) -> Triplet: ...
     def delete(self, triplet_id: int) -> Triplet: ...
     def forget(self, entity: str) -> int: ...
+    def facts(self, entity: str) -> list[Triplet]: ...
+    def search(self, query: str, limit: int = 20) -> list[Triplet]: ...
     def stats(self) -> dict: ...
 
 
@@ -374,7 +376,7 @@ class SqliteKB:
     def _set_value(self, triplet_id: int, value: str | None) -> Triplet:
         with self._lock, self.store.transaction():
             if not self.store.set_value(int(triplet_id), value):
-                raise LmlmError(f"no triplet with id {triplet_id}")
+                raise NotFound(f"no triplet with id {triplet_id}")
             return self.store.triplet(int(triplet_id))
 
     def forget(self, entity: str) -> int:
@@ -382,9 +384,23 @@ class SqliteKB:
         with self._lock:
             candidates = self._named_candidates(entity) if _key(entity) else []
             if not candidates:
-                raise LmlmError(f"no entity named {entity!r}")
+                raise NotFound(f"no entity named {entity!r}")
             with self.store.transaction():
                 return sum(self.store.forget_entity(eid) for eid, _, _ in candidates)
+
+    def facts(self, entity: str) -> list[Triplet]:
+        """The live facts of the entity named ``entity`` (its exact key, else a lossless rewrite or shortened name)."""
+        with self._lock:
+            candidates = self._named_candidates(entity) if _key(entity) else []
+            if not candidates:
+                raise NotFound(f"no entity named {entity!r}")
+            return [t for eid, _, _ in candidates for t, _, _ in self.store.facts_of(eid) if t.value is not None]
+
+    def search(self, query: str, limit: int = 20) -> list[Triplet]:
+        """Live facts whose entity name starts with ``query`` (by normalized key, indexed), then facts whose
+        entity, relation or value contains it; at most ``limit``."""
+        with self._lock:
+            return self.store.search(normalize_key(query), query.strip(), limit) if query.strip() else []
 
     def stats(self) -> dict:
         with self._lock:

@@ -251,6 +251,25 @@ class Store:
         )
         return [(Triplet(*row[:4]), row[4], row[5]) for row in rows]
 
+    def search(self, key_prefix: str, text: str, limit: int) -> list[Triplet]:
+        """Live triplets of entities whose key starts with ``key_prefix``, then of any whose entity, relation or
+        value contains ``text`` (a scan, stopped at ``limit``)."""
+        upper = key_prefix + "\U0010ffff"
+        found = self.conn.execute(
+            "SELECT t.id, t.entity, t.relation, t.value FROM entities e JOIN triplets t ON t.entity_id=e.id"
+            " WHERE e.key >= ? AND e.key < ? AND t.value IS NOT NULL ORDER BY e.key, t.id LIMIT ?",
+            (key_prefix, upper, limit),
+        ).fetchall() if key_prefix else []
+        if len(found) < limit:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            seen = {row[0] for row in found}
+            found += [row for row in self.conn.execute(
+                "SELECT id, entity, relation, value FROM triplets WHERE value IS NOT NULL"
+                " AND (entity LIKE ?1 ESCAPE '\\' OR relation LIKE ?1 ESCAPE '\\' OR value LIKE ?1 ESCAPE '\\') ORDER BY id LIMIT ?2",
+                (pattern, limit + len(seen)),
+            ) if row[0] not in seen][: limit - len(found)]
+        return [Triplet(*row) for row in found]
+
     def triplet(self, triplet_id: int) -> Triplet | None:
         row = self.conn.execute("SELECT id, entity, relation, value FROM triplets WHERE id=?", (triplet_id,)).fetchone()
         return Triplet(*row) if row else None
