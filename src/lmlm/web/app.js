@@ -47,6 +47,7 @@ function render(result) {
   lastLookups = result.lookups;
   const out = $("output");
   out.replaceChildren();
+  out.dataset.generation = Number(out.dataset.generation || 0) + 1;  // lets tests and scripts wait for a new result
   for (const seg of result.segments) {
     if (seg.fact === undefined || seg.fact === null) {
       out.append(document.createTextNode(seg.text));
@@ -65,7 +66,8 @@ function render(result) {
 }
 
 function describe(fact) {
-  const score = fact.tier === "exact" ? "exact match" : `score ${fact.score.toFixed(2)}`;
+  const score = { exact: "exact match", none: "not in the knowledge base", nearest: `nearest, score ${fact.score.toFixed(2)}` }[fact.tier]
+    || `score ${fact.score.toFixed(2)}`;
   return `<b>${escapeHtml(fact.entity)}</b> · ${escapeHtml(fact.relation)}<br>→ ${escapeHtml(fact.value || "(no value)")}` +
     `<br><span>${fact.tier} · ${score}${fact.triplet_id ? ` · fact #${fact.triplet_id}` : ""}</span>`;
 }
@@ -121,6 +123,7 @@ async function closeDialog(action) {
     }
     await generate();
     await search();
+    showStats();
   } catch (e) {
     status(e.message, true);
   }

@@ -1,0 +1,110 @@
+"""The web page in Debian's Chromium (headless, through playwright): look a fact up, edit it, forget it.
+
+Screenshots are saved to tests/artifacts/ (or $LMLM_ARTIFACTS)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from live_server import serving
+from tiny_lmlm import make_tiny_lmlm
+
+from lmlm.generate import LMLM
+from lmlm.kb import SqliteKB
+from lmlm.serve import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("LMLM_ARTIFACTS", Path(__file__).parent / "artifacts"))
+PROMPT = "Juno Yarnlowe was born in"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs it with apt-get install chromium")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    model, kb = make_tiny_lmlm(tmp_path_factory.mktemp("browser"))
+    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)))) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def generation(page) -> int:
+    return int(page.locator("#output").get_attribute("data-generation") or 0)
+
+
+def wait_for_new_result(page, after: int) -> None:
+    page.wait_for_function(f"Number(document.querySelector('#output').dataset.generation || 0) > {after}")
+
+
+def generate(page, prompt: str) -> None:
+    before = generation(page)
+    page.fill("#prompt", prompt)
+    page.press("#prompt", "Control+Enter")  # the keyboard shortcut
+    wait_for_new_result(page, before)
+
+
+def test_look_up_edit_and_forget_a_fact_in_the_page(page):
+    generate(page, PROMPT)
+    fact = page.locator("#output .fact").first
+    fact.wait_for()
+    city = fact.inner_text()
+    assert city and page.locator("#output .fact").count() >= 1
+    fact.hover()
+    tooltip = page.locator("#tooltip")
+    assert "Juno Yarnlowe" in tooltip.inner_text() and "Birth City" in tooltip.inner_text() and "exact" in tooltip.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "1-fact-highlighted.png"))
+
+    # edit with the keyboard: focus the fact, Enter opens it, type the new value, save
+    fact.focus()
+    page.keyboard.press("Enter")
+    page.locator("#fact-dialog[open]").wait_for()
+    page.fill("#fact-value", "Port Zembla")
+    page.screenshot(path=str(ARTIFACTS / "2-editing.png"))
+    before = generation(page)
+    page.click("#fact-save")
+    wait_for_new_result(page, before)
+    assert "Port Zembla" in [f.inner_text() for f in page.locator("#output .fact").all()]
+    assert city not in [f.inner_text() for f in page.locator("#output .fact").all()]
+    page.screenshot(path=str(ARTIFACTS / "3-edited-and-regenerated.png"))
+
+    # forget the entity: its facts no longer come back
+    page.locator("#output .fact").first.click()
+    page.locator("#fact-dialog[open]").wait_for()
+    before = generation(page)
+    page.click("#fact-forget")
+    wait_for_new_result(page, before)
+    shown = [f.inner_text() for f in page.locator("#output .fact").all()]
+    assert "Port Zembla" not in shown and city not in shown
+    page.hover("#output")
+    for chip in page.locator("#output .fact").all():
+        chip.hover()
+        assert "exact" not in page.locator("#tooltip").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "4-forgotten.png"))
+
+
+def test_kb_browser_search_and_add(page):
+    page.fill("#search", "Amara")
+    page.press("#search", "Enter")
+    page.locator("#facts tbody tr").first.wait_for()
+    assert "Amara Lindworth" in page.locator("#facts").inner_text()
+    page.fill("#add-entity", "Amara Lindworth")
+    page.fill("#add-relation", "Favourite Colour")
+    page.fill("#add-value", "teal")
+    page.click("#add-form button")
+    page.wait_for_function("document.querySelector('#facts').textContent.includes('Favourite Colour')")
+    page.screenshot(path=str(ARTIFACTS / "5-kb-browser.png"), full_page=True)
