@@ -121,7 +121,10 @@ class Batcher:
 
         self.batches += 1
         prompts = [p for job in group for p in job.prompts]
-        return self.lmlm.engine.generate(prompts, group[0].cfg, on_token if any(j.on_token for j in group) else None)
+        start = time.perf_counter()
+        results = self.lmlm.engine.generate(prompts, group[0].cfg, on_token if any(j.on_token for j in group) else None)
+        log.debug("engine batch of %d prompts (%d requests) in %.3f s", len(prompts), len(group), time.perf_counter() - start)
+        return results
 
 
 # --- request bodies ------------------------------------------------------------------------------------------
