@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-
 FAULTS = ("ok", "rate_limit", "server_error", "timeout", "broken", "changed", "flaky", "repeated", "empty", "ok")
 TIMEOUT_SLEEP = 3.0  # longer than the client timeout the tests set
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from lmlm.annotate.finetune import AnnotatorConfig, sft_examples, train_annotator
@@ -12,8 +13,6 @@ from lmlm.annotate.prompt import encode_prompt
 from lmlm.annotate.run import annotate_llm
 from lmlm.corpus import read_corpus
 from lmlm.tokenizer import train_tokenizer
-
-from conftest import run_cli
 
 MAX_LENGTH = 768
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tiny_lmlm import train_briefly
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lmlm import markup
@@ -40,19 +41,10 @@ def tokenizer(world):
 
 def _briefly_trained(model, tokenizer, world, steps=150):
     """A few seconds of training on the world, so the tiny model writes whole lookup calls."""
-    from lmlm.data import PackedDataset, build_dataset
+    from lmlm.data import build_dataset
 
     build_dataset([world / "corpus.jsonl"], tokenizer, "lmlm", world / f"ds-{model.config.model_type}", block_size=64)
-    data = PackedDataset(world / f"ds-{model.config.model_type}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        index = torch.randint(len(data), (16,), generator=generator).numpy()
-        loss = model(input_ids=torch.tensor(data.ids[index].astype("int64")), labels=torch.tensor(data.labels[index].astype("int64"))).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval()
+    return train_briefly(model, world / f"ds-{model.config.model_type}", steps, lr=1e-2)
 
 
 @pytest.fixture(scope="module")

@@ -30,15 +30,7 @@ def make_tiny_lmlm(root: Path, people: int = 40, steps: int = 300, seed: int = 0
                                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                          pad_token_id=tokenizer.pad_token_id))
     build_dataset([corpus], tokenizer, "lmlm", root / "data", block_size=96)
-    data = PackedDataset(root / "data")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        index = torch.randint(len(data), (16,), generator=generator).numpy()
-        loss = model(input_ids=torch.tensor(data.ids[index].astype("int64")), labels=torch.tensor(data.labels[index].astype("int64"))).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_briefly(model, root / "data", steps, lr=5e-3, seed=seed)
     checkpoint = root / "model"
     model.save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
@@ -49,7 +41,15 @@ def make_tiny_lmlm(root: Path, people: int = 40, steps: int = 300, seed: int = 0
     return checkpoint, kb_path
 
 
-def train_people(root: Path) -> list[str]:
-    """Names of the world's people seen in training, in file order."""
-    rows = [json.loads(line) for line in (root / "world" / "people.jsonl").read_text().splitlines()]
-    return [r["name"] for r in rows if r["split"] != "inject"]
+def train_briefly(model, data_dir: Path, steps: int, lr: float, seed: int = 0, batch: int = 16):
+    """Plain AdamW steps on random blocks of a built dataset (with its LMLM labels)."""
+    data = PackedDataset(data_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        index = torch.randint(len(data), (batch,), generator=generator).numpy()
+        loss = model(input_ids=torch.tensor(data.ids[index].astype("int64")), labels=torch.tensor(data.labels[index].astype("int64"))).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
