@@ -48,8 +48,9 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, echo: Callable[[str], None] = print) -> dict:
-    plan = QUICK if quick else DemoPlan()
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, echo: Callable[[str], None] = print,
+             plan: DemoPlan | None = None) -> dict:
+    plan = plan or (QUICK if quick else DemoPlan())
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
