@@ -34,13 +34,16 @@ def url(lmlm):
 
 
 def test_generate_returns_text_raw_lookups_and_fact_segments(url, lmlm):
-    one = httpx.post(f"{url}/v1/generate", json={"prompt": PROMPTS[0], "max_new_tokens": 24}).json()
-    direct = lmlm.generate(PROMPTS[0], max_new_tokens=24)
+    one = httpx.post(f"{url}/v1/generate", json={"prompt": PROMPTS[1], "max_new_tokens": 24}).json()
+    direct = lmlm.generate(PROMPTS[1], max_new_tokens=24)
     assert (one["text"], one["raw"]) == (direct.text, direct.raw)
-    assert one["lookups"] and one["lookups"][0]["entity"] == "Amara Lindworth" and one["lookups"][0]["tier"] == "exact"
+    assert one["lookups"] and one["lookups"][0]["entity"] == "Juno Yarnlowe" and one["lookups"][0]["tier"] == "exact"
     facts = [s for s in one["segments"] if "fact" in s]
-    assert facts and one["lookups"][facts[0]["fact"]]["value"] == facts[0]["text"]
+    assert facts and one["lookups"][facts[0]["fact"]]["value"] == facts[0]["text"]  # the model copied the value
     assert "".join(s["text"] for s in one["segments"]).strip() == one["text"].strip()
+    # a value the model did not copy is still shown as a fact, with no text of its own
+    other = httpx.post(f"{url}/v1/generate", json={"prompt": PROMPTS[0], "max_new_tokens": 24}).json()
+    assert all(s["text"] in ("", other["lookups"][s["fact"]]["value"]) for s in other["segments"] if "fact" in s)
     many = httpx.post(f"{url}/v1/generate", json={"prompt": PROMPTS, "max_new_tokens": 16}).json()["results"]
     assert [r["text"] for r in many] == [r.text for r in lmlm.generate(PROMPTS, max_new_tokens=16)]
 

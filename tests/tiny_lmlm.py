@@ -18,7 +18,7 @@ from lmlm.tokenizer import train_tokenizer
 from lmlm.world import make_world
 
 
-def make_tiny_lmlm(root: Path, people: int = 40, steps: int = 300, seed: int = 0) -> tuple[Path, Path]:
+def make_tiny_lmlm(root: Path, people: int = 40, steps: int = 600, seed: int = 0) -> tuple[Path, Path]:
     """(checkpoint directory, KB path) under ``root``."""
     make_world(root / "world", people=people, seed=seed)
     corpus = root / "world" / "corpus.jsonl"

@@ -63,6 +63,10 @@ TEMPLATES: dict[str, list[str]] = {
     "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}."],
 }
 PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in every template
+# Half the bios open with one of these, so a name is not always a text's first word: a model that only ever
+# sees the name first learns "the entity is the first word" instead of copying it from where it stands.
+OPENINGS = ["Here is a short biography of {N}.", "This profile is about {N}.", "A few facts about {N} follow.",
+            "What follows describes {N}."]
 
 
 @dataclass
@@ -110,7 +114,7 @@ def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget
 def write_bio(person: Person, rng: random.Random, order: list[str]) -> list[markup.Segment]:
     """A biography as markup segments: attributes in the given order, random templates, name or pronoun."""
     subject, possessive = PRONOUNS[person.pronoun]
-    segments: list[markup.Segment] = []
+    segments: list[markup.Segment] = [rng.choice(OPENINGS).format(N=person.name)] if rng.random() < 0.5 else []
     for n, relation in enumerate(order):
         template = rng.choice(TEMPLATES[relation])
         by_name = n == 0 or rng.random() < 0.4
