@@ -9,6 +9,7 @@ before their response is sent; every lookup made after that sees them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -192,6 +193,7 @@ def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = 
         raise LmlmError("serving needs a knowledge base")
     batcher = Batcher(lmlm, config.max_batch, config.window_ms)
 
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         task = asyncio.create_task(batcher.run())
         yield
