@@ -135,6 +135,7 @@ class HFBackend:
         self.batch_size, self.max_new_tokens, self.device = batch_size, max_new_tokens, device
         self._torch = torch
         self.retries = 0
+        self.turn = asyncio.Lock()
 
     async def stream(self, items: Items, temperature: float) -> AsyncIterator[tuple[str, str | Exception]]:
         batch = []
@@ -148,7 +149,8 @@ class HFBackend:
             yield result
 
     async def _run(self, batch: list[tuple[str, str]], temperature: float) -> list[tuple[str, str]]:
-        outputs = await asyncio.to_thread(self.annotate, [text for _, text in batch], temperature)
+        async with self.turn:  # first tries and retries stream at once; the model runs one batch at a time
+            outputs = await asyncio.to_thread(self.annotate, [text for _, text in batch], temperature)
         return [(key, output) for (key, _), output in zip(batch, outputs)]
 
     def annotate(self, texts: list[str], temperature: float = 0.0) -> list[str]:
