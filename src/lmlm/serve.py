@@ -207,11 +207,10 @@ def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = 
     writes = Depends(_guard(config, write=True))
     kb = lmlm.kb
 
-    def options(body: GenerateOptions, prompts: list[str]) -> GenerationConfig:
+    def options(body: GenerateOptions, prompts: list[str]) -> tuple[GenerationConfig, list[list[int]]]:
         _check_limits(config, prompts, body.max_new_tokens)
         cfg = GenerationConfig(**{name: getattr(body, name) for name in GenerateOptions.model_fields})
-        lmlm.engine.encode_prompts(prompts, cfg)  # a prompt too long for the context fails here, alone
-        return cfg
+        return cfg, lmlm.engine.encode_prompts(prompts, cfg)  # a prompt too long for the context fails here, alone
 
     @app.get("/health")
     def health():
@@ -220,7 +219,7 @@ def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = 
     @app.post("/v1/generate", dependencies=[reads])
     async def generate(body: GenerateRequest):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        cfg = options(body, prompts)
+        cfg, _ = options(body, prompts)
         results = [_result_json(r) for r in await batcher.generate(prompts, cfg)]
         return results[0] if isinstance(body.prompt, str) else {"results": results}
 
@@ -232,16 +231,16 @@ def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = 
             raise HTTPException(400, "stop sequences are not supported; use max_tokens")
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         sampling = body.temperature not in (None, 0)
-        cfg = options(GenerateOptions(max_new_tokens=body.max_tokens, do_sample=sampling, temperature=body.temperature if sampling else 1.0,
+        cfg, prompt_ids = options(GenerateOptions(max_new_tokens=body.max_tokens, do_sample=sampling, temperature=body.temperature if sampling else 1.0,
                                       top_p=body.top_p or 1.0, seed=body.seed or 0, use_lookups=body.use_lookups,
                                       fallback=body.fallback), prompts)
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
                 "model": body.model or model_name}
         if body.stream:
-            return StreamingResponse(_stream(batcher, lmlm, prompts, cfg, head), media_type="text/event-stream")
+            return StreamingResponse(_stream(batcher, lmlm, prompts, prompt_ids, cfg, head), media_type="text/event-stream")
         results = await batcher.generate(prompts, cfg)
         choices = [_choice(i, r.text, r, cfg) for i, r in enumerate(results)]
-        prompt_tokens = sum(len(lmlm.tokenizer.encode(p, add_special_tokens=False)) for p in prompts)
+        prompt_tokens = sum(map(len, prompt_ids))
         completion_tokens = sum(len(r.token_ids) for r in results)
         return {**head, "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}
@@ -388,11 +387,10 @@ def _match(lookup: markup.Lookup, pending: list) -> int | None:
     return None
 
 
-async def _stream(batcher: Batcher, lmlm: LMLM, prompts: list[str], cfg: GenerationConfig, head: dict):
+async def _stream(batcher: Batcher, lmlm: LMLM, prompts: list[str], prompt_ids: list[list[int]], cfg: GenerationConfig, head: dict):
     """Server-sent events of the clean text as it grows, one choice per prompt; lookups in the last event."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    prompt_ids = lmlm.engine.encode_prompts(prompts, cfg)
     generated: list[list[int]] = [[] for _ in prompts]
     sent = [""] * len(prompts)
 

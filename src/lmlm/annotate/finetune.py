@@ -70,8 +70,7 @@ def train_annotator(cfg: AnnotatorConfig) -> dict:
                                       task_type="CAUSAL_LM"))
     args = TrainingArguments(output_dir=cfg.out, learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
                              per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-                             logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=not _has_gpu(),
-                             disable_tqdm=False)
+                             logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed)
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator)
     trainer.train()
@@ -81,9 +80,3 @@ def train_annotator(cfg: AnnotatorConfig) -> dict:
     log.info("annotator adapter saved to %s (%d examples, %d too long)", cfg.out, len(rows), too_long)
     return {"examples": len(rows), "too_long": too_long, "steps": trainer.state.global_step, "losses": losses,
             "trainable_parameters": model.get_nb_trainable_parameters()[0], "config": asdict(cfg)}
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -9,6 +9,7 @@ the runner's job.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ class OpenAIBackend:
             raise LmlmError("the openai backend needs OPENAI_API_KEY in the environment (or --base-url for a local server)")
         self.client = openai.AsyncOpenAI(api_key=api_key or "none", base_url=base_url, timeout=timeout, max_retries=0)
         self.model_id, self.prompt_id = model, PROMPT_ID
-        self.concurrency, self.max_retries = concurrency, max_retries
+        self.max_retries = max_retries
         self.backoff, self.max_backoff, self.max_tokens = backoff, max_backoff, max_tokens
         self.retries = 0  # transient failures retried, over the backend's life
         self.gate = asyncio.Semaphore(concurrency)  # shared by concurrent streams (first tries and retries)
@@ -77,7 +78,7 @@ class OpenAIBackend:
         import openai
         from openai.types.chat import ChatCompletion
 
-        for attempt in range(self.max_retries + 1):
+        for attempt in itertools.count():
             try:
                 # client.post with a plain body, not chat.completions.create: the typed-parameter transform of
                 # the few-shot messages costs ~5 ms of CPU per request, a ceiling of ~200 requests/s
@@ -101,7 +102,6 @@ class OpenAIBackend:
             delay = wait if wait is not None else random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
             log.debug("%s; retry %d in %.2fs", failure, attempt + 1, delay)
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 def _retry_after(headers) -> float | None:
@@ -116,7 +116,6 @@ class HFBackend:
 
     def __init__(self, model: str | os.PathLike, adapter: str | os.PathLike | None = None, batch_size: int = 8,
                  max_new_tokens: int | None = None, device: str = "cpu"):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model, adapter = _base_and_adapter(Path(model), adapter)
@@ -133,7 +132,6 @@ class HFBackend:
         self.model_id = str(adapter or model)
         self.prompt_id = PROMPT_ID
         self.batch_size, self.max_new_tokens, self.device = batch_size, max_new_tokens, device
-        self._torch = torch
         self.retries = 0
         self.turn = asyncio.Lock()
 
@@ -154,7 +152,8 @@ class HFBackend:
         return [(key, output) for (key, _), output in zip(batch, outputs)]
 
     def annotate(self, texts: list[str], temperature: float = 0.0) -> list[str]:
-        torch = self._torch
+        import torch
+
         prompts = [encode_prompt(self.tokenizer, t) for t in texts]
         width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id

@@ -54,7 +54,7 @@ def check_annotation(text: str, output: str) -> Verdict:
             repairs.append("repeated_output")
         elif (realigned := _realign(segments, text)) is not None:
             segments, dropped = realigned
-            repairs += ["realigned"] + ["lookup_at_edit_dropped"] * dropped
+            repairs += ["realigned"] + (["lookup_at_edit_dropped"] if dropped else [])
         else:
             return Verdict(None, repairs, "changed_text")
     annotated = markup.render(markup.join_segments(segments), form)
