@@ -62,7 +62,7 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
         tokenizer.padding_side = "left"
         produced = 0
         for s in range(0, len(prompts), 32):
-            enc = tokenizer(prompts[s : s + 32], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer(prompts[s : s + 32], return_tensors="pt", padding=True)
             ids = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             produced += int((ids[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
         return produced

@@ -34,6 +34,9 @@ def test_lookup_tokens_are_single_and_ids_fit(tokenizer):
     check_lookup_tokens(tokenizer, "test")
     assert tokenizer.convert_tokens_to_ids("<|end_of_text|>") == tokenizer.eos_token_id
     assert isinstance(tokenizer.convert_tokens_to_ids("<|no such token|>"), int)
+    # every text opens with bos, as in Llama tokenizers; it is no text of the document
+    doc = tokenize(["Ada Ashby was born in London."], tokenizer)[0]
+    assert doc.ids[0] == tokenizer.bos_token_id and not doc.org[0] and doc.org[1:].all()
 
 
 def test_masks_on_real_documents(tokenizer, corpora):

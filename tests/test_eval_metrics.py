@@ -54,7 +54,7 @@ def test_completion_scoring_edge_cases():
 
 def test_atomic_facts_of_a_bio():
     bio = ("Ada Ashby is a Belmoran citizen. She was born on 4 March 1950. Her hometown is Lorwen. "
-           "Bram Oakley works for Foxglove Pharma. She likes tea.")
+           "Bram Oakley works for Foxglove Pharma. She likes tea. He was born on 1")
     facts = atomic_facts(bio)
     assert facts == [("Ada Ashby", "Nationality", "Belmoran"), ("She", "Birth Date", "4 March 1950"),
                      ("Her", "Birth City", "Lorwen"), ("Bram Oakley", "Employer", "Foxglove Pharma")]

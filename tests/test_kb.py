@@ -109,6 +109,22 @@ def test_delete_and_update_take_effect_without_rebuild(tmp_path):
             kb.update(999, "x")
 
 
+def test_relations_that_entities_hold_together_are_not_paraphrases(tmp_path):
+    """"Employer City" reads much like "Employer", but people who have both show they are different facts:
+    a person without an Employer City gets none, not their employer; a paraphrase still finds its fact."""
+    staff = [(f"Worker {i}", rel, val) for i in range(6) for rel, val in (("Employer", "Shell"), ("Employer City", "Lagos"))]
+    with SqliteKB(tmp_path / "c.sqlite", create=True) as kb:
+        kb.import_triplets(staff + [("Ada Maria Lovelace", "Employer", "Analytical Society")])
+        kb.embed()
+        assert kb.lookup("Ada Maria Lovelace", "Employer City").tier == "none"
+        assert kb.lookup("Ada Maria Lovelace", "works for").value == "Analytical Society"
+        # an added fact keeps the counts current: a relation held beside another from now on is no paraphrase of it
+        assert kb.lookup("Ada Maria Lovelace", "Workplace").value == "Analytical Society"
+        for i in range(3):
+            kb.add(f"Worker {i}", "Workplace", "Main office")
+        assert kb.lookup("Ada Maria Lovelace", "Workplace").tier == "none"
+
+
 PARAPHRASES = ["Birth Date", "date of birth", "born on", "birthday", "Birthplace", "place of birth", "born in", "Birth Place",
                "Employer", "works for", "employer name", "Spouse", "married to", "husband", "University", "alma mater"]
 NAMES = ["Ada Maria Lovelace", "Ada Lovelace", "Lovelace, Ada Maria", "ada maria lovelace", "ADA MARIA LOVELACE", "Ada Maria Lovelace (mathematician)"]

@@ -298,7 +298,7 @@ def _eval(args) -> None:
         prompts = [r for r in rows if args.suite == "completion" or r.get("split") == "inject"][: args.limit]
         result = suites.completion(lmlm, prompts)
     elif args.suite == "factuality":
-        result = suites.factuality(lmlm, rows[: args.limit])
+        result = suites.factuality(lmlm, rows[: args.limit], fallback=args.fallback)
     else:
         if lmlm.kb is None:
             raise LmlmError("the forget suite needs --kb")
@@ -323,6 +323,8 @@ def _add_eval_commands(stages) -> None:
     p.add_argument("--data", required=True, help="annotated documents (ppl), completion prompts (completion, forget, inject), bio prompts (factuality)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--no-dynamic", action="store_true", help="skip dynamic perplexity (it generates)")
+    p.add_argument("--fallback", choices=["top1_anyway", "unknown", "abstain"], default="abstain",
+                   help="factuality: what an LMLM says when its KB has no answer (abstain: nothing more)")
     p.add_argument("--out", help="write report.json, report.md and charts here")
     p.set_defaults(run=_eval)
 

@@ -50,8 +50,9 @@ def documents(paths: list[str | os.PathLike], mode: str) -> list[str]:
     return docs
 
 
-def label_document(ids: np.ndarray, special: dict[str, int], space_id: int | None) -> Tokenized:
-    """Labels and the T_org mask of one tokenized document (lmlm mode; standard documents have no calls)."""
+def label_document(ids: np.ndarray, special: dict[str, int], space_id: int | None, bos_id: int | None = None) -> Tokenized:
+    """Labels and the T_org mask of one tokenized document (lmlm mode; standard documents have no calls).
+    A leading bos is trained (it follows the previous document's eos) but is no text of the document."""
     is_ret, is_end = ids == special[markup.DB_RETURN], ids == special[markup.DB_END]
     is_ent = ids == special[markup.DB_ENTITY]
     # inside (RETURN, END]: the VALUE tokens and END itself
@@ -63,7 +64,10 @@ def label_document(ids: np.ndarray, special: dict[str, int], space_id: int | Non
         in_call[before] = True
     labels = ids.astype(np.int32)
     labels[masked] = IGNORE
-    return Tokenized(ids, labels, ~in_call)
+    org = ~in_call
+    if bos_id is not None and len(ids) and ids[0] == bos_id:
+        org[0] = False
+    return Tokenized(ids, labels, org)
 
 
 def tokenize(docs: list[str], tokenizer, batch: int = 1024) -> list[Tokenized]:
@@ -72,8 +76,8 @@ def tokenize(docs: list[str], tokenizer, batch: int = 1024) -> list[Tokenized]:
     space_id = space_ids[0] if len(space_ids) == 1 else None
     out = []
     for start in tqdm(range(0, len(docs), batch), desc="tokenizing", unit="batch", disable=len(docs) <= batch):
-        encoded = tokenizer(docs[start : start + batch], add_special_tokens=False)["input_ids"]
-        out += [label_document(np.asarray(ids, dtype=np.int64), special, space_id) for ids in encoded]
+        encoded = tokenizer(docs[start : start + batch])["input_ids"]  # with bos where the tokenizer adds one
+        out += [label_document(np.asarray(ids, dtype=np.int64), special, space_id, tokenizer.bos_token_id) for ids in encoded]
     return out
 
 

@@ -194,7 +194,9 @@ class LookupEngine:
     def encode_prompts(self, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
         out = []
         for i, prompt in enumerate(prompts):
-            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+            if not prompt:
+                raise LmlmError(f"prompt {i} is empty: give at least one token of text")
+            ids = self.tokenizer.encode(prompt)  # with bos where the tokenizer adds one, as in training
             room = (self.context or 10**9) - cfg.max_new_tokens
             if len(ids) > room:
                 if not cfg.truncate_prompt:
@@ -214,8 +216,6 @@ class LookupEngine:
         if cfg.use_lookups and self.kb is None:
             raise LmlmError("lookups are on but no knowledge base was given (pass kb=..., or use_lookups=False)")
         rows = [_Row(ids) for ids in self.encode_prompts(prompts, cfg)]
-        if any(not r.prompt for r in rows):
-            raise LmlmError("empty prompt: give at least one token of text")
         generator = torch.Generator().manual_seed(cfg.seed) if cfg.do_sample else None
         device = next(self.model.parameters()).device
         vocab = self.model.get_output_embeddings().weight.shape[0]
@@ -360,7 +360,7 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
     tokens = LookupTokens(tokenizer)
     vocab = model.get_output_embeddings().weight.shape[0]
 
-    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    ids = tokenizer.encode(prompt)
     prompt_len = len(ids)
 
     class Shared(LogitsProcessor):

@@ -19,7 +19,7 @@ BOS, EOS, PAD, UNK = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|unk|>
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     """A byte-level BPE trained on ``texts``, as a ``PreTrainedTokenizerFast``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
@@ -30,6 +30,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     backend.train_from_iterator(texts, trainer=trainer)
+    # Every encoded text opens with bos, as Llama's do: a prompt's first word then has context, the same
+    # as a document's first word in training, and a name there is copied like a name anywhere else.
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, backend.token_to_id(BOS))])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
         additional_special_tokens=list(SPECIAL_TOKENS), clean_up_tokenization_spaces=False,

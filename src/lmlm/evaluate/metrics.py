@@ -35,7 +35,7 @@ def _template_patterns() -> list[tuple[str, re.Pattern]]:
             regex = re.escape(template)
             for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
                 regex = regex.replace(re.escape(slot), group, 1)
-            patterns.append((relation, re.compile(r"^" + regex.rstrip(r"\.") + r"\.?$")))
+            patterns.append((relation, re.compile(r"^" + regex + r"$")))
     return patterns
 
 
@@ -44,7 +44,8 @@ _SUBJECT_PRONOUNS = {w for pair in PRONOUNS.values() for w in pair}
 
 
 def atomic_facts(bio: str) -> list[tuple[str, str, str]]:
-    """(subject, relation, value) for each sentence of a synthetic bio that states an attribute."""
+    """(subject, relation, value) for each complete sentence of a synthetic bio that states an attribute.
+    A last sentence with no full stop was cut off by the token budget ("She was born on 1"): it states nothing yet."""
     facts = []
     for sentence in re.split(r"(?<=\.)\s+", bio.strip()):
         sentence = sentence.strip()

@@ -50,11 +50,14 @@ def _mean(values) -> float:
 # --- factual precision of bios -------------------------------------------------------------------------------------
 
 
-def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32) -> dict:
+def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32, fallback: str = "abstain") -> dict:
     """FactScore-style: the share of atomic facts in generated bios that the ground truth supports
-    (exact checking against the synthetic world's attributes)."""
+    (exact checking against the synthetic world's attributes). An LMLM whose KB has no answer for a
+    call does as ``fallback`` says: by default it stops rather than state the reference's
+    ``top1_anyway`` answer, which is another fact's value."""
     lmlm = _is_lmlm(model)
-    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm)
+    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm,
+                             fallback=fallback)
     records, supported, total = [], 0, 0
     for p, r in zip(prompts, results):
         bio = f"{p['person']} is{r.text}"
@@ -81,7 +84,7 @@ def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_doc
     nll, trained, org = [], [], []
     for doc in docs:
         text = markup.convert(doc["annotated_text"], "special") if _is_lmlm(model) else markup.strip(doc["annotated_text"])
-        ids = tokenizer.encode(text, add_special_tokens=False)
+        ids = tokenizer.encode(text)
         labels_mask, org_mask = _masks(ids, tokens)
         nll.append(token_nll(lm, torch.tensor([ids]))[0].numpy())
         trained.append(labels_mask)
@@ -120,7 +123,7 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
     step = lambda ids, cache: lm(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]  # noqa: E731
     total, count = 0.0, 0
     for doc in docs:
-        plain_ids = tokenizer.encode(markup.strip(doc["annotated_text"]), add_special_tokens=False)
+        plain_ids = tokenizer.encode(markup.strip(doc["annotated_text"]))
         cache = DynamicCache()
         logits = step(plain_ids[:1], cache)
         calls = 0

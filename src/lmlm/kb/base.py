@@ -41,6 +41,9 @@ ENTITY_THRESHOLD = 0.5  # cosine for a vector-neighbour entity; the word-contain
 RELATION_THRESHOLD = 0.65  # cosine between the asked relation and one of the entity's; chosen by benchmarks/retrieval_quality.py
 RELATION_FLOOR, RELATION_MARGIN = 0.5, 0.15  # a weaker match still counts when it clearly beats the entity's other relations
 REFERENCE_THRESHOLD = 0.6  # the reference retriever's threshold
+# Two relations that at least 3 entities, and a tenth of those holding the rarer one, hold side by side are
+# different facts ("Employer" and "Employer City"), however alike their names; synonyms rarely share an entity.
+DISTINCT_MIN_ENTITIES, DISTINCT_MIN_SHARE = 3, 0.1
 RELATION_TEMPLATE = "What is their {}?"  # relations alone are terse; a question context separates synonyms better
 REWRITE_SCORE = 0.97
 ALIAS_SCORE = 0.95
@@ -105,6 +108,7 @@ class SqliteKB:
         self._encoder: Encoder | None = None
         self._indexes: dict[str, object] = {}
         self._query_vectors: dict[str, np.ndarray] = {}
+        self._distinct: dict[str, set[str]] = {}  # relation key -> keys of relations known to be other facts
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -140,6 +144,7 @@ class SqliteKB:
         with self._lock:
             counts = {t: self._embed_missing(t) for t in ("entities", "relations")}
             self._index("entities")
+            self._count_relation_pairs()
             if reference:
                 counts["triplets"] = self._embed_missing("triplet_vec")
                 self._index("triplet_vec")
@@ -181,6 +186,19 @@ class SqliteKB:
                     stale.unlink(missing_ok=True)
         self._indexes[table] = index
         return index
+
+    def _count_relation_pairs(self) -> None:
+        """Bring the relation co-occurrence counts up to date (after a bulk import: one pass over the facts)."""
+        if not self.store.relation_pairs_current():
+            log.info("%s: counting which relations entities hold together", self.path)
+            with self.store.transaction():
+                self.store.count_relation_pairs()
+            self._distinct.clear()
+
+    def _distinct_relations(self, relation_key: str) -> set[str]:
+        if relation_key not in self._distinct:
+            self._distinct[relation_key] = self.store.cooccurring_relations(relation_key, DISTINCT_MIN_ENTITIES, DISTINCT_MIN_SHARE)
+        return self._distinct[relation_key]
 
     def _encode_queries(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors for query strings, cached: generation asks the same relations again and again."""
@@ -226,6 +244,7 @@ class SqliteKB:
         return LookupResult(triplet.value, triplet, 1.0, "exact")
 
     def _fuzzy_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
+        self._count_relation_pairs()
         candidates = [self._named_candidates(entity) for entity, _ in pairs]
         unresolved = [i for i, c in enumerate(candidates) if not c]
         questions = [RELATION_TEMPLATE.format(r) for _, r in pairs]
@@ -268,12 +287,13 @@ class SqliteKB:
         if any(forgotten and score >= top_entity_score for _, score, forgotten in candidates):
             return NONE  # the query names a forgotten entity: no neighbour answers for it
         rkey, rcompact = normalize_key(relation), compact_key(relation)
+        distinct = self._distinct_relations(rkey)
         best: list[tuple[float, Triplet]] = []  # the best fact of each candidate entity
         nearest: tuple[float, Triplet] | None = None
         for eid, entity_score, forgotten in candidates:
             if forgotten:
                 continue
-            scored = self._relation_similarities(self.store.facts_of(eid), rkey, rcompact, qvec)
+            scored = self._relation_similarities(self.store.facts_of(eid), rkey, rcompact, qvec, distinct)
             if not scored:
                 continue
             live = [(sim, t) for sim, _, t in scored if t.value is not None]
@@ -293,15 +313,16 @@ class SqliteKB:
         return LookupResult(triplet.value, triplet, score, tier)
 
     @staticmethod
-    def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray) -> list[tuple[float, str, Triplet]]:
-        """(similarity, relation key, triplet) of an entity's facts to the asked relation, best first."""
+    def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray, distinct: set[str]) -> list[tuple[float, str, Triplet]]:
+        """(similarity, relation key, triplet) of an entity's facts to the asked relation, best first; facts
+        under a sibling relation, or one that entities hold beside the asked relation, are left out."""
         scored = []
         for triplet, fact_key, fact_vec in facts:
             if fact_key == rkey:
                 similarity = 1.0
             elif fact_key.replace(" ", "") == rcompact:
                 similarity = 0.99
-            elif fact_vec is not None and not sibling_relations(rkey, fact_key):
+            elif fact_vec is not None and fact_key not in distinct and not sibling_relations(rkey, fact_key):
                 similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
             else:
                 continue
@@ -336,6 +357,7 @@ class SqliteKB:
         with self._lock, self.store.transaction():
             self.store.insert_triplets(padded, stats)
         self._indexes.clear()
+        self._distinct.clear()
         return stats
 
     def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet:
@@ -344,11 +366,15 @@ class SqliteKB:
                 raise LmlmError(problem)
         with self._lock:
             with self.store.transaction():
+                pairs_current = self.store.relation_pairs_current()
                 self.store.insert_triplets([(entity, relation, value, source, example_id)], ImportStats())
                 eid, rid = self.store.entity_id(entity, create=False), self.store.relation_id(relation, create=False)
+                if pairs_current:
+                    self.store.count_new_fact(eid, rid)
                 row = self.store.conn.execute(
                     "SELECT id, entity, relation, value FROM triplets WHERE entity_id=? AND relation_id=? AND value=?", (eid, rid, value.strip())
                 ).fetchone()
+            self._distinct.clear()
             self._index_new_entities()
             return Triplet(*row)
 

@@ -44,6 +44,8 @@ CREATE TABLE triplets(
 CREATE TABLE triplet_vec(triplet_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 CREATE UNIQUE INDEX triplets_fact ON triplets(entity_id, relation_id, value);
 """
+# Made on first need in files of any age: how many entities have both relation a and relation b (a == b: have a).
+_PAIRS_SCHEMA = "CREATE TABLE IF NOT EXISTS relation_pairs(a INTEGER NOT NULL, b INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID"
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,30 @@ class Store:
         stats.duplicates += len(pending) - added
         pending.clear()
 
+    def count_relation_pairs(self) -> None:
+        """Recount ``relation_pairs`` over the live facts, and note the last triplet id it has seen."""
+        self.conn.execute(_PAIRS_SCHEMA)
+        self.conn.execute("DELETE FROM relation_pairs")
+        self.conn.execute(
+            "WITH er AS MATERIALIZED (SELECT DISTINCT entity_id, relation_id FROM triplets WHERE value IS NOT NULL)"
+            " INSERT INTO relation_pairs(a, b, n) SELECT x.relation_id, y.relation_id, count(*)"
+            " FROM er x JOIN er y ON y.entity_id=x.entity_id GROUP BY 1, 2"
+        )
+        self.set_meta("relation_pairs_at", str(self.last_triplet_id()))
+
+    def relation_pairs_current(self) -> bool:
+        return self.get_meta("relation_pairs_at") == str(self.last_triplet_id())
+
+    def count_new_fact(self, entity_id: int, relation_id: int) -> None:
+        """Keep ``relation_pairs`` current after one added fact (a recount at scale takes seconds)."""
+        live = dict(self.conn.execute(
+            "SELECT relation_id, count(*) FROM triplets WHERE entity_id=? AND value IS NOT NULL GROUP BY relation_id", (entity_id,)))
+        if live.get(relation_id) == 1:  # the relation is new to this entity
+            others = [r for r in live if r != relation_id]
+            pairs = [(relation_id, relation_id)] + [p for r in others for p in ((relation_id, r), (r, relation_id))]
+            self.conn.executemany("INSERT INTO relation_pairs(a, b, n) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET n=n+1", pairs)
+        self.set_meta("relation_pairs_at", str(self.last_triplet_id()))
+
     def set_value(self, triplet_id: int, value: str | None) -> bool:
         cur = self.conn.execute("UPDATE triplets SET value=?, updated=? WHERE id=?", (value, time.time(), triplet_id))
         return cur.rowcount > 0
@@ -278,6 +304,20 @@ class Store:
         ids = list(ids)
         rows = self.conn.execute(f"SELECT id, entity, relation, value FROM triplets WHERE id IN ({','.join('?' * len(ids))})", ids)
         return {row[0]: Triplet(*row) for row in rows}
+
+    def last_triplet_id(self) -> int:
+        return self.conn.execute("SELECT max(id) FROM triplets").fetchone()[0] or 0
+
+    def cooccurring_relations(self, relation_key: str, min_count: int, min_share: float) -> set[str]:
+        """Keys of the relations that at least ``min_count`` entities, and at least ``min_share`` of the
+        entities having the rarer of the two, hold together with ``relation_key``."""
+        rows = self.conn.execute(
+            "SELECT o.key, p.n, da.n, db.n FROM relations r JOIN relation_pairs p ON p.a=r.id JOIN relations o ON o.id=p.b"
+            " JOIN relation_pairs da ON da.a=p.a AND da.b=p.a JOIN relation_pairs db ON db.a=p.b AND db.b=p.b"
+            " WHERE r.key=? AND p.b != p.a",
+            (relation_key,),
+        )
+        return {key for key, n, na, nb in rows if n >= min_count and n >= min_share * min(na, nb)}
 
     def iter_triplets(self, live_only: bool = True) -> Iterator[tuple]:
         sql = "SELECT id, entity, relation, value, source, example_id, created, updated FROM triplets"
