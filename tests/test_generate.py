@@ -113,6 +113,15 @@ def test_batch_of_16_equals_one_at_a_time(model, tokenizer, kb):
         assert [p.to_dict() for p in single.lookups] == [p.to_dict() for p in result.lookups]
 
 
+@pytest.mark.slow
+def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb):
+    """torch.compile of the one-token steps changes the speed, not the output."""
+    eager, compiled = LookupEngine(model, tokenizer, kb), LookupEngine(model, tokenizer, kb, compile=True)
+    cfg = GenerationConfig(max_new_tokens=30)
+    for prompts in (PROMPTS[:1], (PROMPTS * 3)[:16]):
+        assert [r.token_ids for r in compiled.generate(prompts, cfg)] == [r.token_ids for r in eager.generate(prompts, cfg)]
+
+
 def test_provenance_spans_and_clean_text(model, tokenizer, kb):
     tokens = LookupTokens(tokenizer)
     for result in LookupEngine(model, tokenizer, kb).generate(PROMPTS, GenerationConfig(max_new_tokens=40)):

@@ -236,7 +236,7 @@ def _train(args) -> None:
 def _generate(args) -> None:
     from lmlm.generate import LMLM
 
-    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups)
+    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups, compile=args.compile)
     options = {"max_new_tokens": args.max_new_tokens, "use_lookups": not args.no_lookups, "fallback": args.fallback,
                "do_sample": args.temperature > 0, "temperature": args.temperature or 1.0, "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "max_lookups": args.max_lookups, "truncate_prompt": args.truncate}
@@ -275,6 +275,7 @@ def _add_generate_command(stages) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.2)
     p.add_argument("--max-lookups", type=int, default=5)
     p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that does not fit the context")
+    p.add_argument("--compile", action="store_true", help="torch.compile the one-token steps: about a minute once, then faster per token")
     p.set_defaults(run=_generate)
 
 

@@ -30,7 +30,7 @@ from lmlm.world import make_world, read_people
 @dataclass
 class DemoPlan:
     people: int = 1500  # many distinct names: copying a name into a call pays, memorizing names does not
-    steps: int = 900
+    steps: int = 800
     batch_size: int = 16
     block_size: int = 128
     lr: float = 3e-3

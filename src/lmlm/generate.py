@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from lmlm import markup
 from lmlm.errors import LmlmError
@@ -129,45 +130,45 @@ def choose(scores: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
 # --- the engine ----------------------------------------------------------------------------------------------
 
 
-def _make_cache(model, capacity: int):
-    """A KV cache that writes each step into preallocated buffers, doubled when full (the stock
-    DynamicCache concatenates, copying the whole cache every step)."""
-    from transformers.cache_utils import Cache, DynamicLayer
+class _BufferLayer(DynamicLayer):
+    """A KV cache layer that writes each step into preallocated buffers, doubled when full (the stock
+    DynamicLayer concatenates, copying the whole cache every step). Defined once, so that a compiled
+    forward sees the same class in every generate call."""
 
-    class BufferLayer(DynamicLayer):
-        def __init__(self):
-            super().__init__()
-            self.length = 0
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
 
-        def lazy_initialization(self, key_states, value_states):
-            super().lazy_initialization(key_states, value_states)
-            b, h, _, d = key_states.shape
-            self.k_buffer = key_states.new_empty(b, h, capacity, d)
-            self.v_buffer = value_states.new_empty(b, h, capacity, value_states.shape[-1])
+    def lazy_initialization(self, key_states, value_states):
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, d = key_states.shape
+        self.k_buffer = key_states.new_empty(b, h, self.capacity, d)
+        self.v_buffer = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
 
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.k_buffer.shape[2]:  # chunks of forced tokens can outgrow the first guess: double
-                grow = lambda buf: torch.cat([buf, buf.new_empty(*buf.shape[:2], max(end, 2 * buf.shape[2]) - buf.shape[2], buf.shape[3])], 2)  # noqa: E731
-                self.k_buffer, self.v_buffer = grow(self.k_buffer), grow(self.v_buffer)
-            self.k_buffer[:, :, self.length : end] = key_states
-            self.v_buffer[:, :, self.length : end] = value_states
-            self.length = end
-            self.keys, self.values = self.k_buffer[:, :, :end], self.v_buffer[:, :, :end]
-            return self.keys, self.values
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.k_buffer.shape[2]:  # chunks of forced tokens can outgrow the first guess: double
+            grow = lambda buf: torch.cat([buf, buf.new_empty(*buf.shape[:2], max(end, 2 * buf.shape[2]) - buf.shape[2], buf.shape[3])], 2)  # noqa: E731
+            self.k_buffer, self.v_buffer = grow(self.k_buffer), grow(self.v_buffer)
+        self.k_buffer[:, :, self.length : end] = key_states
+        self.v_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.k_buffer[:, :, :end], self.v_buffer[:, :, :end]
+        return self.keys, self.values
 
-        def get_seq_length(self) -> int:
-            return self.length
+    def get_seq_length(self) -> int:
+        return self.length
 
-        def batch_select_indices(self, indices):
-            if self.is_initialized:
-                self.k_buffer, self.v_buffer = self.k_buffer[indices], self.v_buffer[indices]
-                self.keys, self.values = self.k_buffer[:, :, : self.length], self.v_buffer[:, :, : self.length]
+    def batch_select_indices(self, indices):
+        if self.is_initialized:
+            self.k_buffer, self.v_buffer = self.k_buffer[indices], self.v_buffer[indices]
+            self.keys, self.values = self.k_buffer[:, :, : self.length], self.v_buffer[:, :, : self.length]
 
-    layers = model.config.get_text_config().num_hidden_layers
-    return Cache(layers=[BufferLayer() for _ in range(layers)])
+
+def _make_cache(model, capacity: int) -> Cache:
+    return Cache(layers=[_BufferLayer(capacity) for _ in range(model.config.get_text_config().num_hidden_layers)])
 
 
 @dataclass
@@ -186,8 +187,12 @@ class _Row:
 class LookupEngine:
     """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens."""
 
-    def __init__(self, model, tokenizer, kb=None):
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False):
         self.model, self.tokenizer, self.kb = model.eval(), tokenizer, kb
+        # Steps that feed one token per row run through torch.compile when asked: it takes about a minute
+        # once per process, then removes most of the per-token Python overhead that dominates small models.
+        # Prompts and forced values (several tokens) stay eager, so the compiled graph keeps one shape.
+        self.decode = torch.compile(model, dynamic=True) if compile else model
         self.tokens = LookupTokens(tokenizer)
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
@@ -277,7 +282,8 @@ class LookupEngine:
         new = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in feeds], device=device)
         positions = next_pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
         mask = torch.cat([mask, new], dim=1)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        forward = self.decode if width == 1 else self.model
+        out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
         return out.logits[:, -1, :], mask, next_pos + new.sum(-1)
 
     def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> list[list[int]]:
@@ -391,8 +397,8 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
 class LMLM:
     """A checkpoint and a knowledge base: ``LMLM.from_pretrained(path, kb=...).generate(prompts)``."""
 
-    def __init__(self, model, tokenizer, kb=None):
-        self.engine = LookupEngine(model, tokenizer, kb)
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False):
+        self.engine = LookupEngine(model, tokenizer, kb, compile=compile)
 
     @property
     def model(self):
@@ -407,7 +413,7 @@ class LMLM:
         return self.engine.kb
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, **model_kwargs) -> LMLM:
+    def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, compile: bool = False, **model_kwargs) -> LMLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -421,7 +427,7 @@ class LMLM:
             from lmlm.kb import SqliteKB
 
             kb = SqliteKB(kb)
-        return cls(model, tokenizer, kb)
+        return cls(model, tokenizer, kb, compile=compile)
 
     def generate(self, prompts: str | Sequence[str], batch_size: int = 32, on_token=None, **options):
         """One result for a string, a list of results for a list; ``options`` are GenerationConfig fields."""
