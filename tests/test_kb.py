@@ -117,7 +117,7 @@ def test_relations_that_entities_hold_together_are_not_paraphrases(tmp_path):
         kb.import_triplets(staff + [("Ada Maria Lovelace", "Employer", "Analytical Society")])
         kb.embed()
         assert kb.lookup("Ada Maria Lovelace", "Employer City").tier == "none"
-        assert kb.lookup("Ada Maria Lovelace", "works for").value == "Analytical Society"
+        assert kb.lookup("Ada Maria Lovelace", "employed by").value == "Analytical Society"
         # an added fact keeps the counts current: a relation held beside another from now on is no paraphrase of it
         assert kb.lookup("Ada Maria Lovelace", "Workplace").value == "Analytical Society"
         for i in range(3):
