@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from lmlm.errors import LmlmError
@@ -288,9 +289,12 @@ def _demo(args) -> None:
 def _eval(args) -> None:
     from lmlm.corpus import read_corpus
     from lmlm.evaluate import suites
+    from lmlm.evaluate.judge import LLMJudge
     from lmlm.evaluate.report import write_report
     from lmlm.generate import LMLM
 
+    if args.judge_url and not args.judge_model:
+        raise LmlmError("--judge-url needs --judge-model")
     rows = read_corpus(args.data, require=()).examples
     lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=args.kb is not None)
     if args.suite == "ppl":
@@ -299,7 +303,8 @@ def _eval(args) -> None:
         prompts = [r for r in rows if args.suite == "completion" or r.get("split") == "inject"][: args.limit]
         result = suites.completion(lmlm, prompts)
     elif args.suite == "factuality":
-        result = suites.factuality(lmlm, rows[: args.limit], fallback=args.fallback)
+        judge = LLMJudge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY", "EMPTY")) if args.judge_url else None
+        result = suites.factuality(lmlm, rows[: args.limit], fallback=args.fallback, judge=judge)
     else:
         if lmlm.kb is None:
             raise LmlmError("the forget suite needs --kb")
@@ -326,6 +331,8 @@ def _add_eval_commands(stages) -> None:
     p.add_argument("--no-dynamic", action="store_true", help="skip dynamic perplexity (it generates)")
     p.add_argument("--fallback", choices=["top1_anyway", "unknown", "abstain"], default="abstain",
                    help="factuality: what an LMLM says when its KB has no answer (abstain: nothing more)")
+    p.add_argument("--judge-url", help="factuality on real data: an OpenAI-compatible endpoint whose LLM judges the atomic facts")
+    p.add_argument("--judge-model", help="the judge's model name (with --judge-url)")
     p.add_argument("--out", help="write report.json, report.md and charts here")
     p.set_defaults(run=_eval)
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from lmlm import markup
+from lmlm.errors import NotFound
+from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import atomic_facts, completion_correct, fact_supported
 from lmlm.generate import LMLM, LookupTokens
 from lmlm.metrics import perplexities, token_nll
@@ -50,23 +52,40 @@ def _mean(values) -> float:
 # --- factual precision of bios -------------------------------------------------------------------------------------
 
 
-def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32, fallback: str = "abstain") -> dict:
-    """FactScore-style: the share of atomic facts in generated bios that the ground truth supports
-    (exact checking against the synthetic world's attributes). An LMLM whose KB has no answer for a
+def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32, fallback: str = "abstain",
+               judge: LLMJudge | None = None) -> dict:
+    """FactScore-style: the share of atomic facts in generated bios that the ground truth supports:
+    checked exactly against the synthetic world's attributes, or, with ``judge``, by an LLM given the
+    prompt's ``facts`` (else the KB's facts about the person). An LMLM whose KB has no answer for a
     call does as ``fallback`` says: by default it stops rather than state the reference's
     ``top1_anyway`` answer, which is another fact's value."""
     lmlm = _is_lmlm(model)
     results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm,
                              fallback=fallback)
-    records, supported, total = [], 0, 0
+    records, supported, total, unjudged = [], 0, 0, 0
     for p, r in zip(prompts, results):
         bio = f"{p['person']} is{r.text}"
-        facts = atomic_facts(bio)
-        ok = [fact_supported(f, p["person"], p["facts"]) for f in facts]
-        supported, total = supported + sum(ok), total + len(facts)
-        records.append({"person": p["person"], "bio": bio, "facts": [list(f) + [o] for f, o in zip(facts, ok)]})
-    return {"metrics": {"factual_precision": supported / total if total else 0.0, "facts": total, "facts_per_bio": total / max(len(prompts), 1),
-                        "bios": len(prompts)}, "records": records}
+        if judge is None:
+            facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in atomic_facts(bio)]
+        else:
+            knowledge = list(p["facts"].items()) if p.get("facts") else [(t.relation, t.value) for t in _kb_facts(model, p["person"])]
+            judged = judge.judge(p["person"], bio, knowledge)
+            unjudged += judged is None
+            facts = [list(f) for f in judged or []]
+        supported, total = supported + sum(f[-1] for f in facts), total + len(facts)
+        records.append({"person": p["person"], "bio": bio, "facts": facts})
+    metrics = {"factual_precision": supported / total if total else 0.0, "facts": total, "facts_per_bio": total / max(len(prompts), 1),
+               "bios": len(prompts)}
+    if judge is not None:
+        metrics["unjudged_bios"] = unjudged
+    return {"metrics": metrics, "records": records}
+
+
+def _kb_facts(model: LMLM, person: str) -> list:
+    try:
+        return model.kb.facts(person) if model.kb is not None else []
+    except NotFound:
+        return []
 
 
 # --- perplexity ----------------------------------------------------------------------------------------------------
