@@ -203,6 +203,8 @@ class SqliteKB:
 
     def _distinct_relations(self, relation_key: str) -> set[str]:
         if relation_key not in self._distinct:
+            if len(self._distinct) > 100_000:  # bounded like the query vectors: asked relations are open-ended
+                self._distinct.clear()
             self._distinct[relation_key] = self.store.cooccurring_relations(relation_key, DISTINCT_MIN_ENTITIES, DISTINCT_MIN_SHARE)
         return self._distinct[relation_key]
 
