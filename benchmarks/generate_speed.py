@@ -4,8 +4,10 @@
   (b) the engine at batch 1
   (c) the engine at batch 32
   (d) plain HF generate() at batch 32 with no lookups (the limit)
-  (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the one-token steps; the
+  (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the steps after the prompt; the
            compile warm-up is timed apart, as it is paid once per process)
+The eager runs also count the model's forwards and the token positions they computed: what the
+reference loop's restarts cost in model work.
 
 Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
 ``tiny`` and ``small`` (about 30M parameters, a shape a user would run).
@@ -44,6 +46,22 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+class ForwardCounter:
+    """The eager model's forwards, and the token positions they computed (prompts, restarts, new and forced tokens)."""
+
+    def __init__(self, model):
+        self.forwards = self.positions = 0
+        self.handle = model.register_forward_pre_hook(self.count, with_kwargs=True)
+
+    def count(self, module, args, kwargs):
+        self.forwards += 1
+        self.positions += (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).numel()
+
+    def take(self) -> tuple[int, int]:
+        counts, self.forwards, self.positions = (self.forwards, self.positions), 0, 0
+        return counts
+
+
 def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int) -> dict:
     tokens = LookupTokens(tokenizer)
     engine = LookupEngine(model, tokenizer, kb)
@@ -52,13 +70,17 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     engine.generate(prompts[:2], cfg)  # warm up (encoder, indexes)
     reference_loop(model, tokenizer, kb, prompts[0], ref_cfg)
     rows = {}
+    counter = ForwardCounter(model)
+
+    def engine_row(engine, batch):
+        out, seconds = timed(lambda: [r for s in range(0, len(prompts[:single] if batch == 1 else prompts), batch)
+                                      for r in engine.generate(prompts[s : s + batch], cfg)])
+        return sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds, *counter.take()
 
     out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]])
-    rows["a_reference_loop_batch1"] = (sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds)
-    out, seconds = timed(lambda: [engine.generate([p], cfg)[0] for p in prompts[:single]])
-    rows["b_engine_batch1"] = (sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds)
-    out, seconds = timed(lambda: [r for s in range(0, len(prompts), 32) for r in engine.generate(prompts[s : s + 32], cfg)])
-    rows["c_engine_batch32"] = (sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds)
+    rows["a_reference_loop_batch1"] = (sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, *counter.take())
+    rows["b_engine_batch1"] = engine_row(engine, 1)
+    rows["c_engine_batch32"] = engine_row(engine, 32)
 
     def hf_batches():
         tokenizer.padding_side = "left"
@@ -70,17 +92,18 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
         return produced
 
     produced, seconds = timed(hf_batches)
-    rows["d_hf_generate_batch32_no_lookups"] = (produced, 0, seconds)
+    rows["d_hf_generate_batch32_no_lookups"] = (produced, 0, seconds, *counter.take())
+    counter.handle.remove()  # a hook would be traced into the compiled graph
 
+    torch._dynamo.reset()  # each model starts from a clean compile cache, as in a fresh process
     compiled = LookupEngine(model, tokenizer, kb, compile=True)
     _, warmup = timed(lambda: (compiled.generate(prompts[:1], cfg), compiled.generate(prompts[:32], cfg)))
-    out, seconds = timed(lambda: [compiled.generate([p], cfg)[0] for p in prompts[:single]])
-    rows["b_engine_batch1_compiled"] = (sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds)
-    out, seconds = timed(lambda: [r for s in range(0, len(prompts), 32) for r in compiled.generate(prompts[s : s + 32], cfg)])
-    rows["c_engine_batch32_compiled"] = (sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds)
-    rows["compile_warmup"] = (0, 0, warmup)
-    return {name: {"tokens": t, "lookups": n, "seconds": round(s, 2), "tokens_per_second": round(t / s, 1), "lookups_per_second": round(n / s, 2)}
-            for name, (t, n, s) in rows.items()}
+    rows["b_engine_batch1_compiled"] = engine_row(compiled, 1)[:3] + (None, None)
+    rows["c_engine_batch32_compiled"] = engine_row(compiled, 32)[:3] + (None, None)
+    rows["compile_warmup"] = (0, 0, warmup, None, None)
+    return {name: {"tokens": t, "lookups": n, "seconds": round(s, 2), "tokens_per_second": round(t / s, 1), "lookups_per_second": round(n / s, 2),
+                   "forwards": f, "positions": pos}
+            for name, (t, n, s, f, pos) in rows.items()}
 
 
 def main() -> None:
@@ -124,9 +147,10 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1))
     for name, model in report["models"].items():
         print(f"\n{name} ({model['parameters']:,} parameters)")
-        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}")
+        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}{'forwards':>10}{'positions':>11}")
         for run, r in model["runs"].items():
-            print(f"{run:<36}{r['tokens']:>8}{r['lookups']:>9}{r['tokens_per_second']:>10}{r['lookups_per_second']:>11}")
+            print(f"{run:<36}{r['tokens']:>8}{r['lookups']:>9}{r['tokens_per_second']:>10}{r['lookups_per_second']:>11}"
+                  f"{r['forwards'] if r['forwards'] is not None else '-':>10}{r['positions'] if r['positions'] is not None else '-':>11}")
         print(f"b/a {model['b_over_a']}  c/a {model['c_over_a']}  c/d {model['c_over_d']}   compiled: b/a {model['b_over_a_compiled']}  "
               f"c/a {model['c_over_a_compiled']}  c/d {model['c_over_d_compiled']}  (warm-up {model['compile_warmup_seconds']} s)")
     print("\ntargets:", report["targets"])

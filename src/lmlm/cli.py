@@ -276,7 +276,7 @@ def _add_generate_command(stages) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.2)
     p.add_argument("--max-lookups", type=int, default=5)
     p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that does not fit the context")
-    p.add_argument("--compile", action="store_true", help="torch.compile the one-token steps: about a minute once, then faster per token")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps: about a minute once, then faster per token")
     p.set_defaults(run=_generate)
 
 

@@ -1,7 +1,7 @@
 """The model factory: presets by name, as plain HF causal LMs. Nothing else in lmlm assumes Llama.
 
     tiny         ~3M parameters (plus embeddings): learns the synthetic world in minutes on 2 CPU cores
-    small        ~30M
+    small        ~31M with a 2,048-token vocabulary (47M with 32,000)
     llama2-176m  the reference shape: hidden 512, 8 layers, 8 heads, FFN 11008, vocab 32000
     llama2-382m  the reference shape: hidden 768, 12 layers, 12 heads, FFN 11008, vocab 32000
     gpt2-124m    GPT-2 small (HF GPT2LMHeadModel)
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 PRESETS: dict[str, dict] = {
     "tiny": {"arch": "llama", "hidden": 256, "layers": 4, "heads": 4, "ffn": 768},
-    "small": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 1536},
+    "small": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 1792},
     "llama2-176m": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 11008, "vocab": 32000, "tied": False},
     "llama2-382m": {"arch": "llama", "hidden": 768, "layers": 12, "heads": 12, "ffn": 11008, "vocab": 32000, "tied": False},
     "gpt2-124m": {"arch": "gpt2", "hidden": 768, "layers": 12, "heads": 12, "ffn": 3072, "vocab": 50257, "tied": True},
