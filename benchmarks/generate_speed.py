@@ -7,10 +7,13 @@
   (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the steps after the prompt; the
            compile warm-up is timed apart, as it is paid once per process)
 The eager runs also count the model's forwards and the token positions they computed: what the
-reference loop's restarts cost in model work.
+reference loop's restarts cost in model work. The engine's runs count the value drafts it fed and took.
+At batch 1 every forward reads all the weights, so (b) cannot beat its forwards times a bare one-token
+step: the benchmark times that step (eager and compiled) and reports the ceiling it puts on b/a.
 
 Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
-``tiny`` and ``small`` (about 30M parameters, a shape a user would run).
+``tiny`` and ``small`` (about 30M parameters, a shape a user would run; 250 steps, about 8 minutes,
+so that it writes whole calls rather than runs of lookup tokens).
 
     python benchmarks/generate_speed.py [--out benchmarks/results/generate_speed.json]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmlm.data import build_dataset, documents  # noqa: E402
-from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, reference_loop  # noqa: E402
+from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, _make_cache, reference_loop  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_reference_db  # noqa: E402
 from lmlm.tokenizer import train_tokenizer  # noqa: E402
@@ -62,7 +66,20 @@ class ForwardCounter:
         return counts
 
 
-def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int) -> dict:
+@torch.no_grad()
+def one_token_step_seconds(engine, ids: list[int], repeats: int = 40) -> float:
+    """Median time of an engine step that feeds one token to one row after ``ids``: the least a forward of (b) costs."""
+    cache, cpu = _make_cache(engine.model, len(ids) + repeats + 1), torch.device("cpu")
+    _, mask, pos = engine._step([ids], cache, torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, dtype=torch.long), cpu)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _, mask, pos = engine._step([ids[-1:]], cache, mask, pos, cpu)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int) -> tuple[dict, dict]:
     tokens = LookupTokens(tokenizer)
     engine = LookupEngine(model, tokenizer, kb)
     cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # every run makes the same number of tokens
@@ -72,13 +89,20 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     rows = {}
     counter = ForwardCounter(model)
 
-    def engine_row(engine, batch):
+    def row(tokens, lookups, seconds, counts=(None, None), drafts=None):
+        return {"tokens": tokens, "lookups": lookups, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1),
+                "lookups_per_second": round(lookups / seconds, 2), "forwards": counts[0], "positions": counts[1],
+                "drafts_taken": None if drafts is None else f"{drafts['drafted'] - drafts['rejected']}/{drafts['drafted']}"}
+
+    def engine_row(engine, batch, counted=True):
+        engine.draft_stats = {"drafted": 0, "rejected": 0}
         out, seconds = timed(lambda: [r for s in range(0, len(prompts[:single] if batch == 1 else prompts), batch)
                                       for r in engine.generate(prompts[s : s + batch], cfg)])
-        return sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds, *counter.take()
+        counts = counter.take() if counted else (None, None)
+        return row(sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds, counts, engine.draft_stats)
 
     out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]])
-    rows["a_reference_loop_batch1"] = (sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, *counter.take())
+    rows["a_reference_loop_batch1"] = row(sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, counter.take())
     rows["b_engine_batch1"] = engine_row(engine, 1)
     rows["c_engine_batch32"] = engine_row(engine, 32)
 
@@ -92,18 +116,21 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
         return produced
 
     produced, seconds = timed(hf_batches)
-    rows["d_hf_generate_batch32_no_lookups"] = (produced, 0, seconds, *counter.take())
+    rows["d_hf_generate_batch32_no_lookups"] = row(produced, 0, seconds, counter.take())
     counter.handle.remove()  # a hook would be traced into the compiled graph
 
     torch._dynamo.reset()  # each model starts from a clean compile cache, as in a fresh process
     compiled = LookupEngine(model, tokenizer, kb, compile=True)
     _, warmup = timed(lambda: (compiled.generate(prompts[:1], cfg), compiled.generate(prompts[:32], cfg)))
-    rows["b_engine_batch1_compiled"] = engine_row(compiled, 1)[:3] + (None, None)
-    rows["c_engine_batch32_compiled"] = engine_row(compiled, 32)[:3] + (None, None)
-    rows["compile_warmup"] = (0, 0, warmup, None, None)
-    return {name: {"tokens": t, "lookups": n, "seconds": round(s, 2), "tokens_per_second": round(t / s, 1), "lookups_per_second": round(n / s, 2),
-                   "forwards": f, "positions": pos}
-            for name, (t, n, s, f, pos) in rows.items()}
+    rows["b_engine_batch1_compiled"] = engine_row(compiled, 1, counted=False)
+    rows["c_engine_batch32_compiled"] = engine_row(compiled, 32, counted=False)
+    # b's floor: its forwards, each at least a bare one-token step (64 tokens of context)
+    context = tokenizer.encode(prompts[0])[:64]
+    step = {"eager": one_token_step_seconds(engine, context), "compiled": one_token_step_seconds(compiled, context)}
+    a_seconds, b_forwards = rows["a_reference_loop_batch1"]["seconds"], rows["b_engine_batch1"]["forwards"]
+    floor = {"compile_warmup_seconds": round(warmup, 2), **{f"one_token_step_ms_{k}": round(1000 * v, 2) for k, v in step.items()},
+             **{f"b_over_a_ceiling_{k}": round(a_seconds / (b_forwards * v), 2) for k, v in step.items()}}
+    return rows, floor
 
 
 def main() -> None:
@@ -127,18 +154,18 @@ def main() -> None:
         kb.embed(reference=True)
         bios = [json.loads(line)["prompt"] for line in (tmp / "world" / "eval" / "bio_prompts.jsonl").read_text().splitlines()]
         prompts = bios[: args.prompts]
-        for preset, steps in (("tiny", 600), ("small", 60)):  # tiny as trained by the demo; small as long as the budget allows
+        for preset, steps in (("tiny", 600), ("small", 250)):  # tiny as trained by the demo; small until it writes whole calls
             cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / preset), model=preset, max_steps=steps, batch_size=16, lr=2e-3, warmup_steps=10, log_every=50)
             _, model = train(cfg)
             model.eval()
-            rows = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single)
+            rows, floor = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single)
             speed = {k: r["tokens_per_second"] for k, r in rows.items()}
             a, d = speed["a_reference_loop_batch1"], speed["d_hf_generate_batch32_no_lookups"]
             ratios = {f"{name}{suffix}": round(speed[f"{run}{suffix}"] / base, 2)
                       for suffix in ("", "_compiled")
                       for name, run, base in (("b_over_a", "b_engine_batch1", a), ("c_over_a", "c_engine_batch32", a), ("c_over_d", "c_engine_batch32", d))}
-            report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "runs": rows,
-                                        "compile_warmup_seconds": rows.pop("compile_warmup")["seconds"], **ratios}
+            report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "train_steps": steps, "runs": rows,
+                                        **floor, **ratios}
     # d is eager HF generate(): c/d measures the cost of lookups only for the eager engine
     report["targets"] = {f"{m}: {k}{suffix}": v for m, r in report["models"].items() for suffix in ("", "_compiled")
                          for k, v in (("b/a>=2", r[f"b_over_a{suffix}"] >= 2), ("c/a>=10", r[f"c_over_a{suffix}"] >= 10))}
@@ -147,12 +174,15 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1))
     for name, model in report["models"].items():
         print(f"\n{name} ({model['parameters']:,} parameters)")
-        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}{'forwards':>10}{'positions':>11}")
+        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}{'forwards':>10}{'positions':>11}{'drafts taken':>14}")
+        dash = lambda v: "-" if v is None else v  # noqa: E731
         for run, r in model["runs"].items():
             print(f"{run:<36}{r['tokens']:>8}{r['lookups']:>9}{r['tokens_per_second']:>10}{r['lookups_per_second']:>11}"
-                  f"{r['forwards'] if r['forwards'] is not None else '-':>10}{r['positions'] if r['positions'] is not None else '-':>11}")
+                  f"{dash(r['forwards']):>10}{dash(r['positions']):>11}{dash(r['drafts_taken']):>14}")
         print(f"b/a {model['b_over_a']}  c/a {model['c_over_a']}  c/d {model['c_over_d']}   compiled: b/a {model['b_over_a_compiled']}  "
               f"c/a {model['c_over_a_compiled']}  c/d {model['c_over_d_compiled']}  (warm-up {model['compile_warmup_seconds']} s)")
+        print(f"one-token step {model['one_token_step_ms_eager']} ms eager, {model['one_token_step_ms_compiled']} ms compiled: "
+              f"b/a can reach at most {model['b_over_a_ceiling_eager']} eager, {model['b_over_a_ceiling_compiled']} compiled")
     print("\ntargets:", report["targets"])
 
 

@@ -2,6 +2,7 @@
 batch-invariant, robust to malformed calls, and the reference-compatible API."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -113,6 +114,21 @@ def test_batch_of_16_equals_one_at_a_time(model, tokenizer, kb):
         assert [p.to_dict() for p in single.lookups] == [p.to_dict() for p in result.lookups]
 
 
+def test_value_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb):
+    """After a lookup the engine drafts the value's repeat in the forward that forces the value; taken or
+    masked out, the tokens are those of decoding without drafts, in a batch and one at a time."""
+    engine, cfg = LookupEngine(model, tokenizer, kb), GenerationConfig(max_new_tokens=40)
+    prompts = (PROMPTS * 3)[:16]
+    plain = [r.token_ids for r in engine.generate(prompts, replace(cfg, draft_values=False))]
+    assert engine.draft_stats == {"drafted": 0, "rejected": 0}
+    assert [r.token_ids for r in engine.generate(prompts, cfg)] == plain
+    assert [engine.generate([p], cfg)[0].token_ids for p in prompts] == plain
+    drafted, rejected = engine.draft_stats["drafted"], engine.draft_stats["rejected"]
+    assert rejected > 0  # the masking path ran
+    if model.config.model_type == "llama":  # the briefly trained GPT-2 does not repeat values yet
+        assert drafted > rejected  # and drafts were taken
+
+
 @pytest.mark.slow
 def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb):
     """torch.compile of the one-token steps changes the speed, not the output."""
@@ -142,9 +158,10 @@ def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb)
                ("x<|db_relationship|> Birth Date<|db_return|>", "x <|db_entity|> Ada<|db_return|>", "<|db_return|>")]
     for fallback, expected in (("unknown", " unknown"), ("top1_anyway", " unknown"), ("abstain", "")):
         rows = [_Row(ids) for ids in planted]
-        forced = engine._answer(rows, GenerationConfig(fallback=fallback))
-        for row, ids in zip(rows, forced):
+        answers = engine._answer(rows, GenerationConfig(fallback=fallback))
+        for row, (ids, draft) in zip(rows, answers):
             assert ids[-1] == tokens.end and tokenizer.decode(ids[:-1]) == expected
+            assert draft == []  # a fallback's "unknown" is not drafted as the text that follows
             assert row.stop_after_call == (fallback == "abstain") and row.lookups[-1].tier == "none"
     # and through generate: biases that make the model write stray lookup tokens; nothing may crash
     for fallback in ("unknown", "abstain", "top1_anyway"):

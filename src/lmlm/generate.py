@@ -2,9 +2,15 @@
 
 When a row emits ``<|db_return|>``, its (entity, relation) is read from its own token ids; every row
 that asked in that step is answered by one ``lookup_many`` call; the forced tokens of " VALUE" and
-``<|db_end|>`` enter the same cache in the next forward, together with the other rows' single new
-tokens (each step feeds every row its pending tokens, left-padded to the longest). Nothing is
-re-tokenized from decoded text, and finished rows leave the batch.
+``<|db_end|>`` join the row's queue of tokens to feed into the same cache. A step feeds every row the
+next tokens of its queue, left-padded to the longest: the whole queue when few rows are left (a
+forward then costs about the same for a few more positions), one token when many are (every step
+stays one token wide). Nothing is re-tokenized from decoded text, and finished rows leave the batch.
+
+LMLM text repeats a looked-up value after the call (``<|db_return|> Yokohama<|db_end|> Yokohama``), so
+in wide steps under greedy decoding the engine also feeds the value a second time, as a draft, after
+the forced tokens, and keeps each drafted token the model would have chosen anyway: the repeat costs
+no forwards of its own, and the output is unchanged (rejected drafts are masked out of the cache).
 
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
@@ -28,6 +34,11 @@ from lmlm.tokenizer import check_lookup_tokens
 log = logging.getLogger(__name__)
 
 FALLBACKS = ("top1_anyway", "unknown", "abstain")
+# With up to this many rows a forward is bound by reading the weights, so extra positions are nearly free:
+# a row's forced value (and the draft of its repeat) is fed in one step. With more rows, positions cost
+# compute and the left padding of the other rows, so forced tokens are fed one per step: every step then
+# stays one token wide (and compiled, when asked). Measured in benchmarks/generate_speed.py.
+WIDE_STEP_MAX_ROWS = 8
 
 
 @dataclass
@@ -47,6 +58,7 @@ class GenerationConfig:
     lookup_mode: str = "default"  # the KB's: default | reference
     stop_token_ids: tuple[int, ...] = ()
     truncate_prompt: bool = False  # keep the last tokens of a prompt that does not fit, instead of refusing it
+    draft_values: bool = True  # greedy only: verify the value's repeat after <|db_end|> in the forward that forces it
     seed: int = 0
 
     def __post_init__(self):
@@ -86,9 +98,11 @@ class LookupTokens:
     def __init__(self, tokenizer):
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in markup.SPECIAL_TOKENS}
         self.entity, self.relationship, self.ret, self.end = (ids[t] for t in markup.SPECIAL_TOKENS)
+        self.calls = {self.entity, self.relationship, self.ret, self.end}
         space = tokenizer.encode(" ", add_special_tokens=False)
         self.space = space[0] if len(space) == 1 else None
         self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # left padding, masked out
 
 
 # --- logits processing, shared by the engine and the reference loop -----------------------------------
@@ -183,6 +197,8 @@ class _Row:
     prompt: list[int]
     generated: list[int] = field(default_factory=list)
     lookups: list[Provenance] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)  # generated or forced tokens not yet fed to the model
+    draft: list[int] = field(default_factory=list)  # the end of the queue, fed on trial: the value's repeat
     done: bool = False
     stop_after_call: bool = False  # an abstaining row closes its call with <|db_end|> and stops
 
@@ -198,12 +214,13 @@ class LookupEngine:
         self.model, self.tokenizer, self.kb = model.eval(), tokenizer, kb
         # Steps that feed one token per row run through torch.compile when asked: it takes about a minute
         # once per process, then removes most of the per-token Python overhead that dominates small models.
-        # Prompts and forced values (several tokens) stay eager: compiling them too (dynamic widths) made
+        # Prompts and wide steps (forced values) stay eager: compiling them too (dynamic widths) made
         # tiny slower at batch 1 and 32 and did not speed up small (benchmarks/generate_speed.py).
         # Freezing makes the weights constants of the graph (this engine never trains), so inductor can
         # pre-pack them for the CPU's matmul kernels: about 1.1x more tokens/s at batch 32.
         self.decode = torch.compile(model, dynamic=True, options={"freezing": True}) if compile else model
         self.tokens = LookupTokens(tokenizer)
+        self.draft_stats = {"drafted": 0, "rejected": 0}  # value drafts since the engine was made
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
     def encode_prompts(self, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
@@ -246,33 +263,17 @@ class LookupEngine:
         next_pos = torch.zeros(len(rows), dtype=torch.long, device=device)
         feeds = [r.prompt for r in rows]
         while True:
-            logits, mask, next_pos = self._step(feeds, cache, mask, next_pos, device)
-            new_tokens = torch.tensor([len(rows[i].generated) for i in active], device=device)
-            scores = process_logits(logits, seen[active], lookups_done[active], self.tokens, cfg, new_tokens)
-            chosen = choose(scores, cfg, generator).tolist()
-            asking = []
-            for b, i in enumerate(active):
-                row, token = rows[i], chosen[b]
-                row.generated.append(token)
-                seen[i, token] = True
-                if on_token:
-                    on_token(i, token, False)
-                row.done = token in stops or len(row.generated) >= cfg.max_new_tokens
-                if token == self.tokens.ret and cfg.use_lookups and not row.done:
-                    asking.append(i)
-                    lookups_done[i] += 1
-            feeds = {i: [rows[i].generated[-1]] for i in active}
-            if asking:  # the answers go into the cache in the same forward as <|db_return|>
-                for i, forced in zip(asking, self._answer([rows[i] for i in asking], cfg)):
-                    row = rows[i]
-                    forced = forced[: cfg.max_new_tokens - len(row.generated)]
-                    row.generated += forced
-                    seen[i, forced] = True
-                    for token in forced:
-                        if on_token:
-                            on_token(i, token, True)
-                    feeds[i] += forced
-                    row.done = row.stop_after_call or len(row.generated) >= cfg.max_new_tokens
+            last = 1 + max((len(rows[i].draft) for i in active), default=0)
+            logits, mask, next_pos = self._step(feeds, cache, mask, next_pos, device, last)
+            ready = [(b, i) for b, i in enumerate(active) if not rows[i].queue]  # busy rows still have forced tokens to feed
+            for b, count in self._take(logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token).items():
+                mask[b, mask.shape[1] - count :] = 0  # drafted tokens the model did not choose leave the cache
+                next_pos[b] -= count
+            for _, i in ready:
+                rows[i].queue, rows[i].draft = [rows[i].generated[-1]], []
+            asking = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and cfg.use_lookups]
+            if asking:  # the answers enter the cache right after <|db_return|>
+                self._force(rows, asking, cfg, len(active) <= WIDE_STEP_MAX_ROWS, seen, lookups_done, on_token)
             keep = [b for b, i in enumerate(active) if not rows[i].done]
             if not keep:
                 break
@@ -281,28 +282,79 @@ class LookupEngine:
                 cache.batch_select_indices(index)
                 mask, next_pos = mask[index], next_pos[index]
                 active = [active[b] for b in keep]
-            feeds = [feeds[i] for i in active]
+            width = None if len(active) <= WIDE_STEP_MAX_ROWS else 1
+            feeds = [rows[i].queue[:width] for i in active]
+            for i, fed in zip(active, feeds):
+                rows[i].queue = rows[i].queue[len(fed) :]
         return [self._result(r) for r in rows]
 
-    def _step(self, feeds: list[list[int]], cache, mask: torch.Tensor, next_pos: torch.Tensor, device):
-        """One forward over each row's new tokens, left-padded to the longest; returns the last logits."""
+    def _force(self, rows: list[_Row], asking: list[int], cfg: GenerationConfig, wide: bool, seen, lookups_done, on_token):
+        """Look up the calls the ``asking`` rows just closed; queue each answer (and, when steps are wide and
+        decoding is greedy, the draft of its repeat) to be fed."""
+        for i, (forced, draft) in zip(asking, self._answer([rows[i] for i in asking], cfg)):
+            row = rows[i]
+            lookups_done[i] += 1
+            forced = forced[: cfg.max_new_tokens - len(row.generated)]
+            row.generated += forced
+            seen[i, forced] = True
+            for token in forced:
+                if on_token:
+                    on_token(i, token, True)
+            row.done = row.stop_after_call or len(row.generated) >= cfg.max_new_tokens
+            room = cfg.max_new_tokens - len(row.generated) - 1  # the model's own next token comes after the draft
+            if wide and cfg.draft_values and not cfg.do_sample and not row.done and room > 0:
+                row.draft = draft[:room]
+            row.queue += forced + row.draft
+
+    def _take(self, logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token) -> dict[int, int]:
+        """Append a new token to each ready (batch index, row): its drafted tokens while they are what it
+        chooses, then its own next token. ``logits`` are the last positions of the step, right-aligned.
+        Returns {batch index: how many drafted tokens were not taken}."""
+        playing, rejected = ready, {}
+        for j in range(logits.shape[1]):
+            if not playing:
+                break
+            batch, ids = [b for b, _ in playing], [i for _, i in playing]
+            at = [logits.shape[1] - 1 - len(rows[i].draft) + j for i in ids]  # a draft's first guess sits on <|db_end|>
+            new_tokens = torch.tensor([len(rows[i].generated) for i in ids], device=logits.device)
+            scores = process_logits(logits[batch, at], seen[ids], lookups_done[ids], self.tokens, cfg, new_tokens)
+            still = []
+            for b, i, token in zip(batch, ids, choose(scores, cfg, generator).tolist()):
+                row = rows[i]
+                row.generated.append(token)
+                seen[i, token] = True
+                if on_token:
+                    on_token(i, token, False)
+                row.done = token in stops or len(row.generated) >= cfg.max_new_tokens
+                if j < len(row.draft) and not row.done:
+                    if token == row.draft[j]:
+                        still.append((b, i))
+                    else:
+                        rejected[b] = len(row.draft) - j
+            playing = still
+        self.draft_stats["drafted"] += sum(len(rows[i].draft) for _, i in ready)
+        self.draft_stats["rejected"] += sum(rejected.values())
+        return rejected
+
+    def _step(self, feeds: list[list[int]], cache, mask: torch.Tensor, next_pos: torch.Tensor, device, keep: int = 1):
+        """One forward over each row's new tokens, left-padded to the longest; returns the logits of the last ``keep`` positions."""
         width = max(len(f) for f in feeds)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(f)) + f for f in feeds], device=device)
+        ids = torch.tensor([[self.tokens.pad] * (width - len(f)) + f for f in feeds], device=device)
         new = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in feeds], device=device)
         positions = next_pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
         mask = torch.cat([mask, new], dim=1)
         for layer in cache.layers:
             layer.reserve(width)
         forward = self.decode if width == 1 else self.model
-        out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1, :], mask, next_pos + new.sum(-1)
+        out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        return out.logits, mask, next_pos + new.sum(-1)
 
-    def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> list[list[int]]:
-        """Read each row's query from its own ids, look all of them up at once; the tokens to force for each."""
+    def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> list[tuple[list[int], list[int]]]:
+        """Read each row's query from its own ids, look all of them up at once. For each: the tokens to
+        force, and the draft of the value's repeat (none for "unknown" or an abstention)."""
         queries = [query_of(r.tokens, self.tokens, self.tokenizer) for r in rows]
         results = self.kb.lookup_many([(q[0], q[1]) for q in queries], mode=cfg.lookup_mode)
-        forced_all = []
+        answers = []
         for row, (entity, relation, start), result in zip(rows, queries, results):
             value, triplet, tier = result.value, result.triplet, result.tier
             if value is None:
@@ -312,20 +364,22 @@ class LookupEngine:
                     value, row.stop_after_call = "", True
                 else:
                     value = "unknown"
-            forced = (self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []) + [self.tokens.end]
+            value_ids = self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []
+            forced = value_ids + [self.tokens.end]
             span = (max(start - len(row.prompt), 0), len(row.generated) + len(forced))
             row.lookups.append(Provenance(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, span))
-            forced_all.append(forced)
-        return forced_all
+            found = triplet is not None and not set(value_ids) & self.tokens.calls
+            answers.append((forced, value_ids if found else []))
+        return answers
 
     def _result(self, row: _Row) -> GenerationResult:
-        ids = [t for t in row.generated if t != self.tokenizer.eos_token_id]
+        ids = [t for t in row.generated if t != self.tokens.eos]
         raw = self.tokenizer.decode(ids, skip_special_tokens=False)
         return GenerationResult(text=self.visible_text(row.prompt, ids), raw=raw, lookups=row.lookups, token_ids=row.generated)
 
     def visible_text(self, prompt: list[int], generated: list[int]) -> str:
         """The clean text of ``generated`` (lookup calls removed), also while a call is still open (for streaming)."""
-        ids = strip_calls([t for t in generated if t != self.tokenizer.eos_token_id], self.tokens, _inside_call(prompt, self.tokens))
+        ids = strip_calls([t for t in generated if t != self.tokens.eos], self.tokens, _inside_call(prompt, self.tokens))
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
