@@ -161,8 +161,10 @@ class _BufferLayer(DynamicLayer):
         self.v_buffer = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
 
     def reserve(self, columns: int):
-        """Room for ``columns`` more positions; chunks of forced tokens can outgrow the first guess: double."""
-        end = self.length + columns
+        """Room for ``columns`` more positions; chunks of forced tokens can outgrow the first guess: double.
+        A column always stays free: a write that fills the buffer exactly would make a compiled forward
+        specialize on it, and recompile."""
+        end = self.length + columns + 1
         if not self.is_initialized:
             self.capacity = max(self.capacity, end)
         elif end > self.k_buffer.shape[2]:
@@ -219,6 +221,9 @@ class LookupEngine:
         # Freezing makes the weights constants of the graph (this engine never trains), so inductor can
         # pre-pack them for the CPU's matmul kernels: about 1.1x more tokens/s at batch 32.
         self.decode = torch.compile(model, dynamic=True, options={"freezing": True}) if compile else model
+        if compile and kb is not None:
+            # the KB's encoder is an HF model too; building a model class after the first compile makes every graph recompile
+            getattr(kb, "encoder", None)
         self.tokens = LookupTokens(tokenizer)
         self.draft_stats = {"drafted": 0, "rejected": 0}  # value drafts since the engine was made
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
