@@ -6,9 +6,9 @@
   (d) plain HF generate() at batch 32 with no lookups (the limit)
   (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the steps after the prompt; the
            compile warm-up is timed apart, as it is paid once per process)
-The eager runs also count the model's forwards and the token positions they computed: what the
-reference loop's restarts cost in model work. The engine's runs count the value drafts it fed and took.
-At batch 1 every forward reads all the weights, so (b) cannot beat its forwards times a bare one-token
+Each run is timed three times; the median counts. The eager runs also count the model's forwards
+and the token positions they computed: what the reference loop's restarts cost in model work. The
+engine's runs count the value drafts it fed and took. At batch 1 every forward reads all the weights, so (b) cannot beat its forwards times a bare one-token
 step: the benchmark times that step (eager and compiled) and reports the ceiling it puts on b/a.
 
 Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
@@ -44,10 +44,17 @@ from lmlm.world import make_world  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+REPEATS = 3  # every run is timed this many times; the median counts (a run of a second is at the mercy of the machine)
+
+
+def timed(fn, repeats: int = 1):
+    """(the output, the median of the seconds over ``repeats`` runs)."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - start)
+    return out, statistics.median(seconds)
 
 
 class ForwardCounter:
@@ -62,7 +69,8 @@ class ForwardCounter:
         self.positions += (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).numel()
 
     def take(self) -> tuple[int, int]:
-        counts, self.forwards, self.positions = (self.forwards, self.positions), 0, 0
+        """Forwards and positions per run since the last take."""
+        counts, self.forwards, self.positions = (self.forwards // REPEATS, self.positions // REPEATS), 0, 0
         return counts
 
 
@@ -97,11 +105,12 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     def engine_row(engine, batch, counted=True):
         engine.draft_stats = {"drafted": 0, "rejected": 0}
         out, seconds = timed(lambda: [r for s in range(0, len(prompts[:single] if batch == 1 else prompts), batch)
-                                      for r in engine.generate(prompts[s : s + batch], cfg)])
+                                      for r in engine.generate(prompts[s : s + batch], cfg)], REPEATS)
+        engine.draft_stats = {k: v // REPEATS for k, v in engine.draft_stats.items()}
         counts = counter.take() if counted else (None, None)
         return row(sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds, counts, engine.draft_stats)
 
-    out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]])
+    out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]], REPEATS)
     rows["a_reference_loop_batch1"] = row(sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, counter.take())
     rows["b_engine_batch1"] = engine_row(engine, 1)
     rows["c_engine_batch32"] = engine_row(engine, 32)
@@ -115,7 +124,7 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
             produced += int((ids[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
         return produced
 
-    produced, seconds = timed(hf_batches)
+    produced, seconds = timed(hf_batches, REPEATS)
     rows["d_hf_generate_batch32_no_lookups"] = row(produced, 0, seconds, counter.take())
     counter.handle.remove()  # a hook would be traced into the compiled graph
 
