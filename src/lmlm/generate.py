@@ -287,8 +287,8 @@ class LookupEngine:
                 cache.batch_select_indices(index)
                 mask, next_pos = mask[index], next_pos[index]
                 active = [active[b] for b in keep]
-            width = None if len(active) <= WIDE_STEP_MAX_ROWS else 1
-            feeds = [rows[i].queue[:width] for i in active]
+            per_row = None if len(active) <= WIDE_STEP_MAX_ROWS else 1  # the whole queue, or one token
+            feeds = [rows[i].queue[:per_row] for i in active]
             for i, fed in zip(active, feeds):
                 rows[i].queue = rows[i].queue[len(fed) :]
         return [self._result(r) for r in rows]
