@@ -260,7 +260,7 @@ class LookupEngine:
         for i, r in enumerate(rows):
             seen[i, r.prompt] = True
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
-        stops = {self.tokenizer.eos_token_id, *cfg.stop_token_ids}
+        stops = {self.tokens.eos, *cfg.stop_token_ids}
         active = list(range(len(rows)))
         width = max(len(r.prompt) for r in rows)
         cache = _make_cache(self.model, width + cfg.max_new_tokens + 1)
