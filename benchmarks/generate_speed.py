@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmlm.data import build_dataset, documents  # noqa: E402
-from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, _make_cache, reference_loop  # noqa: E402
+from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, _Track, reference_loop  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_reference_db  # noqa: E402
 from lmlm.tokenizer import train_tokenizer  # noqa: E402
@@ -78,12 +78,12 @@ class ForwardCounter:
 @torch.no_grad()
 def one_token_step_seconds(engine, ids: list[int], repeats: int = 40) -> float:
     """Median time of an engine step that feeds one token to one row after ``ids``: the least a forward of (b) costs."""
-    cache, cpu = _make_cache(engine.model, len(ids) + repeats + 1), torch.device("cpu")
-    _, mask, pos = engine._step([ids], cache, torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, dtype=torch.long), cpu)
+    track = _Track(engine.model, engine.decode, engine.tokens.pad, 1, len(ids) + repeats + 1, torch.device("cpu"))
+    track.step([ids])
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        _, mask, pos = engine._step([ids[-1:]], cache, mask, pos, cpu)
+        track.step([ids[-1:]])
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -194,6 +194,42 @@ def _make_cache(model, capacity: int) -> Cache:
     return Cache(layers=[_BufferLayer(capacity) for _ in range(model.config.get_text_config().num_hidden_layers)])
 
 
+class _Track:
+    """The KV cache over the active rows, fed in steps of each row's new tokens, left-padded to the longest.
+    Drafted tokens the model did not choose are retracted: masked out, and the row's position steps back."""
+
+    def __init__(self, model, decode, pad: int, rows: int, capacity: int, device):
+        self.model, self.decode, self.pad, self.device = model, decode, pad, device
+        self.cache = _make_cache(model, capacity)
+        self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)
+        self.next_pos = torch.zeros(rows, dtype=torch.long, device=device)
+
+    def step(self, feeds: list[list[int]], keep: int = 1) -> torch.Tensor:
+        """One forward over each row's new tokens; returns the logits of the last ``keep`` positions."""
+        width = max(len(f) for f in feeds)
+        ids = torch.tensor([[self.pad] * (width - len(f)) + f for f in feeds], device=self.device)
+        new = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in feeds], device=self.device)
+        positions = self.next_pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
+        self.mask = torch.cat([self.mask, new], dim=1)
+        for layer in self.cache.layers:
+            layer.reserve(width)
+        forward = self.decode if width == 1 else self.model
+        out = forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache, use_cache=True,
+                      logits_to_keep=keep)
+        self.next_pos = self.next_pos + new.sum(-1)
+        return out.logits
+
+    def retract(self, b: int, count: int):
+        """Take the last ``count`` tokens of batch row ``b`` back out of the cache."""
+        if count:
+            self.mask[b, self.mask.shape[1] - count :] = 0
+            self.next_pos[b] -= count
+
+    def select(self, index: torch.Tensor):
+        self.cache.batch_select_indices(index)
+        self.mask, self.next_pos = self.mask[index], self.next_pos[index]
+
+
 @dataclass
 class _Row:
     prompt: list[int]
@@ -262,18 +298,14 @@ class LookupEngine:
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
         stops = {self.tokens.eos, *cfg.stop_token_ids}
         active = list(range(len(rows)))
-        width = max(len(r.prompt) for r in rows)
-        cache = _make_cache(self.model, width + cfg.max_new_tokens + 1)
-        mask = torch.zeros(len(rows), 0, dtype=torch.long, device=device)
-        next_pos = torch.zeros(len(rows), dtype=torch.long, device=device)
+        track = _Track(self.model, self.decode, self.tokens.pad, len(rows), max(len(r.prompt) for r in rows) + cfg.max_new_tokens + 1, device)
         feeds = [r.prompt for r in rows]
         while True:
-            last = 1 + max((len(rows[i].draft) for i in active), default=0)
-            logits, mask, next_pos = self._step(feeds, cache, mask, next_pos, device, last)
+            logits = track.step(feeds, keep=1 + max(len(rows[i].draft) for i in active))
             ready = [(b, i) for b, i in enumerate(active) if not rows[i].queue]  # busy rows still have forced tokens to feed
-            for b, count in self._take(logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token).items():
-                mask[b, mask.shape[1] - count :] = 0  # drafted tokens the model did not choose leave the cache
-                next_pos[b] -= count
+            rejected = self._take(logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token)
+            for b, count in rejected.items():
+                track.retract(b, count)  # drafted tokens the model did not choose leave the cache
             for _, i in ready:
                 rows[i].queue, rows[i].draft = [rows[i].generated[-1]], []
             asking = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and cfg.use_lookups]
@@ -283,9 +315,7 @@ class LookupEngine:
             if not keep:
                 break
             if len(keep) < len(active):  # finished rows leave the batch and the cache
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, next_pos = mask[index], next_pos[index]
+                track.select(torch.tensor(keep, device=device))
                 active = [active[b] for b in keep]
             per_row = None if len(active) <= WIDE_STEP_MAX_ROWS else 1  # the whole queue, or one token
             feeds = [rows[i].queue[:per_row] for i in active]
@@ -340,19 +370,6 @@ class LookupEngine:
         self.draft_stats["drafted"] += sum(len(rows[i].draft) for _, i in ready)
         self.draft_stats["rejected"] += sum(rejected.values())
         return rejected
-
-    def _step(self, feeds: list[list[int]], cache, mask: torch.Tensor, next_pos: torch.Tensor, device, keep: int = 1):
-        """One forward over each row's new tokens, left-padded to the longest; returns the logits of the last ``keep`` positions."""
-        width = max(len(f) for f in feeds)
-        ids = torch.tensor([[self.tokens.pad] * (width - len(f)) + f for f in feeds], device=device)
-        new = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in feeds], device=device)
-        positions = next_pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
-        mask = torch.cat([mask, new], dim=1)
-        for layer in cache.layers:
-            layer.reserve(width)
-        forward = self.decode if width == 1 else self.model
-        out = forward(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=keep)
-        return out.logits, mask, next_pos + new.sum(-1)
 
     def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> list[tuple[list[int], list[int]]]:
         """Read each row's query from its own ids, look all of them up at once. For each: the tokens to
