@@ -221,9 +221,8 @@ class _Track:
 
     def retract(self, b: int, count: int):
         """Take the last ``count`` tokens of batch row ``b`` back out of the cache."""
-        if count:
-            self.mask[b, self.mask.shape[1] - count :] = 0
-            self.next_pos[b] -= count
+        self.mask[b, self.mask.shape[1] - count :] = 0
+        self.next_pos[b] -= count
 
     def select(self, index: torch.Tensor):
         self.cache.batch_select_indices(index)
