@@ -297,7 +297,8 @@ class LookupEngine:
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
         stops = {self.tokens.eos, *cfg.stop_token_ids}
         active = list(range(len(rows)))
-        track = _Track(self.model, self.decode, self.tokens.pad, len(rows), max(len(r.prompt) for r in rows) + cfg.max_new_tokens + 1, device)
+        capacity = max(len(r.prompt) for r in rows) + cfg.max_new_tokens + 1
+        track = _Track(self.model, self.decode, self.tokens.pad, len(rows), capacity, device)
         feeds = [r.prompt for r in rows]
         while True:
             logits = track.step(feeds, keep=1 + max(len(rows[i].draft) for i in active))
