@@ -1,6 +1,7 @@
 """The generation engine on tiny random models: equal to the naive reference loop and to HF generate,
 batch-invariant, robust to malformed calls, and the reference-compatible API."""
 
+import copy
 import json
 from dataclasses import replace
 
@@ -10,6 +11,8 @@ from tiny_lmlm import train_briefly
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lmlm import markup
+from lmlm.data import documents
+from lmlm.draft import chosen_labels, distill
 from lmlm.errors import LmlmError
 from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens, query_of, reference_loop, strip_calls
 from lmlm.kb import SqliteKB
@@ -129,13 +132,71 @@ def test_value_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb):
         assert drafted > rejected  # and drafts were taken
 
 
+def _openings(world, words=(5, 9)) -> list[str]:
+    """The first words of the world's documents: prompts like those the models were trained on."""
+    return [" ".join(doc.split()[:n]) for doc in documents([world / "corpus.jsonl"], "standard") for n in words]
+
+
+@pytest.fixture(scope="module")
+def drafts(model, tokenizer, kb, world):
+    """A 1-layer draft model, (untrained, distilled on the model's output for openings of the world's documents
+    but the last 10)."""
+    torch.manual_seed(1)
+    fresh = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                         intermediate_size=128, max_position_embeddings=512, tie_word_embeddings=True,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    untrained = copy.deepcopy(fresh).eval()
+    return untrained, distill(model, fresh, tokenizer, kb, _openings(world)[:-20], steps=200, batch_size=16, lr=1e-2, new_tokens=40)
+
+
+def test_draft_model_changes_the_speed_not_the_tokens(model, tokenizer, kb, drafts, world):
+    """A draft model's proposals are verified in the model's next forward: taken or masked out, the tokens
+    are those of decoding without one, one prompt at a time and in a batch; distilled on the model's output,
+    the draft has far more of its tokens taken on prompts it was not distilled on."""
+    cfg = GenerationConfig(max_new_tokens=40)
+    plain_engine = LookupEngine(model, tokenizer, kb)
+    taken = {}
+    for name, draft in zip(("untrained", "distilled"), drafts):
+        engine = LookupEngine(model, tokenizer, kb, draft_model=draft)
+        for prompts in (PROMPTS, _openings(world)[-20:]):
+            plain = [r.token_ids for r in plain_engine.generate(prompts, cfg)]
+            assert [r.token_ids for r in engine.generate(prompts[:8], cfg)] == plain[:8]
+            engine.draft_stats = {"drafted": 0, "rejected": 0}
+            assert [engine.generate([p], cfg)[0].token_ids for p in prompts] == plain
+        assert engine.draft_stats["rejected"] > 0  # the masking path ran, in both caches
+        taken[name] = 1 - engine.draft_stats["rejected"] / engine.draft_stats["drafted"]  # of the held-out openings
+    assert taken["distilled"] > taken["untrained"] + 0.3, taken  # about 0.03 -> 0.45 for the 2-layer Llama
+    sampled = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, seed=3)  # the draft sits out: same draws
+    assert [r.token_ids for r in engine.generate(PROMPTS, sampled)] == [r.token_ids for r in LookupEngine(model, tokenizer, kb).generate(PROMPTS, sampled)]
+
+
+def test_draft_model_needs_the_same_vocabulary(model, tokenizer, kb):
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer) + 1, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64))
+    with pytest.raises(LmlmError, match="share the tokenizer"):
+        LookupEngine(model, tokenizer, kb, draft_model=other)
+    with pytest.raises(LmlmError, match="share the model's tokenizer"):
+        distill(model, other, tokenizer, kb, ["The"])
+
+
+def test_distill_labels_only_the_chosen_tokens(tokenizer):
+    t = LookupTokens(tokenizer)
+    born, ada, city, value, then = (tokenizer.encode(w, add_special_tokens=False) for w in (" born", " Ada", " City", " Paris", " then"))
+    generated = [*born, t.entity, *ada, t.relationship, *city, t.ret, *value, t.end, *value, *then]
+    chosen = [*born, t.entity, *ada, t.relationship, *city, t.ret] + [-100] * (len(value) + 1) + [*value, *then]
+    assert chosen_labels(generated, t) == chosen
+
+
 @pytest.mark.slow
-def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb):
-    """torch.compile of the one-token steps changes the speed, not the output."""
-    eager, compiled = LookupEngine(model, tokenizer, kb), LookupEngine(model, tokenizer, kb, compile=True)
+def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb, drafts):
+    """torch.compile of the steps after the prompt changes the speed, not the output, with a draft model too."""
+    eager = LookupEngine(model, tokenizer, kb)
+    compiled, drafting = LookupEngine(model, tokenizer, kb, compile=True), LookupEngine(model, tokenizer, kb, compile=True, draft_model=drafts[1])
     cfg = GenerationConfig(max_new_tokens=30)
-    for prompts in (PROMPTS[:1], (PROMPTS * 3)[:16]):
-        assert [r.token_ids for r in compiled.generate(prompts, cfg)] == [r.token_ids for r in eager.generate(prompts, cfg)]
+    for prompts in (PROMPTS[:1], (PROMPTS * 3)[:16], PROMPTS):
+        expected = [r.token_ids for r in eager.generate(prompts, cfg)]
+        assert [r.token_ids for r in compiled.generate(prompts, cfg)] == expected
+        assert [r.token_ids for r in drafting.generate(prompts, cfg)] == expected
 
 
 def test_provenance_spans_and_clean_text(model, tokenizer, kb):
@@ -248,3 +309,21 @@ def test_generate_cli(model, tokenizer, kb, tmp_path):
             "--max-new-tokens", "8", check=True)
     out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [o["id"] for o in out] == [1, 2] and all("lookups" in o for o in out)
+
+
+def test_distill_cli(model, tokenizer, kb, tmp_path):
+    """``lmlm distill`` makes a draft checkpoint that ``lmlm generate --draft-model`` uses, with the same output."""
+    from conftest import run_cli
+
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    draft = build_model("tiny", _ids(tokenizer), context=128)
+    draft.save_pretrained(tmp_path / "d0")
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    args = ["distill", "--model", tmp_path / "m", "--draft", tmp_path / "d0", "--kb", kb.path, "--prompts", tmp_path / "p.jsonl",
+            "--steps", "3", "--batch-size", "4", "--new-tokens", "8"]
+    run_cli(*args, "--out", tmp_path / "d1", check=True)
+    proc = run_cli(*args, "--out", tmp_path / "d1")
+    assert proc.returncode != 0 and "d1: exists and is not empty" in proc.stderr
+    generate = ["generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "16", "--batch-size", "1", *PROMPTS[:3]]
+    assert run_cli(*generate, "--draft-model", tmp_path / "d1", check=True).stdout == run_cli(*generate, check=True).stdout

@@ -237,7 +237,7 @@ def _train(args) -> None:
 def _generate(args) -> None:
     from lmlm.generate import LMLM
 
-    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups, compile=args.compile)
+    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups, compile=args.compile, draft_model=args.draft_model)
     options = {"max_new_tokens": args.max_new_tokens, "use_lookups": not args.no_lookups, "fallback": args.fallback,
                "do_sample": args.temperature > 0, "temperature": args.temperature or 1.0, "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "max_lookups": args.max_lookups, "truncate_prompt": args.truncate}
@@ -277,7 +277,26 @@ def _add_generate_command(stages) -> None:
     p.add_argument("--max-lookups", type=int, default=5)
     p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that does not fit the context")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps: about a minute once, then faster per token")
+    p.add_argument("--draft-model", help="a small checkpoint made by 'lmlm distill' that proposes tokens (greedy, batches of up to 8)")
     p.set_defaults(run=_generate)
+
+
+def _distill(args) -> None:
+    from lmlm.config import load_config, overrides_from
+    from lmlm.draft import DistillConfig, distill_checkpoints
+
+    out = distill_checkpoints(load_config(DistillConfig, args.config, overrides_from(args, DistillConfig)))
+    print(f"wrote the draft model to {out}")
+
+
+def _add_distill_command(stages) -> None:
+    from lmlm.config import add_arguments
+    from lmlm.draft import DistillConfig
+
+    p = stages.add_parser("distill", help="fine-tune a small draft model on a model's output, for speculative decoding")
+    p.add_argument("--config", help="YAML file of DistillConfig keys; command-line options override it")
+    add_arguments(p, DistillConfig)
+    p.set_defaults(run=_distill)
 
 
 def _demo(args) -> None:
@@ -462,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(stages)
     _add_train_command(stages)
     _add_generate_command(stages)
+    _add_distill_command(stages)
     _add_eval_commands(stages)
     _add_serve_command(stages)
     return parser

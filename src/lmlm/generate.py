@@ -12,6 +12,12 @@ in wide steps under greedy decoding the engine also feeds the value a second tim
 the forced tokens, and keeps each drafted token the model would have chosen anyway: the repeat costs
 no forwards of its own, and the output is unchanged (rejected drafts are masked out of the cache).
 
+A draft model does the same for every token (speculative decoding): a smaller LMLM with the same
+tokenizer proposes each row's next ``draft_tokens`` tokens, and the model verifies them in its next
+forward. At batch 1 every forward reads all the weights, so this is how the engine makes fewer of them.
+Drafts that agree with the model most of the time come from ``lmlm.draft``, which fine-tunes a small
+model on the model's own output.
+
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
 baseline of ``benchmarks/generate_speed.py``.
@@ -59,6 +65,7 @@ class GenerationConfig:
     stop_token_ids: tuple[int, ...] = ()
     truncate_prompt: bool = False  # keep the last tokens of a prompt that does not fit, instead of refusing it
     draft_values: bool = True  # greedy only: verify the value's repeat after <|db_end|> in the forward that forces it
+    draft_tokens: int = 4  # greedy, with a draft model: the tokens it proposes for the model to verify in one forward
     seed: int = 0
 
     def __post_init__(self):
@@ -190,13 +197,26 @@ class _BufferLayer(DynamicLayer):
             self.keys, self.values = self.k_buffer[:, :, : self.length], self.v_buffer[:, :, : self.length]
 
 
+def _compiled(model):
+    """The model's forward through torch.compile, for every step after the prompt. It takes about a minute
+    once per process, then removes most of the per-step Python overhead that dominates small models, and
+    makes wide steps (forced values, drafts to verify) cost little more than one-token steps. Prompts stay
+    eager: their widths vary most, and each new width class costs a compile. Freezing makes the weights
+    constants of the graph (the engine never trains), so inductor can pre-pack them for the CPU's matmul
+    kernels: about 1.1x more tokens/s at batch 32 (benchmarks/generate_speed.py)."""
+    # every model of one class shares a code object, and with it dynamo's budget of recompiles: a draft
+    # model and the width classes of the steps need more than the default 8, or later graphs fall back to eager
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(model, dynamic=True, options={"freezing": True})
+
+
 def _make_cache(model, capacity: int) -> Cache:
     return Cache(layers=[_BufferLayer(capacity) for _ in range(model.config.get_text_config().num_hidden_layers)])
 
 
 class _Track:
-    """The KV cache over the active rows, fed in steps of each row's new tokens, left-padded to the longest.
-    Drafted tokens the model did not choose are retracted: masked out, and the row's position steps back."""
+    """One model's KV cache over the active rows, fed in steps of each row's new tokens, left-padded to the
+    longest. Tokens fed on trial that turn out wrong are retracted: masked out, and the row's position steps back."""
 
     def __init__(self, model, decode, pad: int, rows: int, capacity: int, device):
         self.model, self.decode, self.pad, self.device = model, decode, pad, device
@@ -210,10 +230,10 @@ class _Track:
         ids = torch.tensor([[self.pad] * (width - len(f)) + f for f in feeds], device=self.device)
         new = torch.tensor([[0] * (width - len(f)) + [1] * len(f) for f in feeds], device=self.device)
         positions = self.next_pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
+        forward = self.model if self.mask.shape[1] == 0 else self.decode  # prompts run eager (see LookupEngine)
         self.mask = torch.cat([self.mask, new], dim=1)
         for layer in self.cache.layers:
             layer.reserve(width)
-        forward = self.decode if width == 1 else self.model
         out = forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache, use_cache=True,
                       logits_to_keep=keep)
         self.next_pos = self.next_pos + new.sum(-1)
@@ -235,7 +255,7 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     lookups: list[Provenance] = field(default_factory=list)
     queue: list[int] = field(default_factory=list)  # generated or forced tokens not yet fed to the model
-    draft: list[int] = field(default_factory=list)  # the end of the queue, fed on trial: the value's repeat
+    draft: list[int] = field(default_factory=list)  # the end of the queue, fed on trial: the value's repeat or the draft model's proposal
     done: bool = False
     stop_after_call: bool = False  # an abstaining row closes its call with <|db_end|> and stops
 
@@ -244,24 +264,77 @@ class _Row:
         return self.prompt + self.generated
 
 
+class _Drafter:
+    """A smaller model with the same tokenizer that proposes each row's next tokens (speculative decoding);
+    the engine's next forward verifies them and keeps those it would have chosen, so greedy output is
+    unchanged. It keeps its own cache of every row's settled tokens, plus the proposals fed on trial."""
+
+    def __init__(self, model, compile: bool):
+        self.model = model.eval()
+        self.decode = _compiled(model) if compile else model
+
+    def start(self, rows: int, capacity: int, pad: int, device):
+        self.track = _Track(self.model, self.decode, pad, rows, capacity, device)
+        self.fed = [0] * rows  # by row: how many of its tokens are settled in the cache
+        self.trial = 0  # proposal columns fed on trial in the last round, the same for every active row
+
+    def propose(self, rows: list[_Row], active: list[int], count: int, stops: set[int], seen, lookups_done, tokens: LookupTokens,
+                cfg: GenerationConfig) -> list[list[int]]:
+        """Up to ``count`` greedy tokens after each active row: cut after a stop token and before
+        <|db_return|>, as the lookup must come first."""
+        feeds = [rows[i].tokens[self.fed[i] :] for i in active]
+        logits = self.track.step(feeds)
+        for i, fed in zip(active, feeds):
+            self.fed[i] += len(fed)
+        seen = seen[active].clone()
+        proposals: list[list[int]] = [[] for _ in active]
+        open_ = list(range(len(active)))  # batch rows whose proposal goes on
+        for s in range(count):
+            new_tokens = torch.tensor([len(rows[i].generated) + s for i in active], device=seen.device)
+            chosen = process_logits(logits[:, -1], seen, lookups_done[active], tokens, cfg, new_tokens).argmax(-1)
+            seen[torch.arange(len(active)), chosen] = True
+            chosen = chosen.tolist()
+            for b in list(open_):
+                if chosen[b] == tokens.ret:
+                    open_.remove(b)
+                    continue
+                proposals[b].append(chosen[b])
+                if chosen[b] in stops:
+                    open_.remove(b)
+            if not open_ or s == count - 1:
+                break
+            logits = self.track.step([[t] for t in chosen])
+            self.trial += 1
+        return proposals
+
+    def settle(self, active: list[int], taken: list[int]):
+        """``taken``: by active row, how many of its proposed tokens the engine kept; the rest leave the cache."""
+        for b, (i, kept) in enumerate(zip(active, taken)):
+            kept = min(kept, self.trial)
+            self.track.retract(b, self.trial - kept)
+            self.fed[i] += kept
+        self.trial = 0
+
+
 class LookupEngine:
     """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False):
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None):
         self.model, self.tokenizer, self.kb = model.eval(), tokenizer, kb
-        # Steps that feed one token per row run through torch.compile when asked: it takes about a minute
-        # once per process, then removes most of the per-token Python overhead that dominates small models.
-        # Prompts and wide steps (forced values) stay eager: compiling them too (dynamic widths) made
-        # tiny slower at batch 1 and 32 and did not speed up small (benchmarks/generate_speed.py).
-        # Freezing makes the weights constants of the graph (this engine never trains), so inductor can
-        # pre-pack them for the CPU's matmul kernels: about 1.1x more tokens/s at batch 32.
-        self.decode = torch.compile(model, dynamic=True, options={"freezing": True}) if compile else model
+        self.decode = _compiled(model) if compile else model
         if compile and kb is not None:
             # the KB's encoder is an HF model too; building a model class after the first compile makes every graph recompile
             getattr(kb, "encoder", None)
         self.tokens = LookupTokens(tokenizer)
-        self.draft_stats = {"drafted": 0, "rejected": 0}  # value drafts since the engine was made
+        self.drafter = _Drafter(draft_model, compile) if draft_model is not None else None
+        if draft_model is not None and (vocab := draft_model.get_output_embeddings().weight.shape[0]) != self.vocab:
+            raise LmlmError(f"the draft model has {vocab} token embeddings and the model {self.vocab}: they must share the tokenizer")
+        self.draft_stats = {"drafted": 0, "rejected": 0}  # drafted tokens (value repeats, draft model) since the engine was made
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+
+    @property
+    def vocab(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
 
     def encode_prompts(self, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
         out = []
@@ -290,15 +363,18 @@ class LookupEngine:
         rows = [_Row(ids) for ids in self.encode_prompts(prompts, cfg)]
         generator = torch.Generator().manual_seed(cfg.seed) if cfg.do_sample else None
         device = next(self.model.parameters()).device
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        seen = torch.zeros(len(rows), vocab, dtype=torch.bool, device=device)
+        seen = torch.zeros(len(rows), self.vocab, dtype=torch.bool, device=device)
         for i, r in enumerate(rows):
             seen[i, r.prompt] = True
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
         stops = {self.tokens.eos, *cfg.stop_token_ids}
         active = list(range(len(rows)))
-        capacity = max(len(r.prompt) for r in rows) + cfg.max_new_tokens + 1
+        capacity = max(len(r.prompt) for r in rows) + cfg.max_new_tokens + cfg.draft_tokens + 1
         track = _Track(self.model, self.decode, self.tokens.pad, len(rows), capacity, device)
+        drafter = self.drafter if self.drafter and not cfg.do_sample and cfg.draft_tokens > 0 else None
+        if drafter:
+            drafter.start(len(rows), capacity, self.tokens.pad, device)
+        proposed: set[int] = set()  # the rows whose draft in this step the draft model proposed
         feeds = [r.prompt for r in rows]
         while True:
             logits = track.step(feeds, keep=1 + max(len(rows[i].draft) for i in active))
@@ -306,22 +382,40 @@ class LookupEngine:
             rejected = self._take(logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token)
             for b, count in rejected.items():
                 track.retract(b, count)  # drafted tokens the model did not choose leave the cache
+            if drafter:
+                drafter.settle(active, [len(rows[i].draft) - rejected.get(b, 0) if i in proposed else 0 for b, i in enumerate(active)])
             for _, i in ready:
                 rows[i].queue, rows[i].draft = [rows[i].generated[-1]], []
+            wide = len(active) <= WIDE_STEP_MAX_ROWS
             asking = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and cfg.use_lookups]
             if asking:  # the answers enter the cache right after <|db_return|>
-                self._force(rows, asking, cfg, len(active) <= WIDE_STEP_MAX_ROWS, seen, lookups_done, on_token)
+                self._force(rows, asking, cfg, wide, seen, lookups_done, on_token)
             keep = [b for b, i in enumerate(active) if not rows[i].done]
             if not keep:
                 break
-            if len(keep) < len(active):  # finished rows leave the batch and the cache
-                track.select(torch.tensor(keep, device=device))
+            if len(keep) < len(active):  # finished rows leave the batch and the caches
+                index = torch.tensor(keep, device=device)
+                for t in (track, drafter.track) if drafter else (track,):
+                    t.select(index)
                 active = [active[b] for b in keep]
-            per_row = None if len(active) <= WIDE_STEP_MAX_ROWS else 1  # the whole queue, or one token
-            feeds = [rows[i].queue[:per_row] for i in active]
+            wide = len(active) <= WIDE_STEP_MAX_ROWS
+            proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg) if drafter and wide else set()
+            feeds = [rows[i].queue[: None if wide else 1] for i in active]  # the whole queue, or one token
             for i, fed in zip(active, feeds):
                 rows[i].queue = rows[i].queue[len(fed) :]
         return [self._result(r) for r in rows]
+
+    def _propose(self, drafter: _Drafter, rows: list[_Row], active: list[int], stops, seen, lookups_done, cfg: GenerationConfig) -> set[int]:
+        """The draft model's proposals join the queue of each row that has no value draft, as its draft.
+        Returns the rows that took one."""
+        took = set()
+        for i, proposal in zip(active, drafter.propose(rows, active, cfg.draft_tokens, stops, seen, lookups_done, self.tokens, cfg)):
+            row = rows[i]
+            if not row.draft:
+                row.draft = proposal[: cfg.max_new_tokens - len(row.generated) - 1]  # the model's own next token comes after
+                row.queue += row.draft
+                took.add(i)
+        return took
 
     def _force(self, rows: list[_Row], asking: list[int], cfg: GenerationConfig, wide: bool, seen, lookups_done, on_token):
         """Look up the calls the ``asking`` rows just closed; queue each answer (and, when steps are wide and
@@ -485,8 +579,8 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
 class LMLM:
     """A checkpoint and a knowledge base: ``LMLM.from_pretrained(path, kb=...).generate(prompts)``."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False):
-        self.engine = LookupEngine(model, tokenizer, kb, compile=compile)
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None):
+        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model)
 
     @property
     def model(self):
@@ -501,21 +595,24 @@ class LMLM:
         return self.engine.kb
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, compile: bool = False, **model_kwargs) -> LMLM:
+    def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, compile: bool = False, draft_model: str | Path | None = None,
+                        **model_kwargs) -> LMLM:
+        """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see ``lmlm.draft``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+            draft = AutoModelForCausalLM.from_pretrained(draft_model, **model_kwargs) if draft_model else None
         except OSError as e:
-            raise LmlmError(f"{path}: cannot load a checkpoint ({e})") from None
+            raise LmlmError(f"cannot load a checkpoint ({e})") from None
         if use_lookups:
             check_lookup_tokens(tokenizer, path)
         if isinstance(kb, (str, Path)):
             from lmlm.kb import SqliteKB
 
             kb = SqliteKB(kb)
-        return cls(model, tokenizer, kb, compile=compile)
+        return cls(model, tokenizer, kb, compile=compile, draft_model=draft)
 
     def generate(self, prompts: str | Sequence[str], batch_size: int = 32, on_token=None, **options):
         """One result for a string, a list of results for a list; ``options`` are GenerationConfig fields."""
