@@ -7,7 +7,8 @@
   (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the steps after the prompt; the
            compile warm-up is timed apart, as it is paid once per process)
   (b_draft) the engine at batch 1 with a draft model, for small: tiny, fine-tuned on small's output for
-           other prompts (lmlm.draft; the time it takes is reported apart), eager and compiled
+           other prompts (lmlm.draft; the time it takes is reported apart), eager and compiled; and,
+           eager, tiny as trained (b_undistilled_draft), to show what the distillation buys
 Each run is timed three times; the median counts. The eager runs also count the model's forwards
 and the token positions they computed: what the reference loop's restarts cost in model work. The
 engine's runs count the value drafts it fed and took. At batch 1 every forward reads all the
@@ -95,7 +96,7 @@ def one_token_step_seconds(engine, ids: list[int], repeats: int = 40) -> float:
     return statistics.median(times)
 
 
-def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int, draft=None) -> tuple[dict, dict]:
+def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int, draft=None, undistilled=None) -> tuple[dict, dict]:
     tokens = LookupTokens(tokenizer)
     engine = LookupEngine(model, tokenizer, kb)
     cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # every run makes the same number of tokens
@@ -122,10 +123,11 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     rows["a_reference_loop_batch1"] = row(sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, counter.take())
     rows["b_engine_batch1"] = engine_row(engine, 1)
     rows["c_engine_batch32"] = engine_row(engine, 32)
-    if draft is not None:
-        drafting = LookupEngine(model, tokenizer, kb, draft_model=draft)
-        drafting.generate(prompts[:2], cfg)
-        rows["b_engine_batch1_draft"] = engine_row(drafting, 1)
+    for name, proposer in (("draft", draft), ("undistilled_draft", undistilled)):
+        if proposer is not None:
+            drafting = LookupEngine(model, tokenizer, kb, draft_model=proposer)
+            drafting.generate(prompts[:2], cfg)
+            rows[f"b_engine_batch1_{name}"] = engine_row(drafting, 1)
 
     def hf_batches():
         tokenizer.padding_side = "left"
@@ -153,8 +155,10 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     context = tokenizer.encode(prompts[0])
     step = {"eager": one_token_step_seconds(engine, context), "compiled": one_token_step_seconds(compiled, context)}
     a_seconds, b_forwards = rows["a_reference_loop_batch1"]["seconds"], rows["b_engine_batch1"]["forwards"]
-    floor = {"compile_warmup_seconds": round(warmup, 2), **({"draft_compile_warmup_seconds": round(draft_warmup, 2)} if draft is not None else {}), **{f"one_token_step_ms_{k}": round(1000 * v, 2) for k, v in step.items()},
+    floor = {"compile_warmup_seconds": round(warmup, 2), **{f"one_token_step_ms_{k}": round(1000 * v, 2) for k, v in step.items()},
              **{f"b_over_a_ceiling_{k}": round(a_seconds / (b_forwards * v), 2) for k, v in step.items()}}
+    if draft is not None:
+        floor["draft_compile_warmup_seconds"] = round(draft_warmup, 2)
     return rows, floor
 
 
@@ -194,11 +198,11 @@ def main() -> None:
             if preset == "small":  # tiny drafts for small, fine-tuned on small's output for prompts that are not measured
                 draft, distill_seconds = timed(lambda: distill(model, copy.deepcopy(trained["tiny"][1]), tokenizer, kb,
                                                                distill_prompts(bios[args.prompts :], corpus)))
-            rows, floor = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single, draft)
+            rows, floor = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single, draft, draft and trained["tiny"][1])
             speed = {k: r["tokens_per_second"] for k, r in rows.items()}
             a, d = speed["a_reference_loop_batch1"], speed["d_hf_generate_batch32_no_lookups"]
             runs = (("b_over_a", "b_engine_batch1", a), ("c_over_a", "c_engine_batch32", a), ("c_over_d", "c_engine_batch32", d),
-                    ("b_over_a_draft", "b_engine_batch1_draft", a))
+                    ("b_over_a_draft", "b_engine_batch1_draft", a), ("b_over_a_undistilled_draft", "b_engine_batch1_undistilled_draft", a))
             ratios = {f"{name}{suffix}": round(speed[f"{run}{suffix}"] / base, 2) for suffix in ("", "_compiled")
                       for name, run, base in runs if f"{run}{suffix}" in speed}
             report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "train_steps": steps, "runs": rows,
@@ -224,7 +228,8 @@ def main() -> None:
               f"b/a can reach at most {model['b_over_a_ceiling_eager']} eager, {model['b_over_a_ceiling_compiled']} compiled")
         if "b_over_a_draft" in model:
             print(f"with the draft model (distilled in {model['distill_seconds']} s): b/a {model['b_over_a_draft']} eager, "
-                  f"{model['b_over_a_draft_compiled']} compiled (warm-up {model['draft_compile_warmup_seconds']} s)")
+                  f"{model['b_over_a_draft_compiled']} compiled (warm-up {model['draft_compile_warmup_seconds']} s); "
+                  f"undistilled: b/a {model['b_over_a_undistilled_draft']} eager")
     print("\ntargets:", report["targets"])
 
 

@@ -21,9 +21,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmlm.errors import LmlmError
-from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens
+
+if TYPE_CHECKING:  # the engine imports torch, which the CLI loads only for the commands that need it
+    from lmlm.generate import LookupTokens
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ def model_outputs(model, tokenizer, kb, prompts: Sequence[str], new_tokens: int,
     """The model's greedy continuation of every prompt, lookups answered by ``kb``, as training examples:
     ``input_ids`` (prompt and continuation) and ``labels`` (the continuation's chosen tokens)."""
     from tqdm.auto import tqdm
+
+    from lmlm.generate import GenerationConfig, LookupEngine
 
     engine = LookupEngine(model, tokenizer, kb)
     cfg = GenerationConfig(max_new_tokens=new_tokens)
@@ -107,28 +112,21 @@ def distill(model, draft, tokenizer, kb, prompts: Sequence[str], steps: int = 30
 
 def distill_checkpoints(cfg: DistillConfig) -> Path:
     """``lmlm distill``: load the checkpoints, the KB and the prompts; fine-tune the draft; save it to ``cfg.out``."""
-    from transformers import AutoModelForCausalLM
-
     from lmlm.corpus import read_corpus
-    from lmlm.kb import SqliteKB
-    from lmlm.tokenizer import load_tokenizer
+    from lmlm.generate import LMLM
 
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         raise LmlmError(f"{out}: exists and is not empty; give a new folder for the draft model")
-    tokenizer = load_tokenizer(cfg.model)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model).eval()
-        draft = AutoModelForCausalLM.from_pretrained(cfg.draft)
-    except OSError as e:
-        raise LmlmError(f"cannot load a checkpoint ({e})") from None
     prompts = [row["prompt"] for row in read_corpus(cfg.prompts, require=("prompt",)).examples]
-    draft = distill(model, draft, tokenizer, SqliteKB(cfg.kb), prompts, cfg.steps, cfg.batch_size, cfg.lr, cfg.new_tokens, cfg.seed)
+    lmlm = LMLM.from_pretrained(cfg.model, kb=cfg.kb, draft_model=cfg.draft)  # checks the tokenizer and the vocabularies
+    draft = distill(lmlm.model, lmlm.engine.drafter.model, lmlm.tokenizer, lmlm.kb, prompts, cfg.steps, cfg.batch_size, cfg.lr,
+                    cfg.new_tokens, cfg.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))  # renamed into place when whole
     try:
         draft.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        lmlm.tokenizer.save_pretrained(tmp)
         if out.exists():
             out.rmdir()  # empty, as checked first
         tmp.rename(out)

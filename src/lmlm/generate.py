@@ -600,12 +600,14 @@ class LMLM:
         """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see ``lmlm.draft``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-            draft = AutoModelForCausalLM.from_pretrained(draft_model, **model_kwargs) if draft_model else None
-        except OSError as e:
-            raise LmlmError(f"cannot load a checkpoint ({e})") from None
+        def load(folder, cls=AutoModelForCausalLM, **kwargs):
+            try:
+                return cls.from_pretrained(folder, **kwargs)
+            except OSError as e:
+                raise LmlmError(f"{folder}: cannot load a checkpoint ({e})") from None
+
+        tokenizer, model = load(path, AutoTokenizer), load(path, **model_kwargs)
+        draft = load(draft_model, **model_kwargs) if draft_model else None
         if use_lookups:
             check_lookup_tokens(tokenizer, path)
         if isinstance(kb, (str, Path)):
