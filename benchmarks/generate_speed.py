@@ -198,7 +198,8 @@ def main() -> None:
             if preset == "small":  # tiny drafts for small, fine-tuned on small's output for prompts that are not measured
                 draft, distill_seconds = timed(lambda: distill(model, copy.deepcopy(trained["tiny"][1]), tokenizer, kb,
                                                                distill_prompts(bios[args.prompts :], corpus)))
-            rows, floor = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single, draft, draft and trained["tiny"][1])
+            undistilled = trained["tiny"][1] if draft is not None else None
+            rows, floor = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single, draft, undistilled)
             speed = {k: r["tokens_per_second"] for k, r in rows.items()}
             a, d = speed["a_reference_loop_batch1"], speed["d_hf_generate_batch32_no_lookups"]
             runs = (("b_over_a", "b_engine_batch1", a), ("c_over_a", "c_engine_batch32", a), ("c_over_d", "c_engine_batch32", d),
