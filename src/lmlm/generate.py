@@ -399,7 +399,8 @@ class LookupEngine:
                     t.select(index)
                 active = [active[b] for b in keep]
             wide = len(active) <= WIDE_STEP_MAX_ROWS
-            proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg) if drafter and wide else set()
+            drafting = drafter and wide and any(not rows[i].draft for i in active)  # value drafts need no draft model
+            proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg) if drafting else set()
             feeds = [rows[i].queue[: None if wide else 1] for i in active]  # the whole queue, or one token
             for i, fed in zip(active, feeds):
                 rows[i].queue = rows[i].queue[len(fed) :]
