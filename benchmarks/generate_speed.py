@@ -1,9 +1,11 @@
 """Generation speed, on the same model, prompts, KB and token budget, in one run:
 
   (a) the naive reference loop at batch 1 (restart generate() after each lookup), reference retrieval
-  (b) the engine at batch 1
+  (b) the engine at batch 1, drafting from the n-gram table of the training text (lmlm.ngrams)
   (c) the engine at batch 32
   (d) plain HF generate() at batch 32 with no lookups (the limit)
+  (b_without_table) the engine at batch 1 without the table (drafts from a row's own text only), eager and
+           compiled, to show what the table buys
   (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the steps after the prompt; the
            compile warm-up is timed apart, as it is paid once per process)
   (b_draft) the engine at batch 1 with a draft model, for small: tiny, fine-tuned on small's output for
@@ -46,6 +48,7 @@ from lmlm.draft import distill  # noqa: E402
 from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, _Track, reference_loop  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_reference_db  # noqa: E402
+from lmlm.ngrams import NgramTable  # noqa: E402
 from lmlm.tokenizer import train_tokenizer  # noqa: E402
 from lmlm.train import TrainConfig, train  # noqa: E402
 from lmlm.world import make_world  # noqa: E402
@@ -96,9 +99,9 @@ def one_token_step_seconds(engine, ids: list[int], repeats: int = 40) -> float:
     return statistics.median(times)
 
 
-def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: int, draft=None, undistilled=None) -> tuple[dict, dict]:
+def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, single: int, draft=None, undistilled=None) -> tuple[dict, dict]:
     tokens = LookupTokens(tokenizer)
-    engine = LookupEngine(model, tokenizer, kb)
+    engine, without_table = LookupEngine(model, tokenizer, kb, ngrams=ngrams), LookupEngine(model, tokenizer, kb)
     cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # every run makes the same number of tokens
     ref_cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, lookup_mode="reference")
     engine.generate(prompts[:2], cfg)  # warm up (encoder, indexes)
@@ -122,6 +125,7 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]], REPEATS)
     rows["a_reference_loop_batch1"] = row(sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, counter.take())
     rows["b_engine_batch1"] = engine_row(engine, 1)
+    rows["b_engine_batch1_without_table"] = engine_row(without_table, 1)
     rows["c_engine_batch32"] = engine_row(engine, 32)
     for name, proposer in (("draft", draft), ("undistilled_draft", undistilled)):
         if proposer is not None:
@@ -143,9 +147,10 @@ def measure(model, tokenizer, kb, prompts: list[str], new_tokens: int, single: i
     counter.handle.remove()  # a hook would be traced into the compiled graph
 
     torch._dynamo.reset()  # each model starts from a clean compile cache, as in a fresh process
-    compiled = LookupEngine(model, tokenizer, kb, compile=True)
+    compiled = LookupEngine(model, tokenizer, kb, compile=True, ngrams=ngrams)
     _, warmup = timed(lambda: (compiled.generate(prompts[:1], cfg), compiled.generate(prompts[:32], cfg)))
     rows["b_engine_batch1_compiled"] = engine_row(compiled, 1, counted=False)
+    rows["b_engine_batch1_without_table_compiled"] = engine_row(LookupEngine(model, tokenizer, kb, compile=True), 1, counted=False)
     rows["c_engine_batch32_compiled"] = engine_row(compiled, 32, counted=False)
     if draft is not None:
         drafting = LookupEngine(model, tokenizer, kb, compile=True, draft_model=draft)
@@ -187,6 +192,8 @@ def main() -> None:
         kb = SqliteKB(tmp / "kb.sqlite", create=True)
         kb.import_triplets(read_reference_db(tmp / "world" / "kb.json"))
         kb.embed(reference=True)
+        ngrams, ngrams_seconds = timed(lambda: NgramTable.from_texts(documents(corpus, "lmlm"), tokenizer))
+        report["ngram_table"] = {"contexts": len(ngrams.next_token), "seconds": round(ngrams_seconds, 2)}
         bios = [json.loads(line)["prompt"] for line in (tmp / "world" / "eval" / "bio_prompts.jsonl").read_text().splitlines()]
         prompts = bios[: args.prompts]
         trained = {}
@@ -199,11 +206,12 @@ def main() -> None:
                 draft, distill_seconds = timed(lambda: distill(model, copy.deepcopy(trained["tiny"][1]), tokenizer, kb,
                                                                distill_prompts(bios[args.prompts :], corpus)))
             undistilled = trained["tiny"][1] if draft is not None else None
-            rows, floor = measure(model, tokenizer, kb, prompts, args.new_tokens, args.single, draft, undistilled)
+            rows, floor = measure(model, tokenizer, kb, ngrams, prompts, args.new_tokens, args.single, draft, undistilled)
             speed = {k: r["tokens_per_second"] for k, r in rows.items()}
             a, d = speed["a_reference_loop_batch1"], speed["d_hf_generate_batch32_no_lookups"]
             runs = (("b_over_a", "b_engine_batch1", a), ("c_over_a", "c_engine_batch32", a), ("c_over_d", "c_engine_batch32", d),
-                    ("b_over_a_draft", "b_engine_batch1_draft", a), ("b_over_a_undistilled_draft", "b_engine_batch1_undistilled_draft", a))
+                    ("b_over_a_without_table", "b_engine_batch1_without_table", a), ("b_over_a_draft", "b_engine_batch1_draft", a),
+                    ("b_over_a_undistilled_draft", "b_engine_batch1_undistilled_draft", a))
             ratios = {f"{name}{suffix}": round(speed[f"{run}{suffix}"] / base, 2) for suffix in ("", "_compiled")
                       for name, run, base in runs if f"{run}{suffix}" in speed}
             report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "train_steps": steps, "runs": rows,
@@ -225,6 +233,7 @@ def main() -> None:
                   f"{dash(r['forwards']):>10}{dash(r['positions']):>11}{dash(r['drafts_taken']):>14}")
         print(f"b/a {model['b_over_a']}  c/a {model['c_over_a']}  c/d {model['c_over_d']}   compiled: b/a {model['b_over_a_compiled']}  "
               f"c/a {model['c_over_a_compiled']}  c/d {model['c_over_d_compiled']}  (warm-up {model['compile_warmup_seconds']} s)")
+        print(f"without the n-gram table: b/a {model['b_over_a_without_table']} eager, {model['b_over_a_without_table_compiled']} compiled")
         print(f"one-token step {model['one_token_step_ms_eager']} ms eager, {model['one_token_step_ms_compiled']} ms compiled: "
               f"b/a can reach at most {model['b_over_a_ceiling_eager']} eager, {model['b_over_a_ceiling_compiled']} compiled")
         if "b_over_a_draft" in model:

@@ -26,6 +26,7 @@ def test_demo_quick(tmp_path):
     assert math.isfinite(report["standard"]["ppl"]["standard"])
     assert set(report["wall_seconds"]) >= {"world", "annotate", "kb", "train", "evaluate", "live editing", "total"}
     assert {"before", "after_edit", "after_forget", "other_after_forget"} <= set(report["live_edit"])
+    assert (tmp_path / "demo" / "lmlm" / "ngram_drafts.json").is_file()  # the engine drafts from the training text's n-grams
     md = (tmp_path / "demo" / "report.md").read_text()
     assert "| metric | LMLM | Standard |" in md
     for chart in ("accuracy.png", "forgetting.png", "perplexity.png"):

@@ -17,6 +17,7 @@ from lmlm.errors import LmlmError
 from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens, query_of, reference_loop, strip_calls
 from lmlm.kb import SqliteKB
 from lmlm.models import TokenIds, build_model
+from lmlm.ngrams import NgramTable
 from lmlm.tokenizer import train_tokenizer
 from lmlm.world import make_world
 
@@ -122,10 +123,11 @@ def test_value_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb):
     masked out, the tokens are those of decoding without drafts, in a batch and one at a time."""
     engine, cfg = LookupEngine(model, tokenizer, kb), GenerationConfig(max_new_tokens=40)
     prompts = (PROMPTS * 3)[:16]
-    plain = [r.token_ids for r in engine.generate(prompts, replace(cfg, draft_values=False))]
+    plain = [r.token_ids for r in engine.generate(prompts, replace(cfg, draft_values=False, ngram_drafts=False))]
     assert engine.draft_stats == {"drafted": 0, "rejected": 0}
-    assert [r.token_ids for r in engine.generate(prompts, cfg)] == plain
-    assert [engine.generate([p], cfg)[0].token_ids for p in prompts] == plain
+    values_only = replace(cfg, ngram_drafts=False)
+    assert [r.token_ids for r in engine.generate(prompts, values_only)] == plain
+    assert [engine.generate([p], values_only)[0].token_ids for p in prompts] == plain
     drafted, rejected = engine.draft_stats["drafted"], engine.draft_stats["rejected"]
     assert rejected > 0  # the masking path ran
     if model.config.model_type == "llama":  # the briefly trained GPT-2 does not repeat values yet
@@ -170,6 +172,38 @@ def test_draft_model_changes_the_speed_not_the_tokens(model, tokenizer, kb, draf
     assert [r.token_ids for r in engine.generate(PROMPTS, sampled)] == [r.token_ids for r in LookupEngine(model, tokenizer, kb).generate(PROMPTS, sampled)]
 
 
+@pytest.fixture(scope="module")
+def ngrams(tokenizer, world):
+    return NgramTable.from_texts(documents([world / "corpus.jsonl"], "lmlm"), tokenizer)
+
+
+def test_ngram_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb, ngrams, world):
+    """Drafts from a row's own text and from the training text's n-gram table: taken or masked out, the
+    tokens are those of decoding without them, one prompt at a time and in a batch. The table's drafts
+    save forwards on openings like those the model was trained on."""
+    cfg, prompts = GenerationConfig(max_new_tokens=40), _openings(world)[-20:]
+    plain = LookupEngine(model, tokenizer, kb)
+    expected = [r.token_ids for r in plain.generate(prompts, replace(cfg, ngram_drafts=False))]
+    assert [plain.generate([p], cfg)[0].token_ids for p in prompts] == expected  # own text only
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    engine = LookupEngine(model, tokenizer, kb, ngrams=ngrams)
+    assert [engine.generate([p], cfg)[0].token_ids for p in prompts] == expected
+    with_table = len(forwards)
+    assert [plain.generate([p], replace(cfg, ngram_drafts=False))[0].token_ids for p in prompts] == expected
+    hook.remove()
+    assert engine.draft_stats["rejected"] > 0  # the masking path ran
+    assert with_table < 0.8 * (len(forwards) - with_table), (with_table, len(forwards) - with_table)
+    assert [r.token_ids for r in engine.generate(prompts[:8], cfg)] == expected[:8]
+    sampled = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, seed=3)  # drafts sit out: same draws
+    assert [r.token_ids for r in engine.generate(PROMPTS, sampled)] == [r.token_ids for r in plain.generate(PROMPTS, sampled)]
+
+
+def test_ngram_table_needs_the_same_tokenizer(model, tokenizer, kb):
+    with pytest.raises(LmlmError, match="built with another tokenizer"):
+        LookupEngine(model, tokenizer, kb, ngrams=NgramTable.from_token_ids([[1, len(tokenizer) + 5]]))
+
+
 def test_draft_model_needs_the_same_vocabulary(model, tokenizer, kb):
     other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer) + 1, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=64))
@@ -188,10 +222,12 @@ def test_distill_labels_only_the_chosen_tokens(tokenizer):
 
 
 @pytest.mark.slow
-def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb, drafts):
-    """torch.compile of the steps after the prompt changes the speed, not the output, with a draft model too."""
+def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb, drafts, ngrams):
+    """torch.compile of the steps after the prompt changes the speed, not the output, with n-gram drafts and
+    with a draft model too."""
     eager = LookupEngine(model, tokenizer, kb)
-    compiled, drafting = LookupEngine(model, tokenizer, kb, compile=True), LookupEngine(model, tokenizer, kb, compile=True, draft_model=drafts[1])
+    compiled = LookupEngine(model, tokenizer, kb, compile=True, ngrams=ngrams)
+    drafting = LookupEngine(model, tokenizer, kb, compile=True, draft_model=drafts[1])
     cfg = GenerationConfig(max_new_tokens=30)
     for prompts in (PROMPTS[:1], (PROMPTS * 3)[:16], PROMPTS):
         expected = [r.token_ids for r in eager.generate(prompts, cfg)]
@@ -309,6 +345,22 @@ def test_generate_cli(model, tokenizer, kb, tmp_path):
             "--max-new-tokens", "8", check=True)
     out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [o["id"] for o in out] == [1, 2] and all("lookups" in o for o in out)
+
+
+def test_ngrams_cli(model, tokenizer, kb, world, tmp_path):
+    """``lmlm ngrams`` writes a table into the checkpoint, which ``lmlm generate`` drafts from, with the same output."""
+    from conftest import run_cli
+
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    generate = ["generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "16", "--batch-size", "1", *PROMPTS[:3]]
+    without = run_cli(*generate, check=True).stdout
+    proc = run_cli("ngrams", "--model", tmp_path / "m", "--corpus", world / "corpus.jsonl", check=True)
+    assert "contexts to" in proc.stdout and (tmp_path / "m" / "ngram_drafts.json").is_file()
+    assert LMLM.from_pretrained(tmp_path / "m", kb=kb).engine.ngrams is not None
+    assert run_cli(*generate, check=True).stdout == without
+    proc = run_cli("ngrams", "--model", tmp_path / "nothing", "--corpus", world / "corpus.jsonl")
+    assert proc.returncode != 0 and "nothing: cannot load a tokenizer" in proc.stderr
 
 
 def test_distill_cli(model, tokenizer, kb, tmp_path):

@@ -289,6 +289,24 @@ def _distill(args) -> None:
     print(f"wrote the draft model to {out}")
 
 
+def _ngrams(args) -> None:
+    from lmlm.config import load_config, overrides_from
+    from lmlm.ngrams import NgramsConfig, NgramTable, build_ngrams
+
+    out = build_ngrams(load_config(NgramsConfig, args.config, overrides_from(args, NgramsConfig)))
+    print(f"wrote an n-gram table of {len(NgramTable.load(out).next_token):,} contexts to {out}; the engine drafts from it at batch sizes up to 8")
+
+
+def _add_ngrams_command(stages) -> None:
+    from lmlm.config import add_arguments
+    from lmlm.ngrams import NgramsConfig
+
+    p = stages.add_parser("ngrams", help="count the training text's n-grams into a checkpoint, for the engine to draft tokens from")
+    p.add_argument("--config", help="YAML file of NgramsConfig keys; command-line options override it")
+    add_arguments(p, NgramsConfig)
+    p.set_defaults(run=_ngrams)
+
+
 def _add_distill_command(stages) -> None:
     from lmlm.config import add_arguments
     from lmlm.draft import DistillConfig
@@ -482,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(stages)
     _add_generate_command(stages)
     _add_distill_command(stages)
+    _add_ngrams_command(stages)
     _add_eval_commands(stages)
     _add_serve_command(stages)
     return parser

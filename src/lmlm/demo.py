@@ -20,6 +20,7 @@ from lmlm.errors import LmlmError
 from lmlm.evaluate import suites
 from lmlm.evaluate.report import table, write_report
 from lmlm.generate import LMLM
+from lmlm.ngrams import NgramsConfig, build_ngrams
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
 from lmlm.tokenizer import train_tokenizer
@@ -98,6 +99,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
                 raise LmlmError(f"training the {mode} model failed; see {out / f'train-{mode}.log'}")
             metrics[mode] = json.loads((out / mode / "lmlm_training.json").read_text())["metrics"]
             echo(f"      {mode}: final train loss {metrics[mode]['train_loss']:.3f} after {metrics[mode]['steps']} steps")
+        build_ngrams(NgramsConfig(model=str(out / "lmlm"), corpus=[str(c) for c in corpus]))  # the engine drafts from it
         return metrics
 
     training = stage(4, "train", train_both)

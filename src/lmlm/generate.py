@@ -12,11 +12,13 @@ in wide steps under greedy decoding the engine also feeds the value a second tim
 the forced tokens, and keeps each drafted token the model would have chosen anyway: the repeat costs
 no forwards of its own, and the output is unchanged (rejected drafts are masked out of the cache).
 
-A draft model does the same for every token (speculative decoding): a smaller LMLM with the same
-tokenizer proposes each row's next ``draft_tokens`` tokens, and the model verifies them in its next
-forward. At batch 1 every forward reads all the weights, so this is how the engine makes fewer of them.
-Drafts that agree with the model most of the time come from ``lmlm.draft``, which fine-tunes a small
-model on the model's own output.
+Other tokens are drafted the same way (speculative decoding): at batch 1 every forward reads all the
+weights, so drafts are how the engine makes fewer of them. Each row proposes its next ``draft_tokens``
+tokens, and the model verifies them in its next forward. The proposals come from the row's own text
+(what followed the last earlier occurrence of its last 2 or 3 tokens) or the n-gram table of the
+training text (``lmlm.ngrams``), which cost no forwards; or, when one is given, from a smaller LMLM
+with the same tokenizer, whose proposals agree with the model most of the time once ``lmlm.draft`` has
+fine-tuned it on the model's own output.
 
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
@@ -25,6 +27,7 @@ baseline of ``benchmarks/generate_speed.py``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,6 +38,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from lmlm import markup
 from lmlm.errors import LmlmError
+from lmlm.ngrams import NGRAMS_FILE, NgramTable
 from lmlm.tokenizer import check_lookup_tokens
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,8 @@ class GenerationConfig:
     stop_token_ids: tuple[int, ...] = ()
     truncate_prompt: bool = False  # keep the last tokens of a prompt that does not fit, instead of refusing it
     draft_values: bool = True  # greedy only: verify the value's repeat after <|db_end|> in the forward that forces it
-    draft_tokens: int = 4  # greedy, with a draft model: the tokens it proposes for the model to verify in one forward
+    draft_tokens: int = 4  # greedy: the tokens a draft model, or the row's own text, proposes for the model to verify in one forward
+    ngram_drafts: bool = True  # greedy, without a draft model: draft from the row's own text and the engine's n-gram table
     seed: int = 0
 
     def __post_init__(self):
@@ -123,14 +128,21 @@ def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch
     if cfg.repetition_penalty != 1.0:
         penalized = torch.where(scores > 0, scores / cfg.repetition_penalty, scores * cfg.repetition_penalty)
         scores = torch.where(seen, penalized, scores)
-    scores[:, tokens.entity] += cfg.entity_bias
-    for t in (tokens.relationship, tokens.ret, tokens.end):
-        scores[:, t] += cfg.lookup_bias
-    banned = (lookups_done >= cfg.max_lookups) | (not cfg.use_lookups)
-    scores[banned, tokens.entity] = float("-inf")
+    scores = scores + _lookup_biases(scores.shape[-1], tokens.entity, (tokens.relationship, tokens.ret, tokens.end),
+                                     cfg.entity_bias, cfg.lookup_bias, scores.device)
+    # a column is a view, so each ban is one in-place op: at batch 1 the engine's time goes to ops like these
+    scores[:, tokens.entity].masked_fill_((lookups_done >= cfg.max_lookups) | (not cfg.use_lookups), float("-inf"))
     if cfg.min_new_tokens and new_tokens is not None:
-        scores[new_tokens < cfg.min_new_tokens, tokens.eos] = float("-inf")
+        scores[:, tokens.eos].masked_fill_(new_tokens < cfg.min_new_tokens, float("-inf"))
     return scores
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup_biases(vocab: int, entity: int, others: tuple[int, ...], entity_bias: float, lookup_bias: float, device) -> torch.Tensor:
+    """The logit bias on the lookup tokens, one row to add to every row of scores."""
+    bias = torch.zeros(vocab, device=device)
+    bias[entity], bias[list(others)] = entity_bias, lookup_bias
+    return bias
 
 
 def choose(scores: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -319,8 +331,8 @@ class _Drafter:
 class LookupEngine:
     """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None):
-        self.model, self.tokenizer, self.kb = model.eval(), tokenizer, kb
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None):
+        self.model, self.tokenizer, self.kb, self.ngrams = model.eval(), tokenizer, kb, ngrams
         self.decode = _compiled(model) if compile else model
         if compile and kb is not None:
             # the KB's encoder is an HF model too; building a model class after the first compile makes every graph recompile
@@ -329,7 +341,9 @@ class LookupEngine:
         self.drafter = _Drafter(draft_model, compile) if draft_model is not None else None
         if draft_model is not None and (vocab := draft_model.get_output_embeddings().weight.shape[0]) != self.vocab:
             raise LmlmError(f"the draft model has {vocab} token embeddings and the model {self.vocab}: they must share the tokenizer")
-        self.draft_stats = {"drafted": 0, "rejected": 0}  # drafted tokens (value repeats, draft model) since the engine was made
+        if ngrams is not None and ngrams.max_token_id >= self.vocab:
+            raise LmlmError(f"the n-gram table has token id {ngrams.max_token_id}, the model {self.vocab} tokens: it was built with another tokenizer")
+        self.draft_stats = {"drafted": 0, "rejected": 0}  # drafted tokens (value repeats, draft model, n-grams) since the engine was made
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
     @property
@@ -399,8 +413,12 @@ class LookupEngine:
                     t.select(index)
                 active = [active[b] for b in keep]
             wide = len(active) <= WIDE_STEP_MAX_ROWS
-            drafting = drafter and wide and any(not rows[i].draft for i in active)  # value drafts need no draft model
-            proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg) if drafting else set()
+            drafting = wide and any(not rows[i].draft for i in active)  # rows with a value draft need no other
+            proposed = set()
+            if drafting and drafter:
+                proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg)
+            elif drafting and cfg.ngram_drafts and not cfg.do_sample:
+                self._propose_ngrams(rows, active, stops, cfg)
             feeds = [rows[i].queue[: None if wide else 1] for i in active]  # the whole queue, or one token
             for i, fed in zip(active, feeds):
                 rows[i].queue = rows[i].queue[len(fed) :]
@@ -417,6 +435,16 @@ class LookupEngine:
                 row.queue += row.draft
                 took.add(i)
         return took
+
+    def _propose_ngrams(self, rows: list[_Row], active: list[int], stops, cfg: GenerationConfig):
+        """Each row without a draft drafts from its own text, where its last tokens occurred before (names
+        recur in LMLM text, in calls and out), or else from the n-gram table of the training text."""
+        for i in active:
+            row = rows[i]
+            if not row.draft:
+                proposal = repeated_ngram(row.tokens, cfg.draft_tokens) or (self.ngrams.propose(row.tokens, cfg.draft_tokens) if self.ngrams else [])
+                row.draft = cut_proposal(proposal, stops, self.tokens.ret)[: cfg.max_new_tokens - len(row.generated) - 1]
+                row.queue += row.draft
 
     def _force(self, rows: list[_Row], asking: list[int], cfg: GenerationConfig, wide: bool, seen, lookups_done, on_token):
         """Look up the calls the ``asking`` rows just closed; queue each answer (and, when steps are wide and
@@ -500,6 +528,30 @@ class LookupEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def repeated_ngram(ids: list[int], count: int, longest: int = 3, shortest: int = 2) -> list[int]:
+    """Prompt lookup: the ``count`` tokens that followed the last earlier occurrence of the last n tokens of
+    ``ids``, for the longest n from ``longest`` down to ``shortest`` that occurred before (one token recurs
+    too often to say what comes next)."""
+    for n in range(min(longest, len(ids) - 1), shortest - 1, -1):
+        tail = ids[-n:]
+        for start in range(len(ids) - n - 1, -1, -1):
+            if ids[start : start + n] == tail:
+                return ids[start + n : start + n + count]
+    return []
+
+
+def cut_proposal(proposal: list[int], stops: set[int], ret: int) -> list[int]:
+    """A draft ends after a stop token and before <|db_return|> (the lookup's answer must come first)."""
+    out = []
+    for t in proposal:
+        if t == ret:
+            break
+        out.append(t)
+        if t in stops:
+            break
+    return out
+
+
 def _inside_call(prompt: list[int], tokens: LookupTokens) -> bool:
     """Does the prompt end inside a lookup call (a forced ``<|db_entity|>``)?"""
     last_entity = max((i for i, t in enumerate(prompt) if t == tokens.entity), default=-1)
@@ -580,8 +632,8 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
 class LMLM:
     """A checkpoint and a knowledge base: ``LMLM.from_pretrained(path, kb=...).generate(prompts)``."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None):
-        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model)
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None):
+        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model, ngrams=ngrams)
 
     @property
     def model(self):
@@ -598,7 +650,8 @@ class LMLM:
     @classmethod
     def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, compile: bool = False, draft_model: str | Path | None = None,
                         **model_kwargs) -> LMLM:
-        """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see ``lmlm.draft``)."""
+        """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see
+        ``lmlm.draft``). An n-gram table in the checkpoint folder (``lmlm ngrams``) is loaded to draft from."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         def load(folder, cls=AutoModelForCausalLM, **kwargs):
@@ -615,7 +668,8 @@ class LMLM:
             from lmlm.kb import SqliteKB
 
             kb = SqliteKB(kb)
-        return cls(model, tokenizer, kb, compile=compile, draft_model=draft)
+        table = Path(path) / NGRAMS_FILE
+        return cls(model, tokenizer, kb, compile=compile, draft_model=draft, ngrams=NgramTable.load(table) if table.is_file() else None)
 
     def generate(self, prompts: str | Sequence[str], batch_size: int = 32, on_token=None, **options):
         """One result for a string, a list of results for a list; ``options`` are GenerationConfig fields."""
