@@ -294,7 +294,8 @@ def _ngrams(args) -> None:
     from lmlm.ngrams import NgramsConfig, NgramTable, build_ngrams
 
     out = build_ngrams(load_config(NgramsConfig, args.config, overrides_from(args, NgramsConfig)))
-    print(f"wrote an n-gram table of {len(NgramTable.load(out).next_token):,} contexts to {out}; the engine drafts from it at batch sizes up to 8")
+    contexts = len(NgramTable.load(out).next_token)
+    print(f"wrote an n-gram table of {contexts:,} contexts to {out}; the engine drafts from it at batch sizes up to 8")
 
 
 def _add_ngrams_command(stages) -> None:

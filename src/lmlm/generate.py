@@ -69,7 +69,7 @@ class GenerationConfig:
     stop_token_ids: tuple[int, ...] = ()
     truncate_prompt: bool = False  # keep the last tokens of a prompt that does not fit, instead of refusing it
     draft_values: bool = True  # greedy only: verify the value's repeat after <|db_end|> in the forward that forces it
-    draft_tokens: int = 4  # greedy: the tokens a draft model, or the row's own text, proposes for the model to verify in one forward
+    draft_tokens: int = 4  # greedy: the tokens a draft model or an n-gram proposes, for the model to verify in one forward
     ngram_drafts: bool = True  # greedy, without a draft model: draft from the row's own text and the engine's n-gram table
     seed: int = 0
 
@@ -267,7 +267,8 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     lookups: list[Provenance] = field(default_factory=list)
     queue: list[int] = field(default_factory=list)  # generated or forced tokens not yet fed to the model
-    draft: list[int] = field(default_factory=list)  # the end of the queue, fed on trial: the value's repeat or the draft model's proposal
+    # the end of the queue, fed on trial: the value's repeat, or a draft model's or an n-gram's proposal
+    draft: list[int] = field(default_factory=list)
     done: bool = False
     stop_after_call: bool = False  # an abstaining row closes its call with <|db_end|> and stops
 
@@ -342,7 +343,8 @@ class LookupEngine:
         if draft_model is not None and (vocab := draft_model.get_output_embeddings().weight.shape[0]) != self.vocab:
             raise LmlmError(f"the draft model has {vocab} token embeddings and the model {self.vocab}: they must share the tokenizer")
         if ngrams is not None and ngrams.max_token_id >= self.vocab:
-            raise LmlmError(f"the n-gram table has token id {ngrams.max_token_id}, the model {self.vocab} tokens: it was built with another tokenizer")
+            raise LmlmError(f"the n-gram table has token id {ngrams.max_token_id}, the model {self.vocab} tokens: "
+                            "it was built with another tokenizer")
         self.draft_stats = {"drafted": 0, "rejected": 0}  # drafted tokens (value repeats, draft model, n-grams) since the engine was made
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
@@ -442,7 +444,9 @@ class LookupEngine:
         for i in active:
             row = rows[i]
             if not row.draft:
-                proposal = repeated_ngram(row.tokens, cfg.draft_tokens) or (self.ngrams.propose(row.tokens, cfg.draft_tokens) if self.ngrams else [])
+                proposal = repeated_ngram(row.tokens, cfg.draft_tokens)
+                if not proposal and self.ngrams:
+                    proposal = self.ngrams.propose(row.tokens, cfg.draft_tokens)
                 row.draft = cut_proposal(proposal, stops, self.tokens.ret)[: cfg.max_new_tokens - len(row.generated) - 1]
                 row.queue += row.draft
 
