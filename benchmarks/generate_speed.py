@@ -13,7 +13,8 @@
            eager, tiny as trained (b_undistilled_draft), to show what the distillation buys
 Each run is timed three times; the median counts. The eager runs also count the model's forwards
 and the token positions they computed: what the reference loop's restarts cost in model work. The
-engine's runs count the value drafts it fed and took. At batch 1 every forward reads all the
+engine's runs count the tokens it fed on trial (drafts) and kept, and the drafted calls it took with
+their answers (calls). At batch 1 every forward reads all the
 weights, so (b) cannot beat its forwards times a bare one-token step: the benchmark times that step
 (eager and compiled) and reports the ceiling it puts on b/a.
 
@@ -112,10 +113,11 @@ def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, s
     def row(tokens, lookups, seconds, counts=(None, None), drafts=None):
         return {"tokens": tokens, "lookups": lookups, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1),
                 "lookups_per_second": round(lookups / seconds, 2), "forwards": counts[0], "positions": counts[1],
-                "drafts_taken": None if drafts is None else f"{drafts['drafted'] - drafts['rejected']}/{drafts['drafted']}"}
+                "drafts_taken": None if drafts is None else f"{drafts['drafted'] - drafts['rejected']}/{drafts['drafted']}",
+                "drafted_calls_taken": None if drafts is None else drafts["calls"]}
 
     def engine_row(engine, batch, counted=True):
-        engine.draft_stats = {"drafted": 0, "rejected": 0}
+        engine.draft_stats = dict.fromkeys(engine.draft_stats, 0)
         out, seconds = timed(lambda: [r for s in range(0, len(prompts[:single] if batch == 1 else prompts), batch)
                                       for r in engine.generate(prompts[s : s + batch], cfg)], REPEATS)
         engine.draft_stats = {k: v // REPEATS for k, v in engine.draft_stats.items()}
@@ -226,11 +228,12 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=1))
     for name, model in report["models"].items():
         print(f"\n{name} ({model['parameters']:,} parameters)")
-        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}{'forwards':>10}{'positions':>11}{'drafts taken':>14}")
+        print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}{'forwards':>10}{'positions':>11}{'drafts taken':>14}"
+              f"{'calls':>7}")
         dash = lambda v: "-" if v is None else v  # noqa: E731
         for run, r in model["runs"].items():
             print(f"{run:<36}{r['tokens']:>8}{r['lookups']:>9}{r['tokens_per_second']:>10}{r['lookups_per_second']:>11}"
-                  f"{dash(r['forwards']):>10}{dash(r['positions']):>11}{dash(r['drafts_taken']):>14}")
+                  f"{dash(r['forwards']):>10}{dash(r['positions']):>11}{dash(r['drafts_taken']):>14}{dash(r['drafted_calls_taken']):>7}")
         print(f"b/a {model['b_over_a']}  c/a {model['c_over_a']}  c/d {model['c_over_d']}   compiled: b/a {model['b_over_a_compiled']}  "
               f"c/a {model['c_over_a_compiled']}  c/d {model['c_over_d_compiled']}  (warm-up {model['compile_warmup_seconds']} s)")
         print(f"without the n-gram table: b/a {model['b_over_a_without_table']} eager, {model['b_over_a_without_table_compiled']} compiled")

@@ -124,7 +124,7 @@ def test_value_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb):
     engine, cfg = LookupEngine(model, tokenizer, kb), GenerationConfig(max_new_tokens=40)
     prompts = (PROMPTS * 3)[:16]
     plain = [r.token_ids for r in engine.generate(prompts, replace(cfg, draft_values=False, ngram_drafts=False))]
-    assert engine.draft_stats == {"drafted": 0, "rejected": 0}
+    assert engine.draft_stats == {"drafted": 0, "rejected": 0, "calls": 0}
     values_only = replace(cfg, ngram_drafts=False)
     assert [r.token_ids for r in engine.generate(prompts, values_only)] == plain
     assert [engine.generate([p], values_only)[0].token_ids for p in prompts] == plain
@@ -163,7 +163,7 @@ def test_draft_model_changes_the_speed_not_the_tokens(model, tokenizer, kb, draf
         for prompts in (PROMPTS, _openings(world)[-20:]):
             plain = [r.token_ids for r in plain_engine.generate(prompts, cfg)]
             assert [r.token_ids for r in engine.generate(prompts[:8], cfg)] == plain[:8]
-            engine.draft_stats = {"drafted": 0, "rejected": 0}
+            engine.draft_stats = dict.fromkeys(engine.draft_stats, 0)
             assert [engine.generate([p], cfg)[0].token_ids for p in prompts] == plain
         assert engine.draft_stats["rejected"] > 0  # the masking path ran, in both caches
         taken[name] = 1 - engine.draft_stats["rejected"] / engine.draft_stats["drafted"]  # of the held-out openings
@@ -178,21 +178,31 @@ def ngrams(tokenizer, world):
 
 
 def test_ngram_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb, ngrams, world):
-    """Drafts from a row's own text and from the training text's n-gram table: taken or masked out, the
-    tokens are those of decoding without them, one prompt at a time and in a batch. The table's drafts
-    save forwards on openings like those the model was trained on."""
+    """Drafts from a row's own text and from the training text's n-gram table, calls with their answers
+    among them: taken or masked out, the tokens, lookups and streamed tokens are those of decoding without
+    them, one prompt at a time and in a batch. The table's drafts save forwards on openings like those the
+    model was trained on."""
     cfg, prompts = GenerationConfig(max_new_tokens=40), _openings(world)[-20:]
     plain = LookupEngine(model, tokenizer, kb)
-    expected = [r.token_ids for r in plain.generate(prompts, replace(cfg, ngram_drafts=False))]
-    assert [plain.generate([p], cfg)[0].token_ids for p in prompts] == expected  # own text only
+
+    def run(engine, prompts, cfg):  # what a caller sees: tokens, lookups, and the stream
+        streamed = []
+        results = engine.generate(prompts, cfg, on_token=lambda *token: streamed.append(token))
+        return [(r.token_ids, [p.to_dict() for p in r.lookups]) for r in results], streamed
+
+    expected = [run(plain, [p], replace(cfg, ngram_drafts=False)) for p in prompts]
+    assert [run(plain, [p], cfg) for p in prompts] == expected  # own text only
     forwards = []
     hook = model.register_forward_pre_hook(lambda *_: forwards.append(1))
     engine = LookupEngine(model, tokenizer, kb, ngrams=ngrams)
-    assert [engine.generate([p], cfg)[0].token_ids for p in prompts] == expected
+    assert [run(engine, [p], cfg) for p in prompts] == expected
     with_table = len(forwards)
+    expected = [e[0][0][0] for e in expected]
     assert [plain.generate([p], replace(cfg, ngram_drafts=False))[0].token_ids for p in prompts] == expected
     hook.remove()
     assert engine.draft_stats["rejected"] > 0  # the masking path ran
+    if model.config.model_type == "llama":  # the briefly trained GPT-2 rarely writes a whole call
+        assert engine.draft_stats["calls"] > 0  # drafted calls were taken with their answers
     assert with_table < 0.8 * (len(forwards) - with_table), (with_table, len(forwards) - with_table)
     assert [r.token_ids for r in engine.generate(prompts[:8], cfg)] == expected[:8]
     sampled = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, seed=3)  # drafts sit out: same draws
@@ -248,18 +258,14 @@ def test_provenance_spans_and_clean_text(model, tokenizer, kb):
 
 
 def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb):
-    from lmlm.generate import _Row
-
     engine, tokens = LookupEngine(model, tokenizer, kb), LookupTokens(tokenizer)
     planted = [tokenizer.encode(text, add_special_tokens=False) for text in
                ("x<|db_relationship|> Birth Date<|db_return|>", "x <|db_entity|> Ada<|db_return|>", "<|db_return|>")]
     for fallback, expected in (("unknown", " unknown"), ("top1_anyway", " unknown"), ("abstain", "")):
-        rows = [_Row(ids) for ids in planted]
-        answers = engine._answer(rows, GenerationConfig(fallback=fallback))
-        for row, (ids, draft) in zip(rows, answers):
-            assert ids[-1] == tokens.end and tokenizer.decode(ids[:-1]) == expected
-            assert draft == []  # a fallback's "unknown" is not drafted as the text that follows
-            assert row.stop_after_call == (fallback == "abstain") and row.lookups[-1].tier == "none"
+        for answer in engine._answer(planted, GenerationConfig(fallback=fallback)):
+            assert answer.forced[-1] == tokens.end and tokenizer.decode(answer.forced[:-1]) == expected
+            assert answer.repeat == []  # a fallback's "unknown" is not drafted as the text that follows
+            assert answer.abstains == (fallback == "abstain") and answer.tier == "none"
     # and through generate: biases that make the model write stray lookup tokens; nothing may crash
     for fallback in ("unknown", "abstain", "top1_anyway"):
         engine.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))
@@ -311,7 +317,11 @@ def test_bad_input(model, tokenizer, kb, tmp_path):
     plain.save_pretrained(tmp_path / "bare")
     with pytest.raises(LmlmError, match="no single token for <\\|db_entity\\|>"):
         LMLM.from_pretrained(tmp_path / "bare")
-    assert isinstance(LMLM.from_pretrained(tmp_path / "bare", use_lookups=False).generate("just", use_lookups=False, max_new_tokens=3).text, str)
+    result = LMLM.from_pretrained(tmp_path / "bare", use_lookups=False).generate("just some", use_lookups=False, max_new_tokens=6,
+                                                                                 repetition_penalty=1.0)
+    ids = torch.tensor([plain.encode("just some")])
+    hf = bare.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, pad_token_id=plain.pad_token_id)
+    assert result.token_ids == hf[0, ids.shape[1] :].tolist()  # no bias or ban on tokens it does not have
 
 
 def test_reference_compatible_quick_start(model, tokenizer, shared, tmp_path):

@@ -30,6 +30,25 @@ def test_a_text_without_repeats_is_proposed_back(text, start, count, longest):
     assert table.propose(text[:start], count) == text[start : start + count]
 
 
+E, R, RET = 100, 101, 102  # <|db_entity|>, <|db_relationship|>, <|db_return|>
+CALLS = [[1, 2, E, 7, 8, R, 20, 21, RET, 30],  # "born in <|db_entity|> NAME<|db_relationship|> Birth City<|db_return|> VALUE"
+         [3, 1, 2, E, 9, R, 20, 21, RET, 31],
+         [5, 6, E, 9, R, 22, RET, 32],  # "works for ..." -> Employer
+         [5, 6, E, 7, 8, R, 22, RET, 33]]
+
+
+def test_a_relation_follows_the_words_before_its_call(tmp_path):
+    """Inside a call's relation the table reads the words before the call, not the entity's name."""
+    table = NgramTable.from_token_ids(CALLS, longest=3, min_share=0.6, calls=(E, R, RET))
+    assert table.propose([4, 1, 2, E, 55, 56, R], 4) == [20, 21, RET]  # a name never seen
+    assert table.propose([5, 6, E, 57, R], 4) == [22, RET]
+    assert table.propose([1, 2, E, 55, 56, R, 20, 21, RET, 40, 5, 6, E, 58, R], 2) == [22, RET]  # the last call counts
+    assert table.propose([1, 2, E, 55, 56], 2) == []  # the entity itself is read as text: never seen
+    assert NgramTable.from_token_ids(CALLS, longest=3, min_share=0.6).propose([4, 1, 2, E, 55, 56, R], 4) == []
+    loaded = NgramTable.load(table.save(tmp_path / "t.json"))
+    assert loaded.calls == (E, R, RET) and loaded.propose([5, 6, E, 57, R], 4) == [22, RET]
+
+
 def test_counts_stop_at_max_tokens():
     table = NgramTable.from_token_ids(TEXT, longest=2, max_tokens=5)
     assert (7,) not in table.next_token and (4,) in table.next_token

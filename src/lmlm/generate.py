@@ -131,7 +131,8 @@ def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch
     scores = scores + _lookup_biases(scores.shape[-1], tokens.entity, (tokens.relationship, tokens.ret, tokens.end),
                                      cfg.entity_bias, cfg.lookup_bias, scores.device)
     # a column is a view, so each ban is one in-place op: at batch 1 the engine's time goes to ops like these
-    scores[:, tokens.entity].masked_fill_((lookups_done >= cfg.max_lookups) | (not cfg.use_lookups), float("-inf"))
+    if tokens.entity is not None:  # a tokenizer without lookup tokens runs with lookups off
+        scores[:, tokens.entity].masked_fill_((lookups_done >= cfg.max_lookups) | (not cfg.use_lookups), float("-inf"))
     if cfg.min_new_tokens and new_tokens is not None:
         scores[:, tokens.eos].masked_fill_(new_tokens < cfg.min_new_tokens, float("-inf"))
     return scores
@@ -139,9 +140,11 @@ def process_logits(scores: torch.Tensor, seen: torch.Tensor, lookups_done: torch
 
 @functools.lru_cache(maxsize=16)
 def _lookup_biases(vocab: int, entity: int, others: tuple[int, ...], entity_bias: float, lookup_bias: float, device) -> torch.Tensor:
-    """The logit bias on the lookup tokens, one row to add to every row of scores."""
+    """The logit bias on the lookup tokens (those the tokenizer has), one row to add to every row of scores."""
     bias = torch.zeros(vocab, device=device)
-    bias[entity], bias[list(others)] = entity_bias, lookup_bias
+    for token, value in ((entity, entity_bias), *((t, lookup_bias) for t in others)):
+        if token is not None:
+            bias[token] = value
     return bias
 
 
@@ -262,6 +265,21 @@ class _Track:
 
 
 @dataclass
+class _Answer:
+    """The knowledge base's answer to one call, to force into a row."""
+    entity: str
+    relation: str
+    value: str
+    triplet_id: int | None
+    score: float
+    tier: str
+    start: int  # the index of the call's <|db_entity|> in the row's tokens
+    forced: list[int]  # " VALUE" and <|db_end|> (only <|db_end|> for an abstention)
+    repeat: list[int]  # the draft of the value's repeat after <|db_end|> (none for "unknown" or an abstention)
+    abstains: bool  # the row closes its call and stops
+
+
+@dataclass
 class _Row:
     prompt: list[int]
     generated: list[int] = field(default_factory=list)
@@ -269,8 +287,9 @@ class _Row:
     queue: list[int] = field(default_factory=list)  # generated or forced tokens not yet fed to the model
     # the end of the queue, fed on trial: the value's repeat, or a draft model's or an n-gram's proposal
     draft: list[int] = field(default_factory=list)
+    # a call the draft closes: the index of its <|db_return|> in the draft, and the answer that follows it there
+    draft_call: tuple[int, _Answer] | None = None
     done: bool = False
-    stop_after_call: bool = False  # an abstaining row closes its call with <|db_end|> and stops
 
     @property
     def tokens(self) -> list[int]:
@@ -345,7 +364,9 @@ class LookupEngine:
         if ngrams is not None and ngrams.max_token_id >= self.vocab:
             raise LmlmError(f"the n-gram table has token id {ngrams.max_token_id}, the model {self.vocab} tokens: "
                             "it was built with another tokenizer")
-        self.draft_stats = {"drafted": 0, "rejected": 0}  # drafted tokens (value repeats, draft model, n-grams) since the engine was made
+        # since the engine was made: tokens fed on trial (value repeats, proposals, drafted calls' answers), those
+        # masked out again, and drafted calls that were taken (answered in the forward that verified them)
+        self.draft_stats = {"drafted": 0, "rejected": 0, "calls": 0}
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
     @property
@@ -401,7 +422,7 @@ class LookupEngine:
             if drafter:
                 drafter.settle(active, [len(rows[i].draft) - rejected.get(b, 0) if i in proposed else 0 for b, i in enumerate(active)])
             for _, i in ready:
-                rows[i].queue, rows[i].draft = [rows[i].generated[-1]], []
+                rows[i].queue, rows[i].draft, rows[i].draft_call = [rows[i].generated[-1]], [], None
             wide = len(active) <= WIDE_STEP_MAX_ROWS
             asking = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and cfg.use_lookups]
             if asking:  # the answers enter the cache right after <|db_return|>
@@ -421,6 +442,7 @@ class LookupEngine:
                 proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg)
             elif drafting and cfg.ngram_drafts and not cfg.do_sample:
                 self._propose_ngrams(rows, active, stops, cfg)
+                self._draft_answers(rows, active, cfg)
             feeds = [rows[i].queue[: None if wide else 1] for i in active]  # the whole queue, or one token
             for i, fed in zip(active, feeds):
                 rows[i].queue = rows[i].queue[len(fed) :]
@@ -440,85 +462,117 @@ class LookupEngine:
 
     def _propose_ngrams(self, rows: list[_Row], active: list[int], stops, cfg: GenerationConfig):
         """Each row without a draft drafts from its own text, where its last tokens occurred before (names
-        recur in LMLM text, in calls and out), or else from the n-gram table of the training text."""
+        recur in LMLM text, in calls and out), up to a call's <|db_relationship|>: the relation follows from
+        the words before the call, which the n-gram table of the training text reads. The table drafts the
+        rest, and a call's closing <|db_return|> (``_draft_answers`` adds its answer)."""
         for i in active:
             row = rows[i]
             if not row.draft:
-                proposal = repeated_ngram(row.tokens, cfg.draft_tokens)
-                if not proposal and self.ngrams:
-                    proposal = self.ngrams.propose(row.tokens, cfg.draft_tokens)
+                ids = row.tokens
+                # a lone <|db_entity|> says what follows it: the entity of the row's last call
+                proposal = repeated_ngram(ids, cfg.draft_tokens, shortest=1 if ids[-1] == self.tokens.entity else 2)
+                if self.tokens.relationship in proposal:
+                    proposal = proposal[: proposal.index(self.tokens.relationship) + 1]
+                if self.ngrams and len(proposal) < cfg.draft_tokens:
+                    proposal += self.ngrams.propose(ids + proposal, cfg.draft_tokens - len(proposal))
                 row.draft = cut_proposal(proposal, stops, self.tokens.ret)[: cfg.max_new_tokens - len(row.generated) - 1]
                 row.queue += row.draft
+
+    def _draft_answers(self, rows: list[_Row], active: list[int], cfg: GenerationConfig):
+        """A draft that closes a call with <|db_return|> is looked up now, and its answer (and the draft of the
+        value's repeat) joins the draft: if the model takes the call, the answer is in the cache in the same
+        forward, a forward sooner than when the model's own <|db_return|> is answered."""
+        asking = [i for i in active if rows[i].draft[-1:] == [self.tokens.ret]] if cfg.use_lookups else []
+        calls = [rows[i].tokens + rows[i].draft for i in asking]
+        for i, answer in zip(asking, self._answer(calls, cfg) if asking else []):
+            row = rows[i]
+            room = cfg.max_new_tokens - len(row.generated) - len(row.draft) - 1  # the model's own next token comes after
+            if len(answer.forced) <= room:
+                extra = answer.forced + (answer.repeat if cfg.draft_values else [])[: room - len(answer.forced)]
+                row.draft_call = (len(row.draft) - 1, answer)
+            else:  # the call stays to be answered once the model writes it (the answer would be cut short)
+                row.draft, row.queue, extra = row.draft[:-1], row.queue[:-1], []
+            row.draft += extra
+            row.queue += extra
 
     def _force(self, rows: list[_Row], asking: list[int], cfg: GenerationConfig, wide: bool, seen, lookups_done, on_token):
         """Look up the calls the ``asking`` rows just closed; queue each answer (and, when steps are wide and
         decoding is greedy, the draft of its repeat) to be fed."""
-        for i, (forced, draft) in zip(asking, self._answer([rows[i] for i in asking], cfg)):
+        for i, answer in zip(asking, self._answer([rows[i].tokens for i in asking], cfg)):
             row = rows[i]
-            lookups_done[i] += 1
-            forced = forced[: cfg.max_new_tokens - len(row.generated)]
-            row.generated += forced
-            seen[i, forced] = True
-            for token in forced:
-                if on_token:
-                    on_token(i, token, True)
-            row.done = row.stop_after_call or len(row.generated) >= cfg.max_new_tokens
+            forced = self._apply(i, row, answer, cfg, seen, lookups_done, on_token)
             room = cfg.max_new_tokens - len(row.generated) - 1  # the model's own next token comes after the draft
             if wide and cfg.draft_values and not cfg.do_sample and not row.done and room > 0:
-                row.draft = draft[:room]
+                row.draft = answer.repeat[:room]
             row.queue += forced + row.draft
 
+    def _apply(self, i: int, row: _Row, answer: _Answer, cfg: GenerationConfig, seen, lookups_done, on_token) -> list[int]:
+        """Force an answer into row ``i``'s tokens and record its provenance; returns the tokens forced."""
+        lookups_done[i] += 1
+        span = (max(answer.start - len(row.prompt), 0), len(row.generated) + len(answer.forced))  # past the end when cut short
+        forced = answer.forced[: cfg.max_new_tokens - len(row.generated)]
+        row.generated += forced
+        seen[i, forced] = True
+        for token in forced:
+            if on_token:
+                on_token(i, token, True)
+        row.lookups.append(Provenance(answer.entity, answer.relation, answer.value, answer.triplet_id, answer.score, answer.tier, span))
+        row.done = answer.abstains or len(row.generated) >= cfg.max_new_tokens
+        return forced
+
     def _take(self, logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token) -> dict[int, int]:
-        """Append a new token to each ready (batch index, row): its drafted tokens while they are what it
-        chooses, then its own next token. ``logits`` are the last positions of the step, right-aligned.
-        Returns {batch index: how many drafted tokens were not taken}."""
+        """Append new tokens to each ready (batch index, row): its drafted tokens while they are what it
+        chooses (with a drafted call's answer once it chooses the call's <|db_return|>), then its own next
+        token. ``logits`` are the last positions of the step, right-aligned. Returns {batch index: how many
+        drafted tokens were not taken}."""
         playing, rejected = ready, {}
-        for j in range(logits.shape[1]):
-            if not playing:
-                break
+        cursor = {i: 0 for _, i in ready}  # by row: the draft position its next choice is checked against
+        while playing:
             batch, ids = [b for b, _ in playing], [i for _, i in playing]
-            at = [logits.shape[1] - 1 - len(rows[i].draft) + j for i in ids]  # a draft's first guess sits on <|db_end|>
+            at = [logits.shape[1] - 1 - len(rows[i].draft) + cursor[i] for i in ids]  # a draft's first guess sits on <|db_end|>
             new_tokens = torch.tensor([len(rows[i].generated) for i in ids], device=logits.device)
             scores = process_logits(logits[batch, at], seen[ids], lookups_done[ids], self.tokens, cfg, new_tokens)
             still = []
             for b, i, token in zip(batch, ids, choose(scores, cfg, generator).tolist()):
-                row = rows[i]
+                row, j = rows[i], cursor[i]
                 row.generated.append(token)
                 seen[i, token] = True
                 if on_token:
                     on_token(i, token, False)
                 row.done = token in stops or len(row.generated) >= cfg.max_new_tokens
                 if j < len(row.draft) and not row.done:
-                    if token == row.draft[j]:
-                        still.append((b, i))
-                    else:
+                    if token != row.draft[j]:
                         rejected[b] = len(row.draft) - j
+                        continue
+                    cursor[i] += 1
+                    if row.draft_call and row.draft_call[0] == j:  # the drafted call is taken: so is its answer
+                        cursor[i] += len(self._apply(i, row, row.draft_call[1], cfg, seen, lookups_done, on_token))
+                        self.draft_stats["calls"] += 1
+                    if not row.done:
+                        still.append((b, i))
             playing = still
         self.draft_stats["drafted"] += sum(len(rows[i].draft) for _, i in ready)
         self.draft_stats["rejected"] += sum(rejected.values())
         return rejected
 
-    def _answer(self, rows: list[_Row], cfg: GenerationConfig) -> list[tuple[list[int], list[int]]]:
-        """Read each row's query from its own ids, look all of them up at once. For each: the tokens to
-        force, and the draft of the value's repeat (none for "unknown" or an abstention)."""
-        queries = [query_of(r.tokens, self.tokens, self.tokenizer) for r in rows]
+    def _answer(self, calls: list[list[int]], cfg: GenerationConfig) -> list[_Answer]:
+        """Read the query of each call (token ids that end with its <|db_return|>), look all of them up at once."""
+        queries = [query_of(ids, self.tokens, self.tokenizer) for ids in calls]
         results = self.kb.lookup_many([(q[0], q[1]) for q in queries], mode=cfg.lookup_mode)
         answers = []
-        for row, (entity, relation, start), result in zip(rows, queries, results):
-            value, triplet, tier = result.value, result.triplet, result.tier
+        for (entity, relation, start), result in zip(queries, results):
+            value, triplet, tier, abstains = result.value, result.triplet, result.tier, False
             if value is None:
                 if cfg.fallback == "top1_anyway" and result.nearest is not None:
                     value, triplet, tier = result.nearest.value, result.nearest, "nearest"
                 elif cfg.fallback == "abstain":
-                    value, row.stop_after_call = "", True
+                    value, abstains = "", True
                 else:
                     value = "unknown"
             value_ids = self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []
-            forced = value_ids + [self.tokens.end]
-            span = (max(start - len(row.prompt), 0), len(row.generated) + len(forced))
-            row.lookups.append(Provenance(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, span))
             found = triplet is not None and not set(value_ids) & self.tokens.calls
-            answers.append((forced, value_ids if found else []))
+            answers.append(_Answer(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, start,
+                                   forced=value_ids + [self.tokens.end], repeat=value_ids if found else [], abstains=abstains))
         return answers
 
     def _result(self, row: _Row) -> GenerationResult:
@@ -545,15 +599,9 @@ def repeated_ngram(ids: list[int], count: int, longest: int = 3, shortest: int =
 
 
 def cut_proposal(proposal: list[int], stops: set[int], ret: int) -> list[int]:
-    """A draft ends after a stop token and before <|db_return|> (the lookup's answer must come first)."""
-    out = []
-    for t in proposal:
-        if t == ret:
-            break
-        out.append(t)
-        if t in stops:
-            break
-    return out
+    """A draft ends after a stop token, or after <|db_return|>: the call's answer comes next."""
+    end = next((k for k, t in enumerate(proposal) if t in stops or t == ret), len(proposal) - 1)
+    return proposal[: end + 1]
 
 
 def _inside_call(prompt: list[int], tokens: LookupTokens) -> bool:
