@@ -18,7 +18,9 @@ tokens, and the model verifies them in its next forward. The proposals come from
 (what followed the last earlier occurrence of its last 2 or 3 tokens) or the n-gram table of the
 training text (``lmlm.ngrams``), which cost no forwards; or, when one is given, from a smaller LMLM
 with the same tokenizer, whose proposals agree with the model most of the time once ``lmlm.draft`` has
-fine-tuned it on the model's own output.
+fine-tuned it on the model's own output. A proposal that closes a call with <|db_return|> is looked up
+at once, and the answer (and its repeat) joins the draft: when the model takes the call, its answer
+is already in the cache, a forward sooner.
 
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
@@ -312,8 +314,8 @@ class _Drafter:
 
     def propose(self, rows: list[_Row], active: list[int], count: int, stops: set[int], seen, lookups_done, tokens: LookupTokens,
                 cfg: GenerationConfig) -> list[list[int]]:
-        """Up to ``count`` greedy tokens after each active row: cut after a stop token and before
-        <|db_return|>, as the lookup must come first."""
+        """Up to ``count`` greedy tokens after each active row: cut after a stop token or <|db_return|>
+        (the call's answer comes next)."""
         feeds = [rows[i].tokens[self.fed[i] :] for i in active]
         logits = self.track.step(feeds)
         for i, fed in zip(active, feeds):
@@ -327,11 +329,8 @@ class _Drafter:
             seen[torch.arange(len(active)), chosen] = True
             chosen = chosen.tolist()
             for b in list(open_):
-                if chosen[b] == tokens.ret:
-                    open_.remove(b)
-                    continue
                 proposals[b].append(chosen[b])
-                if chosen[b] in stops:
+                if chosen[b] in stops or chosen[b] == tokens.ret:
                     open_.remove(b)
             if not open_ or s == count - 1:
                 break
@@ -442,6 +441,7 @@ class LookupEngine:
                 proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg)
             elif drafting and cfg.ngram_drafts and not cfg.do_sample:
                 self._propose_ngrams(rows, active, stops, cfg)
+            if drafting:
                 self._draft_answers(rows, active, cfg)
             feeds = [rows[i].queue[: None if wide else 1] for i in active]  # the whole queue, or one token
             for i, fed in zip(active, feeds):
