@@ -11,12 +11,14 @@
   (b_draft) the engine at batch 1 with a draft model, for small: tiny, fine-tuned on small's output for
            other prompts (lmlm.draft; the time it takes is reported apart), eager and compiled; and,
            eager, tiny as trained (b_undistilled_draft), to show what the distillation buys
-Each run is timed three times; the median counts. The eager runs also count the model's forwards
-and the token positions they computed: what the reference loop's restarts cost in model work. The
-engine's runs count the tokens it fed on trial (drafts) and kept, and the drafted calls it took with
-their answers (calls). At batch 1 every forward reads all the
-weights, so (b) cannot beat its forwards times a bare one-token step: the benchmark times that step
-(eager and compiled) and reports the ceiling it puts on b/a.
+Each run is timed three times, in turns with the runs it is compared with (a, d, b, ..., a, d, b, ...),
+so that a drift in the machine's speed hits them alike; the median counts. The compiled runs take
+their turns with a second timing of a and d (``*_beside_compiled``), which their ratios use. The
+eager runs also count the model's forwards and the token positions they computed: what the reference
+loop's restarts cost in model work. The engine's runs count the tokens it fed on trial (drafts) and
+kept, and the drafted calls it took with their answers (calls). At batch 1 every forward reads all
+the weights, so (b) cannot beat its forwards times a bare one-token step: the benchmark times that
+step (eager and compiled) and reports the ceiling it puts on b/a.
 
 Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
 ``tiny`` and ``small`` (about 30M parameters, a shape a user would run; 250 steps, about 8 minutes,
@@ -38,6 +40,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -60,14 +64,25 @@ REPO = Path(__file__).resolve().parents[1]
 REPEATS = 3  # every run is timed this many times; the median counts (a run of a second is at the mercy of the machine)
 
 
-def timed(fn, repeats: int = 1):
-    """(the output, the median of the seconds over ``repeats`` runs)."""
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        seconds.append(time.perf_counter() - start)
-    return out, statistics.median(seconds)
+def timed(fn):
+    """(the output, the seconds it took)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def in_turns(runs: dict[str, Callable], counter: ForwardCounter | None = None) -> dict[str, tuple]:
+    """Every run REPEATS times, in turns (a, b, c, a, b, c, ...), so that a drift in the machine's speed hits
+    the runs that are compared alike. {name: (output, median seconds, (forwards, positions) of one run)}."""
+    seconds, outputs, counts = defaultdict(list), {}, {}
+    for _ in range(REPEATS):
+        for name, fn in runs.items():
+            if counter:
+                counter.take()
+            outputs[name], took = timed(fn)
+            seconds[name].append(took)
+            counts[name] = counter.take() if counter else (None, None)
+    return {name: (outputs[name], statistics.median(seconds[name]), counts[name]) for name in runs}
 
 
 class ForwardCounter:
@@ -82,8 +97,8 @@ class ForwardCounter:
         self.positions += (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).numel()
 
     def take(self) -> tuple[int, int]:
-        """Forwards and positions per run since the last take."""
-        counts, self.forwards, self.positions = (self.forwards // REPEATS, self.positions // REPEATS), 0, 0
+        """Forwards and positions since the last take."""
+        counts, self.forwards, self.positions = (self.forwards, self.positions), 0, 0
         return counts
 
 
@@ -101,39 +116,14 @@ def one_token_step_seconds(engine, ids: list[int], repeats: int = 40) -> float:
 
 
 def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, single: int, draft=None, undistilled=None) -> tuple[dict, dict]:
+    """The eager runs in turns (forwards counted), then the compiled runs in turns with a second timing of
+    a and d, which the compiled ratios use."""
     tokens = LookupTokens(tokenizer)
-    engine, without_table = LookupEngine(model, tokenizer, kb, ngrams=ngrams), LookupEngine(model, tokenizer, kb)
     cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens)  # every run makes the same number of tokens
     ref_cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, lookup_mode="reference")
-    engine.generate(prompts[:2], cfg)  # warm up (encoder, indexes)
-    reference_loop(model, tokenizer, kb, prompts[0], ref_cfg)
-    rows = {}
-    counter = ForwardCounter(model)
 
-    def row(tokens, lookups, seconds, counts=(None, None), drafts=None):
-        return {"tokens": tokens, "lookups": lookups, "seconds": round(seconds, 2), "tokens_per_second": round(tokens / seconds, 1),
-                "lookups_per_second": round(lookups / seconds, 2), "forwards": counts[0], "positions": counts[1],
-                "drafts_taken": None if drafts is None else f"{drafts['drafted'] - drafts['rejected']}/{drafts['drafted']}",
-                "drafted_calls_taken": None if drafts is None else drafts["calls"]}
-
-    def engine_row(engine, batch, counted=True):
-        engine.draft_stats = dict.fromkeys(engine.draft_stats, 0)
-        out, seconds = timed(lambda: [r for s in range(0, len(prompts[:single] if batch == 1 else prompts), batch)
-                                      for r in engine.generate(prompts[s : s + batch], cfg)], REPEATS)
-        engine.draft_stats = {k: v // REPEATS for k, v in engine.draft_stats.items()}
-        counts = counter.take() if counted else (None, None)
-        return row(sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out), seconds, counts, engine.draft_stats)
-
-    out, seconds = timed(lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]], REPEATS)
-    rows["a_reference_loop_batch1"] = row(sum(map(len, out)), sum(o.count(tokens.ret) for o in out), seconds, counter.take())
-    rows["b_engine_batch1"] = engine_row(engine, 1)
-    rows["b_engine_batch1_without_table"] = engine_row(without_table, 1)
-    rows["c_engine_batch32"] = engine_row(engine, 32)
-    for name, proposer in (("draft", draft), ("undistilled_draft", undistilled)):
-        if proposer is not None:
-            drafting = LookupEngine(model, tokenizer, kb, draft_model=proposer)
-            drafting.generate(prompts[:2], cfg)
-            rows[f"b_engine_batch1_{name}"] = engine_row(drafting, 1)
+    def engine_run(engine, batch):
+        return lambda: [r for s in range(0, len(prompts[:single] if batch == 1 else prompts), batch) for r in engine.generate(prompts[s : s + batch], cfg)]
 
     def hf_batches():
         tokenizer.padding_side = "left"
@@ -144,26 +134,58 @@ def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, s
             produced += int((ids[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
         return produced
 
-    produced, seconds = timed(hf_batches, REPEATS)
-    rows["d_hf_generate_batch32_no_lookups"] = row(produced, 0, seconds, counter.take())
+    def rows_of(timings: dict, engines: dict, suffix: str = "") -> dict:
+        rows = {}
+        for name, (out, seconds, counts) in timings.items():
+            if name in engines:
+                drafts = {k: v // REPEATS for k, v in engines[name][0].draft_stats.items()}
+                made, lookups = sum(len(r.token_ids) for r in out), sum(len(r.lookups) for r in out)
+            else:
+                drafts, made = None, out if name.startswith("d_") else sum(map(len, out))
+                lookups = 0 if name.startswith("d_") else sum(o.count(tokens.ret) for o in out)
+            rows[name + (suffix if name not in engines else "")] = {
+                "tokens": made, "lookups": lookups, "seconds": round(seconds, 2), "tokens_per_second": round(made / seconds, 1),
+                "lookups_per_second": round(lookups / seconds, 2), "forwards": counts[0], "positions": counts[1],
+                "drafts_taken": None if drafts is None else f"{drafts['drafted'] - drafts['rejected']}/{drafts['drafted']}",
+                "drafted_calls_taken": None if drafts is None else drafts["calls"]}
+        return rows
+
+    baselines = {"a_reference_loop_batch1": lambda: [reference_loop(model, tokenizer, kb, p, ref_cfg) for p in prompts[:single]],
+                 "d_hf_generate_batch32_no_lookups": hf_batches}
+    engines = {"b_engine_batch1": (LookupEngine(model, tokenizer, kb, ngrams=ngrams), 1),
+               "b_engine_batch1_without_table": (LookupEngine(model, tokenizer, kb), 1),
+               "c_engine_batch32": (LookupEngine(model, tokenizer, kb, ngrams=ngrams), 32)}
+    for name, proposer in (("draft", draft), ("undistilled_draft", undistilled)):
+        if proposer is not None:
+            engines[f"b_engine_batch1_{name}"] = (LookupEngine(model, tokenizer, kb, draft_model=proposer), 1)
+    for engine, _ in engines.values():
+        engine.generate(prompts[:2], cfg)  # warm up (encoder, indexes, the draft model)
+        engine.draft_stats = dict.fromkeys(engine.draft_stats, 0)
+    reference_loop(model, tokenizer, kb, prompts[0], ref_cfg)
+    counter = ForwardCounter(model)
+    rows = rows_of(in_turns({**baselines, **{n: engine_run(e, b) for n, (e, b) in engines.items()}}, counter), engines)
     counter.handle.remove()  # a hook would be traced into the compiled graph
 
     torch._dynamo.reset()  # each model starts from a clean compile cache, as in a fresh process
-    compiled = LookupEngine(model, tokenizer, kb, compile=True, ngrams=ngrams)
-    _, warmup = timed(lambda: (compiled.generate(prompts[:1], cfg), compiled.generate(prompts[:32], cfg)))
-    rows["b_engine_batch1_compiled"] = engine_row(compiled, 1, counted=False)
-    rows["b_engine_batch1_without_table_compiled"] = engine_row(LookupEngine(model, tokenizer, kb, compile=True), 1, counted=False)
-    rows["c_engine_batch32_compiled"] = engine_row(compiled, 32, counted=False)
+    compiled = {"b_engine_batch1_compiled": (LookupEngine(model, tokenizer, kb, compile=True, ngrams=ngrams), 1),
+                "b_engine_batch1_without_table_compiled": (LookupEngine(model, tokenizer, kb, compile=True), 1),
+                "c_engine_batch32_compiled": (LookupEngine(model, tokenizer, kb, compile=True, ngrams=ngrams), 32)}
+    _, warmup = timed(lambda: (compiled["b_engine_batch1_compiled"][0].generate(prompts[:1], cfg),
+                               compiled["c_engine_batch32_compiled"][0].generate(prompts[:32], cfg)))
+    compiled["b_engine_batch1_without_table_compiled"][0].generate(prompts[:1], cfg)
     if draft is not None:
-        drafting = LookupEngine(model, tokenizer, kb, compile=True, draft_model=draft)
-        _, draft_warmup = timed(lambda: [drafting.generate([p], cfg) for p in prompts[:single]])  # the draft's graphs, verify widths
-        rows["b_engine_batch1_draft_compiled"] = engine_row(drafting, 1, counted=False)
+        drafting = compiled["b_engine_batch1_draft_compiled"] = (LookupEngine(model, tokenizer, kb, compile=True, draft_model=draft), 1)
+        _, draft_warmup = timed(engine_run(drafting[0], 1))  # the draft's graphs, verify widths
+    for engine, _ in compiled.values():
+        engine.draft_stats = dict.fromkeys(engine.draft_stats, 0)
+    rows |= rows_of(in_turns({**baselines, **{n: engine_run(e, b) for n, (e, b) in compiled.items()}}), compiled, "_beside_compiled")
     # b's floor: its forwards, each at least a bare one-token step (after the first prompt)
     context = tokenizer.encode(prompts[0])
-    step = {"eager": one_token_step_seconds(engine, context), "compiled": one_token_step_seconds(compiled, context)}
-    a_seconds, b_forwards = rows["a_reference_loop_batch1"]["seconds"], rows["b_engine_batch1"]["forwards"]
+    step = {"eager": one_token_step_seconds(engines["b_engine_batch1"][0], context),
+            "compiled": one_token_step_seconds(compiled["b_engine_batch1_compiled"][0], context)}
+    a_seconds = {"eager": rows["a_reference_loop_batch1"]["seconds"], "compiled": rows["a_reference_loop_batch1_beside_compiled"]["seconds"]}
     floor = {"compile_warmup_seconds": round(warmup, 2), **{f"one_token_step_ms_{k}": round(1000 * v, 2) for k, v in step.items()},
-             **{f"b_over_a_ceiling_{k}": round(a_seconds / (b_forwards * v), 2) for k, v in step.items()}}
+             **{f"b_over_a_ceiling_{k}": round(a_seconds[k] / (rows["b_engine_batch1"]["forwards"] * v), 2) for k, v in step.items()}}
     if draft is not None:
         floor["draft_compile_warmup_seconds"] = round(draft_warmup, 2)
     return rows, floor
@@ -210,12 +232,13 @@ def main() -> None:
             undistilled = trained["tiny"][1] if draft is not None else None
             rows, floor = measure(model, tokenizer, kb, ngrams, prompts, args.new_tokens, args.single, draft, undistilled)
             speed = {k: r["tokens_per_second"] for k, r in rows.items()}
-            a, d = speed["a_reference_loop_batch1"], speed["d_hf_generate_batch32_no_lookups"]
-            runs = (("b_over_a", "b_engine_batch1", a), ("c_over_a", "c_engine_batch32", a), ("c_over_d", "c_engine_batch32", d),
-                    ("b_over_a_without_table", "b_engine_batch1_without_table", a), ("b_over_a_draft", "b_engine_batch1_draft", a),
-                    ("b_over_a_undistilled_draft", "b_engine_batch1_undistilled_draft", a))
-            ratios = {f"{name}{suffix}": round(speed[f"{run}{suffix}"] / base, 2) for suffix in ("", "_compiled")
-                      for name, run, base in runs if f"{run}{suffix}" in speed}
+            ratios = {}
+            for suffix, beside in (("", ""), ("_compiled", "_beside_compiled")):  # each against a and d timed in the same turns
+                a, d = speed[f"a_reference_loop_batch1{beside}"], speed[f"d_hf_generate_batch32_no_lookups{beside}"]
+                runs = (("b_over_a", "b_engine_batch1", a), ("c_over_a", "c_engine_batch32", a), ("c_over_d", "c_engine_batch32", d),
+                        ("b_over_a_without_table", "b_engine_batch1_without_table", a), ("b_over_a_draft", "b_engine_batch1_draft", a),
+                        ("b_over_a_undistilled_draft", "b_engine_batch1_undistilled_draft", a))
+                ratios |= {f"{name}{suffix}": round(speed[f"{run}{suffix}"] / base, 2) for name, run, base in runs if f"{run}{suffix}" in speed}
             report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "train_steps": steps, "runs": rows,
                                         **floor, **ratios, **({"distill_seconds": round(distill_seconds, 1)} if draft is not None else {})}
     # d is eager HF generate(): c/d measures the cost of lookups only for the eager engine

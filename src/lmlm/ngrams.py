@@ -96,8 +96,8 @@ class NgramTable:
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], tokenizer, **options) -> NgramTable:
-        entity, relationship, ret, _ = tokenizer.convert_tokens_to_ids(list(markup.SPECIAL_TOKENS))
-        return cls.from_token_ids((tokenizer.encode(text) for text in texts), calls=(entity, relationship, ret), **options)
+        calls = tuple(tokenizer.convert_tokens_to_ids(list(markup.SPECIAL_TOKENS[:3])))  # <|db_entity|>, <|db_relationship|>, <|db_return|>
+        return cls.from_token_ids((tokenizer.encode(text) for text in texts), calls=None if None in calls else calls, **options)
 
     @property
     def max_token_id(self) -> int:
