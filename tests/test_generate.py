@@ -265,7 +265,7 @@ def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb)
         for answer in engine._answer(planted, GenerationConfig(fallback=fallback)):
             assert answer.forced[-1] == tokens.end and tokenizer.decode(answer.forced[:-1]) == expected
             assert answer.repeat == []  # a fallback's "unknown" is not drafted as the text that follows
-            assert answer.abstains == (fallback == "abstain") and answer.tier == "none"
+            assert answer.abstains == (fallback == "abstain") and answer.lookup.tier == "none"
     # and through generate: biases that make the model write stray lookup tokens; nothing may crash
     for fallback in ("unknown", "abstain", "top1_anyway"):
         engine.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))

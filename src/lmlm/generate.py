@@ -269,12 +269,7 @@ class _Track:
 @dataclass
 class _Answer:
     """The knowledge base's answer to one call, to force into a row."""
-    entity: str
-    relation: str
-    value: str
-    triplet_id: int | None
-    score: float
-    tier: str
+    lookup: Provenance  # its token span is set when the answer is forced
     start: int  # the index of the call's <|db_entity|> in the row's tokens
     forced: list[int]  # " VALUE" and <|db_end|> (only <|db_end|> for an abstention)
     repeat: list[int]  # the draft of the value's repeat after <|db_end|> (none for "unknown" or an abstention)
@@ -510,13 +505,13 @@ class LookupEngine:
         """Force an answer into row ``i``'s tokens and record its provenance; returns the tokens forced."""
         lookups_done[i] += 1
         span = (max(answer.start - len(row.prompt), 0), len(row.generated) + len(answer.forced))  # past the end when cut short
+        row.lookups.append(replace(answer.lookup, token_span=span))
         forced = answer.forced[: cfg.max_new_tokens - len(row.generated)]
         row.generated += forced
         seen[i, forced] = True
         for token in forced:
             if on_token:
                 on_token(i, token, True)
-        row.lookups.append(Provenance(answer.entity, answer.relation, answer.value, answer.triplet_id, answer.score, answer.tier, span))
         row.done = answer.abstains or len(row.generated) >= cfg.max_new_tokens
         return forced
 
@@ -571,8 +566,8 @@ class LookupEngine:
                     value = "unknown"
             value_ids = self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []
             found = triplet is not None and not set(value_ids) & self.tokens.calls
-            answers.append(_Answer(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, start,
-                                   forced=value_ids + [self.tokens.end], repeat=value_ids if found else [], abstains=abstains))
+            lookup = Provenance(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, (0, 0))
+            answers.append(_Answer(lookup, start, forced=value_ids + [self.tokens.end], repeat=value_ids if found else [], abstains=abstains))
         return answers
 
     def _result(self, row: _Row) -> GenerationResult:
