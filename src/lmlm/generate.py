@@ -482,11 +482,11 @@ class LookupEngine:
         for i, answer in zip(asking, self._answer(calls, cfg) if asking else []):
             row = rows[i]
             room = cfg.max_new_tokens - len(row.generated) - len(row.draft) - 1  # the model's own next token comes after
-            if len(answer.forced) <= room:
-                extra = answer.forced + (answer.repeat if cfg.draft_values else [])[: room - len(answer.forced)]
-                row.draft_call = (len(row.draft) - 1, answer)
-            else:  # the call stays to be answered once the model writes it (the answer would be cut short)
-                row.draft, row.queue, extra = row.draft[:-1], row.queue[:-1], []
+            if len(answer.forced) > room:  # the answer would be cut short: the call waits for the model's own <|db_return|>
+                row.draft, row.queue = row.draft[:-1], row.queue[:-1]
+                continue
+            extra = answer.forced + (answer.repeat if cfg.draft_values else [])[: room - len(answer.forced)]
+            row.draft_call = (len(row.draft) - 1, answer)
             row.draft += extra
             row.queue += extra
 
