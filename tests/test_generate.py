@@ -14,7 +14,7 @@ from lmlm import markup
 from lmlm.data import documents
 from lmlm.draft import chosen_labels, distill
 from lmlm.errors import LmlmError
-from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens, query_of, reference_loop, strip_calls
+from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens, _Row, query_of, reference_loop, strip_calls
 from lmlm.kb import SqliteKB
 from lmlm.models import TokenIds, build_model
 from lmlm.ngrams import NgramTable
@@ -207,6 +207,36 @@ def test_ngram_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb, ngra
     assert [r.token_ids for r in engine.generate(prompts[:8], cfg)] == expected[:8]
     sampled = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, seed=3)  # drafts sit out: same draws
     assert [r.token_ids for r in engine.generate(PROMPTS, sampled)] == [r.token_ids for r in plain.generate(PROMPTS, sampled)]
+
+
+def test_the_prompt_forward_verifies_the_first_draft(model, tokenizer, kb, ngrams, world):
+    """The first draft rides in the prompt's forward, so it costs no forward of its own."""
+    prompt = _openings(world)[-1]
+    ids = tokenizer.encode(prompt)
+    assert ngrams.propose(ids, 4)  # the table knows what follows an opening
+    widths = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    result = LookupEngine(model, tokenizer, kb, ngrams=ngrams).generate([prompt], GenerationConfig(max_new_tokens=12))[0]
+    hook.remove()
+    assert widths[0] > len(ids)
+    assert result.token_ids == LookupEngine(model, tokenizer, kb).generate([prompt], GenerationConfig(max_new_tokens=12, ngram_drafts=False))[0].token_ids
+
+
+def test_drafted_calls_are_answered_once_the_model_wrote_the_entity(model, tokenizer, kb):
+    """A drafted call is looked up at once only when its entity is the model's own text; a call whose
+    entity is drafted too loses its <|db_return|> and waits for the model's own."""
+    engine, cfg = LookupEngine(model, tokenizer, kb), GenerationConfig(max_new_tokens=40)
+    t = engine.tokens
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    prompt, name, relation = encode("She was born in"), encode(" Ada Ashby"), encode(" Birth City")
+    named = _Row(prompt + [t.entity] + name, draft=[t.relationship, *relation, t.ret])
+    unnamed = _Row(prompt, draft=[t.entity, *name, t.relationship, *relation, t.ret])
+    for row in (named, unnamed):
+        row.queue = list(row.draft)
+    engine._draft_answers([named, unnamed], [0, 1], cfg)
+    assert named.draft_call is not None and named.draft_call[0] == len(relation) + 1
+    assert named.draft[len(relation) + 2 :] == named.draft_call[1].forced + named.draft_call[1].repeat == named.queue[len(relation) + 2 :]
+    assert unnamed.draft_call is None and unnamed.draft == unnamed.queue == [t.entity, *name, t.relationship, *relation]
 
 
 def test_ngram_table_needs_the_same_tokenizer(model, tokenizer, kb):

@@ -14,13 +14,15 @@ no forwards of its own, and the output is unchanged (rejected drafts are masked 
 
 Other tokens are drafted the same way (speculative decoding): at batch 1 every forward reads all the
 weights, so drafts are how the engine makes fewer of them. Each row proposes its next ``draft_tokens``
-tokens, and the model verifies them in its next forward. The proposals come from the row's own text
-(what followed the last earlier occurrence of its last 2 or 3 tokens) or the n-gram table of the
-training text (``lmlm.ngrams``), which cost no forwards; or, when one is given, from a smaller LMLM
-with the same tokenizer, whose proposals agree with the model most of the time once ``lmlm.draft`` has
-fine-tuned it on the model's own output. A proposal that closes a call with <|db_return|> is looked up
-at once, and the answer (and its repeat) joins the draft: when the model takes the call, its answer
-is already in the cache, a forward sooner.
+tokens, and the model verifies them in its next forward (the first draft, in the prompt's forward).
+The proposals come from the row's own text (what followed the last earlier occurrence of its last 2 or
+3 tokens) or the n-gram table of the training text (``lmlm.ngrams``), which cost no forwards; or, when
+one is given, from a smaller LMLM with the same tokenizer, whose proposals agree with the model most of
+the time once ``lmlm.draft`` has fine-tuned it on the model's own output. A proposal that closes a call
+whose entity the model wrote is looked up at once, and the answer (and its repeat) joins the draft:
+when the model takes the call, its answer is already in the cache, a forward sooner. On this CPU a
+forward of up to 3 positions costs about what one of 1 does, and wider ones up to about twice as much
+(the matrix kernels change at 4 rows), so a draft earns its width only where it is likely to be taken.
 
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
@@ -405,9 +407,14 @@ class LookupEngine:
         drafter = self.drafter if self.drafter and not cfg.do_sample and cfg.draft_tokens > 0 else None
         if drafter:
             drafter.start(len(rows), capacity, self.tokens.pad, device)
-        proposed: set[int] = set()  # the rows whose draft in this step the draft model proposed
-        feeds = [r.prompt for r in rows]
+        for row in rows:
+            row.queue = list(row.prompt)  # fed whole in the first step, with a draft of what follows it
         while True:
+            wide = len(active) <= WIDE_STEP_MAX_ROWS
+            proposed = self._draft(drafter, rows, active, stops, seen, lookups_done, cfg) if wide else set()
+            feeds = [rows[i].queue[: None if wide or not rows[i].generated else 1] for i in active]  # the whole queue, or one token
+            for i, fed in zip(active, feeds):
+                rows[i].queue = rows[i].queue[len(fed) :]
             logits = track.step(feeds, keep=1 + max(len(rows[i].draft) for i in active))
             ready = [(b, i) for b, i in enumerate(active) if not rows[i].queue]  # busy rows still have forced tokens to feed
             rejected = self._take(logits, ready, rows, seen, lookups_done, stops, cfg, generator, on_token)
@@ -417,7 +424,6 @@ class LookupEngine:
                 drafter.settle(active, [len(rows[i].draft) - rejected.get(b, 0) if i in proposed else 0 for b, i in enumerate(active)])
             for _, i in ready:
                 rows[i].queue, rows[i].draft, rows[i].draft_call = [rows[i].generated[-1]], [], None
-            wide = len(active) <= WIDE_STEP_MAX_ROWS
             asking = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and cfg.use_lookups]
             if asking:  # the answers enter the cache right after <|db_return|>
                 self._force(rows, asking, cfg, wide, seen, lookups_done, on_token)
@@ -429,19 +435,20 @@ class LookupEngine:
                 for t in (track, drafter.track) if drafter else (track,):
                     t.select(index)
                 active = [active[b] for b in keep]
-            wide = len(active) <= WIDE_STEP_MAX_ROWS
-            drafting = wide and any(not rows[i].draft for i in active)  # rows with a value draft need no other
-            proposed = set()
-            if drafting and drafter:
-                proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg)
-            elif drafting and cfg.ngram_drafts and not cfg.do_sample:
-                self._propose_ngrams(rows, active, stops, cfg)
-            if drafting:
-                self._draft_answers(rows, active, cfg)
-            feeds = [rows[i].queue[: None if wide else 1] for i in active]  # the whole queue, or one token
-            for i, fed in zip(active, feeds):
-                rows[i].queue = rows[i].queue[len(fed) :]
         return [self._result(r) for r in rows]
+
+    def _draft(self, drafter: _Drafter | None, rows: list[_Row], active: list[int], stops, seen, lookups_done, cfg: GenerationConfig) -> set[int]:
+        """Drafts for the rows that have none (a value's repeat is one), from the draft model or from text,
+        and the answers of the calls they close. Returns the rows whose draft the draft model proposed."""
+        if all(rows[i].draft for i in active):
+            return set()
+        proposed = set()
+        if drafter:
+            proposed = self._propose(drafter, rows, active, stops, seen, lookups_done, cfg)
+        elif cfg.ngram_drafts and not cfg.do_sample:
+            self._propose_ngrams(rows, active, stops, cfg)
+        self._draft_answers(rows, active, cfg)
+        return proposed
 
     def _propose(self, drafter: _Drafter, rows: list[_Row], active: list[int], stops, seen, lookups_done, cfg: GenerationConfig) -> set[int]:
         """The draft model's proposals join the queue of each row that has no value draft, as its draft.
@@ -476,19 +483,31 @@ class LookupEngine:
     def _draft_answers(self, rows: list[_Row], active: list[int], cfg: GenerationConfig):
         """A draft that closes a call with <|db_return|> is looked up now, and its answer (and the draft of the
         value's repeat) joins the draft: if the model takes the call, the answer is in the cache in the same
-        forward, a forward sooner than when the model's own <|db_return|> is answered."""
-        asking = [i for i in active if rows[i].draft[-1:] == [self.tokens.ret]] if cfg.use_lookups else []
+        forward, a forward sooner than when the model's own <|db_return|> is answered. Only calls whose entity
+        the model has written are answered so: a drafted name is the likeliest part of a call to be wrong, and
+        an answer widens the forward by its value twice (forwards of more than 3 positions cost more here)."""
+        closing = [i for i in active if rows[i].draft[-1:] == [self.tokens.ret]] if cfg.use_lookups else []
+        asking = [i for i in closing if self.tokens.relationship not in rows[i].draft[1:]]
+        for i in closing:
+            if i not in asking:
+                self._drop_last_drafted(rows[i])
         calls = [rows[i].tokens + rows[i].draft for i in asking]
         for i, answer in zip(asking, self._answer(calls, cfg) if asking else []):
             row = rows[i]
             room = cfg.max_new_tokens - len(row.generated) - len(row.draft) - 1  # the model's own next token comes after
-            if len(answer.forced) > room:  # the answer would be cut short: the call waits for the model's own <|db_return|>
-                row.draft, row.queue = row.draft[:-1], row.queue[:-1]
+            if len(answer.forced) > room:  # the answer would be cut short
+                self._drop_last_drafted(row)
                 continue
             extra = answer.forced + (answer.repeat if cfg.draft_values else [])[: room - len(answer.forced)]
             row.draft_call = (len(row.draft) - 1, answer)
             row.draft += extra
             row.queue += extra
+
+    @staticmethod
+    def _drop_last_drafted(row: _Row):
+        """A drafted <|db_return|> that gets no answer leaves the draft: the call waits for the model's own
+        <|db_return|>, answered in the step after it (a draft must not run past an unanswered call)."""
+        row.draft, row.queue = row.draft[:-1], row.queue[:-1]
 
     def _force(self, rows: list[_Row], asking: list[int], cfg: GenerationConfig, wide: bool, seen, lookups_done, on_token):
         """Look up the calls the ``asking`` rows just closed; queue each answer (and, when steps are wide and

@@ -2,9 +2,12 @@
 
 A model trained on a corpus writes the corpus's recurring phrases ("works in the city of <|db_entity|>")
 as the corpus does. For every context of 1 to ``longest`` tokens in the text, the table keeps the token
-that follows it at least ``min_share`` of the time (or notes that none does). The engine proposes from
-the longest context that ends a row's tokens, token by token, and the model verifies the proposal in
-its next forward, so the output is unchanged. Unlike a draft model it costs no forwards of its own.
+that follows it at least ``min_share`` of the time, or else its most frequent follower as a guess. The
+engine proposes from the longest context that ends a row's tokens, token by token, up to the first
+context with only a guess, which ends the proposal; the model verifies the proposal in its next forward,
+so the output is unchanged. Unlike a draft model it costs no forwards of its own. A guess is worth its
+position: at batch 1 a forward of two positions costs about what one of one does, and a guess that is
+right saves a forward.
 REST (He et al. 2023) drafts from a datastore of text the same way.
 
 A call's relation follows from the words that led to the call ("was born in <|db_entity|> NAME
@@ -33,7 +36,7 @@ from lmlm.errors import LmlmError
 log = logging.getLogger(__name__)
 
 NGRAMS_FILE = "ngram_drafts.json"  # in a checkpoint folder
-NONE_LIKELY = -1  # the context occurs, but no token follows it often enough to draft
+NONE_LIKELY = -1  # the context occurs, but no token follows it often enough to draft with confidence (see guesses)
 RECENT = 64  # the tokens a proposal reads: a call's entity and relation, and the words before it, fit well within
 
 
@@ -62,12 +65,14 @@ def build_ngrams(cfg: NgramsConfig) -> Path:
 
 
 class NgramTable:
-    """The likely next token after each context seen in training text (tuples of token ids).
-    ``calls``: the ids of <|db_entity|>, <|db_relationship|> and <|db_return|>, to count relations without
-    their entity (none: every context is plain text)."""
+    """The likely next token after each context seen in training text (tuples of token ids), and for the
+    contexts without one (NONE_LIKELY) their most frequent follower, in ``guesses``. ``calls``: the ids of
+    <|db_entity|>, <|db_relationship|> and <|db_return|>, to count relations without their entity (none:
+    every context is plain text)."""
 
-    def __init__(self, next_token: dict[tuple[int, ...], int], longest: int, calls: tuple[int, int, int] | None = None):
-        self.next_token, self.longest, self.calls = next_token, longest, calls
+    def __init__(self, next_token: dict[tuple[int, ...], int], longest: int, calls: tuple[int, int, int] | None = None,
+                 guesses: dict[tuple[int, ...], int] | None = None):
+        self.next_token, self.longest, self.calls, self.guesses = next_token, longest, calls, guesses or {}
 
     @classmethod
     def from_token_ids(cls, sequences: Iterable[list[int]], longest: int = 4, min_share: float = 0.5,
@@ -88,11 +93,13 @@ class NgramTable:
             if total >= max_tokens:
                 log.info("n-gram table: stopped at %d tokens (max_tokens)", total)
                 break
-        next_token = {}
+        next_token, guesses = {}, {}
         for context, following in counts.items():
             token, count = following.most_common(1)[0]
             next_token[context] = token if count >= min_share * following.total() else NONE_LIKELY
-        return cls(next_token, longest, calls)
+            if next_token[context] == NONE_LIKELY:
+                guesses[context] = token
+        return cls(next_token, longest, calls, guesses)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], tokenizer, **options) -> NgramTable:
@@ -101,16 +108,19 @@ class NgramTable:
 
     @property
     def max_token_id(self) -> int:
-        return max((max(max(context), token) for context, token in self.next_token.items()), default=-1)
+        return max((max(max(context), token) for table in (self.next_token, self.guesses) for context, token in table.items()), default=-1)
 
     def propose(self, ids: list[int], count: int) -> list[int]:
         """Up to ``count`` tokens after ``ids``: each the likely follower of the longest context in the
-        table that ends the tokens so far; stops where that context has none."""
+        table that ends the tokens so far; where that context has none, its guess ends the proposal."""
         recent, out = list(ids[-RECENT:]), []
         while len(out) < count:
             tail = self._tail(recent + out)
             context = next((c for n in range(len(tail), 0, -1) if (c := tuple(tail[-n:])) in self.next_token), None)
-            if context is None or self.next_token[context] == NONE_LIKELY:
+            if context is None:
+                break
+            if self.next_token[context] == NONE_LIKELY:
+                out += [self.guesses[context]] if context in self.guesses else []
                 break
             out.append(self.next_token[context])
         return out
@@ -130,23 +140,24 @@ class NgramTable:
         path = Path(path)
         with atomic_write(path) as f:
             json.dump({"longest": self.longest, "calls": self.calls,
-                       "contexts": [[*context, token] for context, token in self.next_token.items()]}, f)
+                       "contexts": [[*context, token] for context, token in self.next_token.items()],
+                       "guesses": [[*context, token] for context, token in self.guesses.items()]}, f)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> NgramTable:
         try:
             data = json.loads(Path(path).read_text())
-            longest, rows, calls = int(data["longest"]), data["contexts"], data.get("calls")
-            next_token = {tuple(int(t) for t in row[:-1]): int(row[-1]) for row in rows}
+            longest, rows, calls = int(data["longest"]), (data["contexts"], data.get("guesses", [])), data.get("calls")
+            next_token, guesses = ({tuple(int(t) for t in row[:-1]): int(row[-1]) for row in part} for part in rows)
             calls = tuple(int(t) for t in calls) if calls else None
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise LmlmError(f"{path}: not an n-gram table written by 'lmlm ngrams' ({type(e).__name__}: {e})") from None
-        if any(not 1 <= len(context) <= longest for context in next_token):
+        if any(not 1 <= len(context) <= longest for context in (*next_token, *guesses)):
             raise LmlmError(f"{path}: a context is empty or longer than longest={longest}")
         if calls is not None and len(calls) != 3:
             raise LmlmError(f"{path}: 'calls' must hold the ids of <|db_entity|>, <|db_relationship|> and <|db_return|>")
-        return cls(next_token, longest, calls)
+        return cls(next_token, longest, calls, guesses)
 
 
 def _relations_without_entity(ids: list[int], calls: tuple[int, int, int], longest: int) -> Iterable[list[int]]:
