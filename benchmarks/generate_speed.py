@@ -18,7 +18,8 @@ eager runs also count the model's forwards and the token positions they computed
 loop's restarts cost in model work. The engine's runs count the tokens it fed on trial (drafts) and
 kept, and the drafted calls it took with their answers (calls). At batch 1 every forward reads all
 the weights, so (b) cannot beat its forwards times a bare one-token step: the benchmark times that
-step (eager and compiled) and reports the ceiling it puts on b/a.
+step (eager and compiled) and reports the ceiling it puts on b/a. It also times steps of 2 to 8
+positions (a token and its draft): what verifying a draft costs on this machine.
 
 Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
 ``tiny`` and ``small`` (about 30M parameters, a shape a user would run; 250 steps, about 8 minutes,
@@ -102,17 +103,23 @@ class ForwardCounter:
         return counts
 
 
+WIDTHS = (1, 2, 3, 4, 5, 8)  # positions of one row's step: a token and its draft
+
+
 @torch.no_grad()
-def one_token_step_seconds(engine, ids: list[int], repeats: int = 40) -> float:
-    """Median time of an engine step that feeds one token to one row after ``ids``: the least a forward of (b) costs."""
-    track = _Track(engine.model, engine.decode, engine.tokens.pad, 1, len(ids) + repeats + 1, torch.device("cpu"))
+def step_seconds(engine, ids: list[int], widths=WIDTHS, repeats: int = 20) -> dict[int, float]:
+    """Median time of an engine step that feeds one row ``width`` tokens after ``ids`` (a token and its draft,
+    retracted after), widths in turns: one of width 1 is the least a forward of (b) costs."""
+    track = _Track(engine.model, engine.decode, engine.tokens.pad, 1, len(ids) + repeats * sum(widths) + 1, torch.device("cpu"))
     track.step([ids])
-    times = []
+    times = defaultdict(list)
     for _ in range(repeats):
-        start = time.perf_counter()
-        track.step([ids[-1:]])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for width in widths:
+            start = time.perf_counter()
+            track.step([ids[-width:]])
+            times[width].append(time.perf_counter() - start)
+            track.retract(0, width)
+    return {width: statistics.median(t) for width, t in times.items()}
 
 
 def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, single: int, draft=None, undistilled=None) -> tuple[dict, dict]:
@@ -181,10 +188,12 @@ def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, s
     rows |= rows_of(in_turns({**baselines, **{n: engine_run(e, b) for n, (e, b) in compiled.items()}}), compiled, "_beside_compiled")
     # b's floor: its forwards, each at least a bare one-token step (after the first prompt)
     context = tokenizer.encode(prompts[0])
-    step = {"eager": one_token_step_seconds(engines["b_engine_batch1"][0], context),
-            "compiled": one_token_step_seconds(compiled["b_engine_batch1_compiled"][0], context)}
+    by_width = {"eager": step_seconds(engines["b_engine_batch1"][0], context),
+                "compiled": step_seconds(compiled["b_engine_batch1_compiled"][0], context)}
+    step = {k: v[1] for k, v in by_width.items()}
     a_seconds = {"eager": rows["a_reference_loop_batch1"]["seconds"], "compiled": rows["a_reference_loop_batch1_beside_compiled"]["seconds"]}
     floor = {"compile_warmup_seconds": round(warmup, 2), **{f"one_token_step_ms_{k}": round(1000 * v, 2) for k, v in step.items()},
+             **{f"step_ms_by_width_{k}": {w: round(1000 * t, 2) for w, t in v.items()} for k, v in by_width.items()},
              **{f"b_over_a_ceiling_{k}": round(a_seconds[k] / (rows["b_engine_batch1"]["forwards"] * v), 2) for k, v in step.items()}}
     if draft is not None:
         floor["draft_compile_warmup_seconds"] = round(draft_warmup, 2)
@@ -262,6 +271,8 @@ def main() -> None:
         print(f"without the n-gram table: b/a {model['b_over_a_without_table']} eager, {model['b_over_a_without_table_compiled']} compiled")
         print(f"one-token step {model['one_token_step_ms_eager']} ms eager, {model['one_token_step_ms_compiled']} ms compiled: "
               f"b/a can reach at most {model['b_over_a_ceiling_eager']} eager, {model['b_over_a_ceiling_compiled']} compiled")
+        for kind in ("eager", "compiled"):
+            print(f"step of one row by positions, {kind} (ms): " + ", ".join(f"{w}: {t}" for w, t in model[f"step_ms_by_width_{kind}"].items()))
         if "b_over_a_draft" in model:
             print(f"with the draft model (distilled in {model['distill_seconds']} s): b/a {model['b_over_a_draft']} eager, "
                   f"{model['b_over_a_draft_compiled']} compiled (warm-up {model['draft_compile_warmup_seconds']} s); "
