@@ -96,8 +96,9 @@ class NgramTable:
         next_token, guesses = {}, {}
         for context, following in counts.items():
             token, count = following.most_common(1)[0]
-            next_token[context] = token if count >= min_share * following.total() else NONE_LIKELY
-            if next_token[context] == NONE_LIKELY:
+            likely = count >= min_share * following.total()
+            next_token[context] = token if likely else NONE_LIKELY
+            if not likely:
                 guesses[context] = token
         return cls(next_token, longest, calls, guesses)
 
