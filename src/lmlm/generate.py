@@ -488,10 +488,10 @@ class LookupEngine:
         the model has written are answered so: a drafted name is the likeliest part of a call to be wrong, and
         an answer widens the forward by its value twice (forwards of more than 3 positions cost more here)."""
         closing = [i for i in active if rows[i].draft[-1:] == [self.tokens.ret]] if cfg.use_lookups else []
-        asking = [i for i in closing if self.tokens.relationship not in rows[i].draft[1:]]
         for i in closing:
-            if i not in asking:
+            if self.tokens.relationship in rows[i].draft[1:]:  # the entity is drafted too
                 self._drop_last_drafted(rows[i])
+        asking = [i for i in closing if rows[i].draft[-1:] == [self.tokens.ret]]
         calls = [rows[i].tokens + rows[i].draft for i in asking]
         for i, answer in zip(asking, self._answer(calls, cfg) if asking else []):
             row = rows[i]
