@@ -21,6 +21,10 @@ the weights, so (b) cannot beat its forwards times a bare one-token step: the be
 step (eager and compiled) and reports the ceiling it puts on b/a. It also times steps of 2 to 8
 positions (a token and its draft): what verifying a draft costs on this machine.
 
+All runs share one model, whose linear weights the first engine stores column-major (lmlm.generate), so
+(a) and (d) run on that layout too: what it buys the engine it buys them. An eager step of 1 and of 32
+rows is also timed with the weights as transformers loads them (row-major), to show what the layout buys.
+
 Models are briefly trained on a synthetic world so that they write lookup calls as an LMLM does:
 ``tiny`` and ``small`` (about 30M parameters, a shape a user would run; 250 steps, about 8 minutes,
 so that it writes whole calls rather than runs of lookup tokens). The draft model is distilled from
@@ -107,19 +111,30 @@ WIDTHS = (1, 2, 3, 4, 5, 8)  # positions of one row's step: a token and its draf
 
 
 @torch.no_grad()
-def step_seconds(engine, ids: list[int], widths=WIDTHS, repeats: int = 20) -> dict[int, float]:
-    """Median time of an engine step that feeds one row ``width`` tokens after ``ids`` (a token and its draft,
-    retracted after), widths in turns: one of width 1 is the least a forward of (b) costs."""
-    track = _Track(engine.model, engine.decode, engine.tokens.pad, 1, len(ids) + repeats * sum(widths) + 1, torch.device("cpu"))
-    track.step([ids])
+def step_seconds(cases: dict, ids: list[int], repeats: int = 20) -> dict:
+    """Median time of a step of each case {name: (model, decode, rows, width)}: every row is fed ``width``
+    tokens after ``ids`` (retracted after), cases in turns."""
+    tracks = {}
+    for name, (model, decode, rows, width) in cases.items():
+        tracks[name] = _Track(model, decode, 0, rows, len(ids) + repeats * width + 1, torch.device("cpu")), rows, width
+        tracks[name][0].step([ids] * rows)
     times = defaultdict(list)
     for _ in range(repeats):
-        for width in widths:
+        for name, (track, rows, width) in tracks.items():
             start = time.perf_counter()
-            track.step([ids[-width:]])
-            times[width].append(time.perf_counter() - start)
-            track.retract(0, width)
-    return {width: statistics.median(t) for width, t in times.items()}
+            track.step([ids[-width:]] * rows)
+            times[name].append(time.perf_counter() - start)
+            for b in range(rows):
+                track.retract(b, width)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def row_major(model):
+    """A copy of the model with its linear weights laid out as transformers loads them (the engine stores them column-major)."""
+    copied = copy.deepcopy(model)
+    for linear in (m for m in copied.modules() if isinstance(m, torch.nn.Linear)):
+        linear.weight.data = linear.weight.data.contiguous()
+    return copied
 
 
 def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, single: int, draft=None, undistilled=None) -> tuple[dict, dict]:
@@ -188,12 +203,16 @@ def measure(model, tokenizer, kb, ngrams, prompts: list[str], new_tokens: int, s
     rows |= rows_of(in_turns({**baselines, **{n: engine_run(e, b) for n, (e, b) in compiled.items()}}), compiled, "_beside_compiled")
     # b's floor: its forwards, each at least a bare one-token step (after the first prompt)
     context = tokenizer.encode(prompts[0])
-    by_width = {"eager": step_seconds(engines["b_engine_batch1"][0], context),
-                "compiled": step_seconds(compiled["b_engine_batch1_compiled"][0], context)}
+    by_width = {kind: step_seconds({w: (e.model, e.decode, 1, w) for w in WIDTHS}, context)
+                for kind, e in (("eager", engines["b_engine_batch1"][0]), ("compiled", compiled["b_engine_batch1_compiled"][0]))}
+    loaded = row_major(model)
+    layouts = step_seconds({(layout, rows): (m, m, rows, 1) for layout, m in (("row_major", loaded), ("column_major", model)) for rows in (1, 32)},
+                           context)
     step = {k: v[1] for k, v in by_width.items()}
     a_seconds = {"eager": rows["a_reference_loop_batch1"]["seconds"], "compiled": rows["a_reference_loop_batch1_beside_compiled"]["seconds"]}
     floor = {"compile_warmup_seconds": round(warmup, 2), **{f"one_token_step_ms_{k}": round(1000 * v, 2) for k, v in step.items()},
              **{f"step_ms_by_width_{k}": {w: round(1000 * t, 2) for w, t in v.items()} for k, v in by_width.items()},
+             "eager_step_ms_by_weight_layout": {f"{layout}, {rows} rows": round(1000 * t, 2) for (layout, rows), t in layouts.items()},
              **{f"b_over_a_ceiling_{k}": round(a_seconds[k] / (rows["b_engine_batch1"]["forwards"] * v), 2) for k, v in step.items()}}
     if draft is not None:
         floor["draft_compile_warmup_seconds"] = round(draft_warmup, 2)
@@ -271,6 +290,7 @@ def main() -> None:
         print(f"without the n-gram table: b/a {model['b_over_a_without_table']} eager, {model['b_over_a_without_table_compiled']} compiled")
         print(f"one-token step {model['one_token_step_ms_eager']} ms eager, {model['one_token_step_ms_compiled']} ms compiled: "
               f"b/a can reach at most {model['b_over_a_ceiling_eager']} eager, {model['b_over_a_ceiling_compiled']} compiled")
+        print("eager step by weight layout (ms): " + ", ".join(f"{k}: {t}" for k, t in model["eager_step_ms_by_weight_layout"].items()))
         for kind in ("eager", "compiled"):
             print(f"step of one row by positions, {kind} (ms): " + ", ".join(f"{w}: {t}" for w, t in model[f"step_ms_by_width_{kind}"].items()))
         if "b_over_a_draft" in model:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from tiny_lmlm import train_briefly
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lmlm import markup
 from lmlm.data import documents
@@ -91,6 +91,24 @@ def test_engine_equals_the_naive_reference_loop(model, tokenizer, kb):
         assert result.token_ids == reference_loop(model, tokenizer, kb, prompt, cfg), prompt
         asked += len(result.lookups)
     assert asked >= 3  # the calls went through the KB and into the cache
+
+
+def test_the_weight_layout_changes_the_speed_not_the_model(model, tokenizer, kb, tmp_path):
+    loaded = copy.deepcopy(model)
+    for parameter in loaded.parameters():
+        parameter.data = parameter.data.contiguous()  # as transformers loads it (an engine may have re-laid the fixture)
+    relaid = copy.deepcopy(loaded)
+    engine = LookupEngine(relaid, tokenizer, kb)
+    linears = [m.weight for m in relaid.modules() if isinstance(m, torch.nn.Linear) and m.weight is not relaid.get_input_embeddings().weight]
+    assert all(not w.is_contiguous() for w in linears) and (linears or model.config.model_type == "gpt2")  # GPT-2's Conv1D is [in, out]
+    assert relaid.get_output_embeddings().weight is relaid.get_input_embeddings().weight  # still tied
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), relaid.state_dict().values()))
+    cfg = GenerationConfig(max_new_tokens=40)
+    for prompt, result in zip(PROMPTS, engine.generate(PROMPTS, cfg)):
+        assert result.token_ids == reference_loop(loaded, tokenizer, kb, prompt, cfg), prompt
+    relaid.save_pretrained(tmp_path)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), saved.state_dict().values()))
 
 
 def test_lookups_off_equals_hf_generate(model, tokenizer, kb):
