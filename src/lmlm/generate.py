@@ -401,7 +401,7 @@ class LookupEngine:
             out.append(ids)
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all: a one-row eager step of small took 8% less than under no_grad
     def generate(self, prompts: Sequence[str], cfg: GenerationConfig | None = None,
                  on_token: Callable[[int, int, bool], None] | None = None) -> list[GenerationResult]:
         """Generate for every prompt in one batch. ``on_token(row, token_id, forced)`` streams tokens."""
