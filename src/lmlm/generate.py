@@ -361,7 +361,8 @@ class _Drafter:
 
 
 class LookupEngine:
-    """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens."""
+    """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens. On the CPU it
+    lays the model's linear weights out column-major, in place (``_column_major_linears``)."""
 
     def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None):
         self.model, self.tokenizer, self.kb, self.ngrams = model.eval(), tokenizer, kb, ngrams
