@@ -21,9 +21,8 @@ one is given, from a smaller LMLM with the same tokenizer, whose proposals agree
 the time once ``lmlm.draft`` has fine-tuned it on the model's own output. A proposal that closes a call
 whose entity the model wrote is looked up at once, and the answer (and its repeat) joins the draft:
 when the model takes the call, its answer is already in the cache, a forward sooner. On a 2-core CPU a
-forward of up to 3 positions cost about what one of 1 does, and one of 8 about 1.6x as much (the matrix
-kernels change at 4 rows; benchmarks/generate_speed.py), so a draft earns its width only where it is
-likely to be taken.
+forward of 2 to 5 positions cost about 1.2-1.3x what one of 1 does, and one of 8 about 1.45x
+(benchmarks/generate_speed.py), so a draft earns its width only where it is likely to be taken.
 
 ``reference_loop`` is the naive loop the reference implementation runs (restart ``generate()`` on
 the full token ids after each lookup): the correctness anchor for greedy decoding, and the
