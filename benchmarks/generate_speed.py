@@ -110,7 +110,7 @@ class ForwardCounter:
 WIDTHS = (1, 2, 3, 4, 5, 8)  # positions of one row's step: a token and its draft
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as the engine decodes
 def step_seconds(cases: dict, ids: list[int], repeats: int = 20) -> dict:
     """Median time of a step of each case {name: (model, decode, rows, width)}: every row is fed ``width``
     tokens after ``ids`` (retracted after), cases in turns."""
