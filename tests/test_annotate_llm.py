@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 from conftest import REPO
-from fake_openai import FAULTS, make_app
+from fake_openai import FAULTS, REPLY_FAULTS, make_app
 from live_server import serving
 
 from lmlm.annotate.llm import OpenAIBackend
@@ -123,3 +123,40 @@ def test_a_refused_key_stops_the_run_with_a_clear_error(tmp_path, corpus):
         proc = subprocess.run([sys.executable, "-m", "lmlm", "annotate", str(corpus), "--backend", "openai", "--model", "m",
                                "--base-url", url + "/v1", "--out", str(tmp_path / "o.jsonl")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "refused" in proc.stderr and "invalid api key" in proc.stderr
+
+
+def annotate_cli(corpus, out, url, *extra, timeout: float = 30) -> subprocess.CompletedProcess:
+    """The CLI against ``url``; a hang fails the test through ``timeout`` instead of hanging it."""
+    cmd = [sys.executable, "-m", "lmlm", "annotate", str(corpus), "--backend", "openai", "--model", "fake-gpt",
+           "--base-url", url + "/v1", "--timeout", "2", "--out", str(out), "--json", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+
+
+@pytest.fixture
+def three(tmp_path, passages):
+    path = tmp_path / "three.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "text": e["text"]}) + "\n" for i, e in enumerate(passages[:3])))
+    return path
+
+
+@pytest.mark.parametrize("fault", REPLY_FAULTS)
+def test_a_broken_first_reply_is_retried_and_the_run_ends_with_its_summary(tmp_path, passages, three, fault):
+    out = tmp_path / "out.jsonl"
+    with serving(make_app(answers(passages[:3]), reply_fault=fault, fault_times=1)) as url:
+        proc = annotate_cli(three, out, url, "--max-retries", "2")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["annotated"] == 3 and summary["request_retries"] == 3 and summary["rejected"] == {}
+    assert sorted(r["annotated_text"] for r in lines(out)) == sorted(e["annotated_text"] for e in passages[:3])
+
+
+@pytest.mark.parametrize("fault", REPLY_FAULTS)
+def test_a_reply_broken_every_time_is_rejected_with_its_reason(tmp_path, passages, three, fault):
+    out = tmp_path / "out.jsonl"
+    with serving(make_app(answers(passages[:3]), reply_fault=fault, fault_times=100)) as url:
+        proc = annotate_cli(three, out, url, "--max-retries", "1")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["annotated"] == 0 and summary["rejected"] == {"request_failed": 3}
+    assert sorted(r["id"] for r in lines(out)) == ["p0", "p1", "p2"]
+    assert all(r["rejected"].startswith("request_failed: ") for r in lines(out))
