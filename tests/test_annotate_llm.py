@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -125,7 +126,7 @@ def test_a_refused_key_stops_the_run_with_a_clear_error(tmp_path, corpus):
     assert proc.returncode == 2 and "refused" in proc.stderr and "invalid api key" in proc.stderr
 
 
-def annotate_cli(corpus, out, url, *extra, timeout: float = 30) -> subprocess.CompletedProcess:
+def annotate_cli(corpus, out, url, *extra, timeout: float = 90) -> subprocess.CompletedProcess:
     """The CLI against ``url``; a hang fails the test through ``timeout`` instead of hanging it."""
     cmd = [sys.executable, "-m", "lmlm", "annotate", str(corpus), "--backend", "openai", "--model", "fake-gpt",
            "--base-url", url + "/v1", "--timeout", "2", "--out", str(out), "--json", *extra]
@@ -139,13 +140,27 @@ def three(tmp_path, passages):
     return path
 
 
+def within(seconds: float, run, *args, **kwargs):
+    """``run``'s result; a hang fails the test after ``seconds`` instead of hanging it."""
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(run(*args, **kwargs)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds} s"
+    assert done, "ended without a result (see the thread's exception above)"
+    return done[0]
+
+
+def fast_backend(url: str, max_retries: int = 2, **kwargs) -> OpenAIBackend:
+    return OpenAIBackend("fake-gpt", base_url=url + "/v1", concurrency=2, timeout=2.0, max_retries=max_retries,
+                         backoff=0.02, **kwargs)
+
+
 @pytest.mark.parametrize("fault", REPLY_FAULTS)
 def test_a_broken_first_reply_is_retried_and_the_run_ends_with_its_summary(tmp_path, passages, three, fault):
     out = tmp_path / "out.jsonl"
     with serving(make_app(answers(passages[:3]), reply_fault=fault, fault_times=1)) as url:
-        proc = annotate_cli(three, out, url, "--max-retries", "2")
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)
+        summary = within(30, annotate_llm, three, out, fast_backend(url))
     assert summary["annotated"] == 3 and summary["request_retries"] == 3 and summary["rejected"] == {}
     assert sorted(r["annotated_text"] for r in lines(out)) == sorted(e["annotated_text"] for e in passages[:3])
 
@@ -154,9 +169,15 @@ def test_a_broken_first_reply_is_retried_and_the_run_ends_with_its_summary(tmp_p
 def test_a_reply_broken_every_time_is_rejected_with_its_reason(tmp_path, passages, three, fault):
     out = tmp_path / "out.jsonl"
     with serving(make_app(answers(passages[:3]), reply_fault=fault, fault_times=100)) as url:
-        proc = annotate_cli(three, out, url, "--max-retries", "1")
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)
+        summary = within(30, annotate_llm, three, out, fast_backend(url, max_retries=1))
     assert summary["annotated"] == 0 and summary["rejected"] == {"request_failed": 3}
     assert sorted(r["id"] for r in lines(out)) == ["p0", "p1", "p2"]
     assert all(r["rejected"].startswith("request_failed: ") for r in lines(out))
+
+
+def test_the_cli_ends_with_its_summary_after_a_truncated_reply(tmp_path, passages, three):
+    out = tmp_path / "out.jsonl"
+    with serving(make_app(answers(passages[:3]), reply_fault="truncated_json", fault_times=1)) as url:
+        proc = annotate_cli(three, out, url, "--max-retries", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["annotated"] == 3
