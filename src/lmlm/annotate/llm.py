@@ -113,7 +113,6 @@ class OpenAIBackend:
         return failure
 
     async def _request(self, text: str, temperature: float) -> str:
-        import httpx
         import openai
         from openai.types.chat import ChatCompletion
 
@@ -135,7 +134,7 @@ class OpenAIBackend:
                     raise RequestFailed(f"HTTP {e.status_code}: {e.message}") from None
                 failure, wait = f"HTTP {e.status_code}", _retry_after(e.response.headers)
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
-                if not self.reached and isinstance(e.__cause__, httpx.ConnectError):
+                if not self.reached and _refused(e):
                     raise LmlmError(f"cannot reach the annotation endpoint {self.client.base_url}: "
                                     f"{' '.join(str(e.__cause__).split()) or 'connection refused'}") from None
                 failure, wait = type(e).__name__, None
@@ -148,6 +147,12 @@ class OpenAIBackend:
             delay = wait if wait is not None else random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
             log.debug("%s; retry %d in %.2fs", failure, attempt + 1, delay)
             await asyncio.sleep(delay)
+
+
+def _refused(error: Exception) -> bool:
+    """Did the connection fail to open (nothing listens, no such host), rather than drop or time out?"""
+    # by name: the openai client runs on httpx or on its fork httpx2, depending on its version
+    return any(cls.__name__ == "ConnectError" for cls in type(error.__cause__).__mro__)
 
 
 def _content(response) -> str:
