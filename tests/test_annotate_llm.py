@@ -208,7 +208,7 @@ def test_an_unreachable_endpoint_stops_the_run_at_once_with_one_line(tmp_path, t
     out = tmp_path / "out.jsonl"
     proc = annotate_cli(three, out, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     assert proc.returncode == 2
-    messages = [line for line in proc.stderr.split("\n") if line and not line.startswith("\rannotating")]  # not the bar
+    messages = [line for line in proc.stderr.split("\n") if line and not line.startswith("annotating:")]  # not the bar
     assert len(messages) == 1 and messages[0].startswith("lmlm: error: cannot reach the annotation endpoint http://127.0.0.1:")
     assert not out.exists()
 
