@@ -101,7 +101,7 @@ class OpenAIBackend:
             failure = e
         except Exception as e:  # unforeseen, so not retried; it ends this text, never the run
             log.warning("request failed unexpectedly: %r", e)
-            failure = RequestFailed(f"{type(e).__name__}: {e}", transient=True)
+            failure = RequestFailed(f"{type(e).__name__}: {_one_line(str(e))}", transient=True)
         else:
             self.failures_in_row = 0
             return answer
@@ -136,10 +136,10 @@ class OpenAIBackend:
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 if not self.reached and _refused(e):
                     raise LmlmError(f"cannot reach the annotation endpoint {self.client.base_url}: "
-                                    f"{' '.join(str(e.__cause__).split()) or 'connection refused'}") from None
+                                    f"{_one_line(str(e.__cause__)) or 'connection refused'}") from None
                 failure, wait = type(e).__name__, None
-            except (InvalidReply, ValueError) as e:  # ValueError: a body that is not JSON (JSONDecodeError)
-                failure, wait = f"invalid reply ({' '.join(str(e).split())[:120]})", None
+            except (InvalidReply, ValueError) as e:  # ValueError: a body that is not JSON, or not text
+                failure, wait = f"invalid reply ({_one_line(str(e))[:120]})", None
             if attempt == self.max_retries:
                 raise RequestFailed(f"{failure} after {self.max_retries} retries", transient=True)
             self.retries += 1
@@ -153,6 +153,10 @@ def _refused(error: Exception) -> bool:
     """Did the connection fail to open (nothing listens, no such host), rather than drop or time out?"""
     # by name: the openai client runs on httpx or on its fork httpx2, depending on its version
     return any(cls.__name__ == "ConnectError" for cls in type(error.__cause__).__mro__)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _content(response) -> str:

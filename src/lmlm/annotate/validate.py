@@ -95,7 +95,7 @@ def _realign(segments: list, text: str) -> tuple[list, int] | None:
         elif k in where:
             word = theirs[where[k]][1]
             at = max(word - (starts[k] - offset), 0)  # where the answer had it, relative to its word
-            if _opens_line(text[:word]):  # right at the word, as the first call on a line has no space to lead
+            if _opens_line(text, word):  # right at the word, as the first call on a line has no space to lead
                 at = word
                 if at > pos or not out:
                     lookup = dataclasses.replace(lookup, lead="")
@@ -115,15 +115,16 @@ def _space_after_line_start_calls(segments: list) -> list:
     out = []
     for seg in segments:
         if isinstance(seg, str) and out and isinstance(out[-1], markup.Lookup) and not seg[:1].isspace():
-            if _opens_line(next((s for s in reversed(out) if isinstance(s, str)), "")):
+            before = next((s for s in reversed(out) if isinstance(s, str)), "")
+            if _opens_line(before, len(before)):
                 seg = " " + seg
         out.append(seg)
     return out
 
 
-def _opens_line(before: str) -> bool:
-    """Does what follows ``before`` stand at the start of a line (only whitespace before it on its line)?"""
-    return not before.rsplit("\n", 1)[-1].strip()
+def _opens_line(text: str, at: int) -> bool:
+    """Is ``at`` the start of a line of ``text`` (only whitespace before it on its line)?"""
+    return not text[text.rfind("\n", 0, at) + 1 : at].strip()
 
 
 def _words(text: str) -> list[tuple[str, int]]:
