@@ -12,6 +12,9 @@ endpoints produce, chosen per text by ``FAULTS[index % len(FAULTS)]`` so that te
   repeated      the answer, chat-template debris, then the answer again (repairable)
   empty         an empty answer, every time (rejected as empty)
 
+``make_app(..., reply_fault=KIND, fault_times=N)`` instead gives every text the same broken reply on its
+first N requests (REPLY_FAULTS: truncated_json, not_json, empty_choices, server_error, reset).
+
 Run as a script to serve in its own process (the throughput benchmark does): see ``--help``.
 """
 
@@ -25,11 +28,12 @@ from collections import Counter
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 FAULTS = ("ok", "rate_limit", "server_error", "timeout", "broken", "changed", "flaky", "repeated", "empty", "ok")
 TIMEOUT_SLEEP = 3.0  # longer than the client timeout the tests set
+REPLY_FAULTS = ("truncated_json", "not_json", "empty_choices", "server_error", "reset")
 
 
 def inject(fault: str, annotation: str, temperature: float, attempt: int) -> str | None:
@@ -48,7 +52,8 @@ def inject(fault: str, annotation: str, temperature: float, attempt: int) -> str
     return annotation
 
 
-def make_app(answers: dict[str, str], faults: bool = True, delay: float = 0.0) -> Starlette:
+def make_app(answers: dict[str, str], faults: bool = True, delay: float = 0.0, reply_fault: str | None = None,
+             fault_times: int = 1) -> Starlette:
     """``answers`` maps a plain text to its annotation, in a fixed order that picks each text's fault."""
     fault_of = {text: FAULTS[i % len(FAULTS)] if faults else "ok" for i, text in enumerate(answers)}
     attempts: Counter = Counter()
@@ -61,7 +66,9 @@ def make_app(answers: dict[str, str], faults: bool = True, delay: float = 0.0) -
         attempts[text] += 1
         if delay:
             await asyncio.sleep(delay)
-        fault = fault_of[text]
+        if reply_fault is not None and attempts[text] <= fault_times:
+            return broken_reply(reply_fault)
+        fault = "ok" if reply_fault is not None else fault_of[text]
         content = inject(fault, answers[text], body.get("temperature") or 0.0, attempts[text])
         if content is None:
             if fault == "rate_limit":
@@ -70,15 +77,41 @@ def make_app(answers: dict[str, str], faults: bool = True, delay: float = 0.0) -
                 return JSONResponse({"error": {"message": "overloaded"}}, status_code=500)
             await asyncio.sleep(TIMEOUT_SLEEP)
             content = answers[text]
-        return JSONResponse({
-            "id": f"chatcmpl-{attempts[text]}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        })
+        return JSONResponse(completion(body["model"], content, attempts[text]))
 
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
     app.state.attempts = attempts
     return app
+
+
+def completion(model: str, content: str, n: int = 1, choices: list | None = None) -> dict:
+    message = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [message] if choices is None else choices,
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+def broken_reply(kind: str):
+    """A reply real endpoints and proxies sometimes give: the status says fine, the body does not."""
+    if kind == "truncated_json":
+        return Response('{"id": "x", "choices": [{"message": {"content": "', media_type="application/json")
+    if kind == "not_json":
+        return Response("<html><body>502 Bad Gateway</body></html>", media_type="text/html")
+    if kind == "empty_choices":
+        return JSONResponse(completion("m", "", choices=[]))
+    if kind == "server_error":
+        return JSONResponse({"error": {"message": "overloaded"}}, status_code=500)
+    if kind == "reset":
+        return _reset
+    raise ValueError(f"unknown reply fault {kind!r}")
+
+
+async def _reset(scope, receive, send) -> None:
+    """Start a reply, then drop the connection halfway through its body."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})
+    await send({"type": "http.response.body", "body": b'{"id": "x", ', "more_body": True})
+    raise ConnectionResetError("the fake server drops the connection")
 
 
 def main() -> None:

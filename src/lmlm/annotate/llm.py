@@ -26,14 +26,29 @@ Items = AsyncIterable[tuple[str, str]]
 
 
 class RequestFailed(Exception):
-    """A request that cannot succeed for this text (a 4xx other than auth or rate limit, or retries exhausted)."""
+    """A request that cannot succeed for this text (a 4xx other than auth or rate limit, or retries exhausted).
+
+    ``transient`` failures (retries exhausted) say more about the endpoint than about the text.
+    """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class InvalidReply(Exception):
+    """An HTTP 200 whose body is no chat completion: cut short, a proxy's error page, no choices."""
 
 
 class OpenAIBackend:
-    """Chat completions with bounded concurrency, timeouts, and retries with backoff on 429, 5xx and timeouts."""
+    """Chat completions with bounded concurrency, timeouts, and retries with backoff on 429, 5xx, timeouts and
+    invalid replies. The run stops with an LmlmError when the endpoint cannot be reached at all, or when
+    ``stop_after_failures`` requests in a row failed for good (the endpoint went down: asking on only loses time).
+    """
 
     def __init__(self, model: str, base_url: str | None = None, concurrency: int = 16, timeout: float = 120.0,
-                 max_retries: int = 6, backoff: float = 1.0, max_backoff: float = 60.0, max_tokens: int | None = None):
+                 max_retries: int = 6, backoff: float = 1.0, max_backoff: float = 60.0, max_tokens: int | None = None,
+                 stop_after_failures: int = 8):
         import openai
 
         api_key = os.environ.get("OPENAI_API_KEY")
@@ -44,6 +59,8 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.backoff, self.max_backoff, self.max_tokens = backoff, max_backoff, max_tokens
         self.retries = 0  # transient failures retried, over the backend's life
+        self.reached = False  # has the endpoint answered anything yet?
+        self.stop_after_failures, self.failures_in_row = stop_after_failures, 0
         self.gate = asyncio.Semaphore(concurrency)  # shared by concurrent streams (first tries and retries)
 
     async def stream(self, items: Items, temperature: float) -> AsyncIterator[tuple[str, str | Exception]]:
@@ -51,9 +68,7 @@ class OpenAIBackend:
 
         async def one(key: str, text: str) -> None:
             try:
-                await results.put((key, await self._request(text, temperature)))
-            except (RequestFailed, LmlmError) as e:  # LmlmError (a refused key) ends the whole stream
-                await results.put((key, e))
+                await results.put((key, await self._outcome(text, temperature)))
             finally:
                 self.gate.release()
 
@@ -65,14 +80,37 @@ class OpenAIBackend:
                 running.add(task)
                 task.add_done_callback(running.discard)
             await asyncio.gather(*running)
-            await results.put(None)
 
         feeder = asyncio.create_task(feed())
+        # the end mark follows every result, also when the feed itself failed: the loop below never waits forever
+        feeder.add_done_callback(lambda _: results.put_nowait(None))
         while (result := await results.get()) is not None:
-            if isinstance(result[1], LmlmError):
+            if isinstance(result[1], LmlmError):  # a refused key or a dead endpoint ends the whole stream
                 feeder.cancel()
                 raise result[1]
             yield result
+        await feeder  # raises what ended the feed early, if anything did
+
+    async def _outcome(self, text: str, temperature: float) -> str | Exception:
+        """The answer, or the exception that ended the request: nothing one request raises escapes it."""
+        try:
+            answer = await self._request(text, temperature)
+        except LmlmError as e:
+            return e
+        except RequestFailed as e:
+            failure = e
+        except Exception as e:  # unforeseen, so not retried; it ends this text, never the run
+            log.warning("request failed unexpectedly: %r", e)
+            failure = RequestFailed(f"{type(e).__name__}: {_one_line(str(e))}", transient=True)
+        else:
+            self.failures_in_row = 0
+            return answer
+        if failure.transient:
+            self.failures_in_row += 1
+            if self.failures_in_row >= self.stop_after_failures:
+                return LmlmError(f"the last {self.failures_in_row} requests to {self.client.base_url} all failed (the last: "
+                                 f"{failure}); stopping: rerun with --resume when the endpoint works again")
+        return failure
 
     async def _request(self, text: str, temperature: float) -> str:
         import openai
@@ -86,22 +124,54 @@ class OpenAIBackend:
                 if self.max_tokens:
                     body["max_tokens"] = self.max_tokens
                 response = await self.client.post("/chat/completions", cast_to=ChatCompletion, body=body)
-                return response.choices[0].message.content or ""
+                self.reached = True
+                return _content(response)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
                 raise LmlmError(f"annotation endpoint refused the run: {e}") from None
             except openai.APIStatusError as e:
+                self.reached = True
                 if e.status_code != 429 and e.status_code < 500:
                     raise RequestFailed(f"HTTP {e.status_code}: {e.message}") from None
                 failure, wait = f"HTTP {e.status_code}", _retry_after(e.response.headers)
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
+                if not self.reached and _refused(e):
+                    raise LmlmError(f"cannot reach the annotation endpoint {self.client.base_url}: "
+                                    f"{_one_line(str(e.__cause__)) or 'connection refused'}") from None
                 failure, wait = type(e).__name__, None
+            except (InvalidReply, ValueError) as e:  # ValueError: a body that is not JSON, or not text
+                failure, wait = f"invalid reply ({_one_line(str(e))[:120]})", None
             if attempt == self.max_retries:
-                raise RequestFailed(f"{failure} after {self.max_retries} retries")
+                raise RequestFailed(f"{failure} after {self.max_retries} retries", transient=True)
             self.retries += 1
             # full jitter keeps many clients that failed together from retrying together
             delay = wait if wait is not None else random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
             log.debug("%s; retry %d in %.2fs", failure, attempt + 1, delay)
             await asyncio.sleep(delay)
+
+
+def _refused(error: Exception) -> bool:
+    """Did the connection fail to open (nothing listens, no such host), rather than drop or time out?"""
+    # by name: the openai client runs on httpx or on its fork httpx2, depending on its version
+    return any(cls.__name__ == "ConnectError" for cls in type(error.__cause__).__mro__)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _content(response) -> str:
+    """The answer in a chat completion; InvalidReply when the body is something else."""
+    from openai.types.chat import ChatCompletion
+
+    if not isinstance(response, ChatCompletion):  # the client hands back the text of a non-JSON body
+        raise InvalidReply(f"not a chat completion: {str(response)[:80]!r}")
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError) as e:
+        raise InvalidReply(f"no answer in the completion: {e}") from None
+    if content is not None and not isinstance(content, str):
+        raise InvalidReply(f"the answer is a {type(content).__name__}, not text")
+    return content or ""
 
 
 def _retry_after(headers) -> float | None:

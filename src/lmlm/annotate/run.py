@@ -124,22 +124,56 @@ def example_ids(examples: list[dict]) -> list[str]:
 
 
 def done_ids(out: Path) -> set[str]:
-    """Ids already written to ``out``; a last line cut short by a kill is removed first."""
+    """Ids already written to ``out``. A last line cut short by a kill is removed first, and so are the
+    results of failed requests: an outage ended those, not the text, so they are asked again."""
     if not out.exists():
         return set()
     raw = out.read_bytes()
     keep = raw[: raw.rfind(b"\n") + 1]
     if len(keep) < len(raw):
         log.warning("%s: dropping a last line cut short (%d bytes) before resuming", out, len(raw) - len(keep))
-        with open(out, "r+b") as f:
-            f.truncate(len(keep))
-    ids = set()
-    for n, line in enumerate(keep.decode("utf-8").splitlines(), 1):
+    lines = keep.decode("utf-8").splitlines()
+    ids, kept = set(), []
+    for n, line in enumerate(lines, 1):
         try:
-            ids.add(str(json.loads(line)["id"]))
+            result = json.loads(line)
+            key = str(result["id"])
         except (json.JSONDecodeError, KeyError, TypeError):
             raise LmlmError(f"{out}:{n}: not an annotation result line; refusing to resume into it") from None
+        if str(result.get("rejected", "")).startswith("request_failed"):
+            continue
+        ids.add(key)
+        kept.append(line + "\n")
+    if failed := len(lines) - len(kept):
+        log.warning("%s: asking again for the %d passages whose requests failed", out, failed)
+    if failed or len(keep) < len(raw):
+        _replace(out, "".join(kept))
     return ids
+
+
+def _replace(path: Path, text: str) -> None:
+    """Rewrite ``path`` whole or not at all (a temporary file renamed over it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Appender:
+    """Result lines appended to ``path``, which is created by the first one: a run that stops before any
+    result (a refused key, an unreachable endpoint) leaves no file that the rerun would refuse."""
+
+    def __init__(self, path: Path):
+        self.path, self.file = path, None
+
+    def write(self, line: str) -> None:
+        if self.file is None:
+            self.file = open(self.path, "a", encoding="utf-8")
+        self.file.write(line)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def annotate_llm(src: str | os.PathLike, out: str | os.PathLike, backend, resume: bool = False,
@@ -158,11 +192,13 @@ def annotate_llm(src: str | os.PathLike, out: str | os.PathLike, backend, resume
     store = AnnotationCache(cache or out.with_name(out.name + ".cache.sqlite"))
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    sink = _Appender(out)
     try:
-        with open(out, "a", encoding="utf-8") as sink, tqdm(total=len(todo), desc="annotating", unit="passage") as bar:
+        with tqdm(total=len(todo), desc="annotating", unit="passage") as bar:
             run = _Run(backend, store, sink, bar, summary, dict(todo))
             asyncio.run(run.all())
     finally:
+        sink.close()
         store.close()
         summary.request_retries = backend.retries
         summary.seconds = time.perf_counter() - start
@@ -173,7 +209,7 @@ def annotate_llm(src: str | os.PathLike, out: str | os.PathLike, backend, resume
 class _Run:
     backend: object
     cache: AnnotationCache
-    sink: object
+    sink: _Appender
     bar: tqdm
     summary: RunSummary
     examples: dict[str, dict]
@@ -240,6 +276,5 @@ class _Run:
             line["rejected"] = verdict.reason
             self.summary.rejected[verdict.reason.split(":")[0]] += 1
         self.sink.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self.sink.flush()
         self.bar.update()
         return True

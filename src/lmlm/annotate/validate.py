@@ -12,6 +12,7 @@ Output that differs more than that is not repairable: the caller retries once, t
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 import re
 import string
@@ -92,13 +93,38 @@ def _realign(segments: list, text: str) -> tuple[list, int] | None:
         if k == len(ours):
             at = len(text) if k - 1 in where or not ours else None
         elif k in where:
-            at = max(theirs[where[k]][1] - (starts[k] - offset), 0)
+            word = theirs[where[k]][1]
+            at = max(word - (starts[k] - offset), 0)  # where the answer had it, relative to its word
+            if _opens_line(text, word):  # right at the word, as the first call on a line has no space to lead
+                at = word
+                if at > pos or not out:
+                    lookup = dataclasses.replace(lookup, lead="")
         if at is None or at < pos or inside_word:
             dropped += 1
             continue
         out += [text[pos:at], lookup]
         pos = at
-    return [*out, text[pos:]], dropped
+    return _space_after_line_start_calls(markup.join_segments([*out, text[pos:]])), dropped
+
+
+def _space_after_line_start_calls(segments: list) -> list:
+    """Calls that open a line are followed by a space, as annotators write them: '[dblookup(...) -> X] X was'.
+
+    Stripping the calls at a line's start leaves that space, which the faithfulness check ignores.
+    """
+    out = []
+    for seg in segments:
+        if isinstance(seg, str) and out and isinstance(out[-1], markup.Lookup) and not seg[:1].isspace():
+            before = next((s for s in reversed(out) if isinstance(s, str)), "")
+            if _opens_line(before, len(before)):
+                seg = " " + seg
+        out.append(seg)
+    return out
+
+
+def _opens_line(text: str, at: int) -> bool:
+    """Is ``at`` the start of a line of ``text`` (only whitespace before it on its line)?"""
+    return not text[text.rfind("\n", 0, at) + 1 : at].strip()
 
 
 def _words(text: str) -> list[tuple[str, int]]:
