@@ -1,9 +1,13 @@
 """Pretraining: both modes learn, checkpoints load in plain transformers, exact resume, DDP, configs."""
 
+import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
@@ -61,6 +65,47 @@ def test_resume_is_exact(datasets, tmp_path):
     straight, split = logged_losses(tmp_path / "straight"), logged_losses(tmp_path / "split")
     assert len(straight) == 16 and len(split) == 16
     assert abs(straight[-1] - split[-1]) <= 1e-5, (straight[-3:], split[-3:])
+
+
+def _log_rows(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_speed_after_resume_counts_only_the_resumed_steps(datasets, tmp_path, monkeypatch):
+    import lmlm.train
+
+    # one second per reading: on this shared machine real step times vary several-fold, which would hide the
+    # error; with a steady clock every speed is exactly one log interval's tokens per second
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(lmlm.train, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    out = tmp_path / "run"
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=3, stop_after=6))
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=3, resume=True))
+    speeds = {row["step"]: row["tokens_per_second"] for row in _log_rows(out) if "loss" in row}
+    assert speeds == dict.fromkeys([3, 6, 9, 12], 3 * 8 * 64)  # counted from step 0, step 9's would be 9 steps' tokens
+
+
+def test_resume_after_a_crash_logs_each_step_once(datasets, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=1, save_every=4, stop_after=10))
+    # as if the run had died after logging step 10 (mid-line) but before checkpointing it: the last checkpoint is 8
+    shutil.rmtree(out / "checkpoint-10")
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 11, "lo')
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=1, save_every=4, resume=True))
+    assert [row["step"] for row in _log_rows(out) if "loss" in row] == list(range(1, 13))
+    assert not list(out.glob("*.tmp"))
+
+
+def test_stop_after_counts_the_steps_of_this_run(datasets, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(datasets, "lmlm", out, max_steps=10, log_every=1, stop_after=4)
+    assert train(cfg)[0]["steps"] == 4
+    again = dataclasses.replace(cfg, resume=True)  # the same command rerun continues for 4 more steps
+    assert train(again)[0]["steps"] == 8
+    assert (out / "checkpoint-8").is_dir() and not (out / "model.safetensors").exists()
+    assert train(again)[0]["steps"] == 10 and (out / "model.safetensors").exists()
+    assert [row["step"] for row in _log_rows(out) if "loss" in row] == list(range(1, 11))
 
 
 def test_two_processes_with_torchrun(datasets, tmp_path):
