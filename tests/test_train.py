@@ -129,20 +129,37 @@ def test_two_processes_with_torchrun(datasets, tmp_path):
     assert len(list(out.glob("**/model.safetensors"))) == 1 and not list(out.glob("checkpoint-*"))
 
 
-def test_reference_configs_build_on_the_meta_device():
-    tokens = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
+# kilian-group/LMLM scripts/train/pretrain.sh on its 2 GPUs, with the HF TrainingArguments defaults it keeps
+REFERENCE_RUN = {"lr": 5e-4, "warmup_steps": 2000, "epochs": 8, "weight_decay": 0.0, "adam_beta2": 0.999, "max_grad_norm": 1.0,
+                 "batch_size": 128, "grad_accum": 1, "gradient_checkpointing": True, "seed": 42, "save_every": 5000, "log_every": 50}
+
+
+@pytest.mark.parametrize("name, size", [("llama2-176m", 176e6), ("llama2-382m", 382e6)])
+def test_reference_configs_are_the_reference_run(name, size):
+    path = os.path.join(REPO, "configs", f"{name}.yaml")
+    cfg = load_config(TrainConfig, path, {"data": "d", "out": "o"})
+    assert cfg.model == name
+    assert {key: getattr(cfg, key) for key in REFERENCE_RUN} == REFERENCE_RUN
+    header = open(path, encoding="utf-8").read()
+    assert "--nproc_per_node 2 " in header and "32,000-token tokenizer" in header  # 128 x 2 = the reference's 256 a step
     from transformers import AutoModelForCausalLM
 
-    for name, expected in (("llama2-176m", 176e6), ("llama2-382m", 382e6)):
-        cfg = load_config(TrainConfig, os.path.join(REPO, "configs", f"{name}.yaml"), {"data": "d", "out": "o"})
-        assert cfg.model == name and cfg.lr == 5e-4 and cfg.warmup_steps == 2000 and cfg.epochs == 8
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_config(cfg.model, tokens, context=1024, use_preset_vocab=True))
-        count = sum(p.numel() for p in model.parameters())
-        assert abs(count - expected) / expected < 0.02, (name, count)
+    llama2_vocab = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config(cfg.model, llama2_vocab, context=1024))
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - size) / size < 0.02, (name, count)
+
+
+def test_gpt2_presets_have_gpt2_dropout():
+    from transformers import AutoModelForCausalLM
+
+    tokens = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
     for name in ("gpt2-124m", "gpt2-355m"):
+        config = model_config(name, tokens, use_preset_vocab=True)
+        assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.1, 0.1, 0.1)  # the reference's GPT2Config
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_config(name, tokens, use_preset_vocab=True))
+            model = AutoModelForCausalLM.from_config(config)
         assert type(model).__name__ == "GPT2LMHeadModel"
     assert set(PRESETS) >= {"tiny", "small", "llama2-176m", "llama2-382m", "gpt2-124m", "gpt2-355m"}
 
