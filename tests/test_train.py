@@ -1,9 +1,13 @@
 """Pretraining: both modes learn, checkpoints load in plain transformers, exact resume, DDP, configs."""
 
+import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
@@ -63,6 +67,47 @@ def test_resume_is_exact(datasets, tmp_path):
     assert abs(straight[-1] - split[-1]) <= 1e-5, (straight[-3:], split[-3:])
 
 
+def _log_rows(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_speed_after_resume_counts_only_the_resumed_steps(datasets, tmp_path, monkeypatch):
+    import lmlm.train
+
+    # one second per reading: on this shared machine real step times vary several-fold, which would hide the
+    # error; with a steady clock every speed is exactly one log interval's tokens per second
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(lmlm.train, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    out = tmp_path / "run"
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=3, stop_after=6))
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=3, resume=True))
+    speeds = {row["step"]: row["tokens_per_second"] for row in _log_rows(out) if "loss" in row}
+    assert speeds == dict.fromkeys([3, 6, 9, 12], 3 * 8 * 64)  # counted from step 0, step 9's would be 9 steps' tokens
+
+
+def test_resume_after_a_crash_logs_each_step_once(datasets, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=1, save_every=4, stop_after=10))
+    # as if the run had died after logging step 10 (mid-line) but before checkpointing it: the last checkpoint is 8
+    shutil.rmtree(out / "checkpoint-10")
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 11, "lo')
+    train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=1, save_every=4, resume=True))
+    assert [row["step"] for row in _log_rows(out) if "loss" in row] == list(range(1, 13))
+    assert not list(out.glob("*.tmp"))
+
+
+def test_stop_after_counts_the_steps_of_this_run(datasets, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(datasets, "lmlm", out, max_steps=10, log_every=1, stop_after=4)
+    assert train(cfg)[0]["steps"] == 4
+    again = dataclasses.replace(cfg, resume=True)  # the same command rerun continues for 4 more steps
+    assert train(again)[0]["steps"] == 8
+    assert (out / "checkpoint-8").is_dir() and not (out / "model.safetensors").exists()
+    assert train(again)[0]["steps"] == 10 and (out / "model.safetensors").exists()
+    assert [row["step"] for row in _log_rows(out) if "loss" in row] == list(range(1, 11))
+
+
 def test_two_processes_with_torchrun(datasets, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
@@ -84,20 +129,37 @@ def test_two_processes_with_torchrun(datasets, tmp_path):
     assert len(list(out.glob("**/model.safetensors"))) == 1 and not list(out.glob("checkpoint-*"))
 
 
-def test_reference_configs_build_on_the_meta_device():
-    tokens = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
+# kilian-group/LMLM scripts/train/pretrain.sh on its 2 GPUs, with the HF TrainingArguments defaults it keeps
+REFERENCE_RUN = {"lr": 5e-4, "warmup_steps": 2000, "epochs": 8, "weight_decay": 0.0, "adam_beta2": 0.999, "max_grad_norm": 1.0,
+                 "batch_size": 128, "grad_accum": 1, "gradient_checkpointing": True, "seed": 42, "save_every": 5000, "log_every": 50}
+
+
+@pytest.mark.parametrize("name, size", [("llama2-176m", 176e6), ("llama2-382m", 382e6)])
+def test_reference_configs_are_the_reference_run(name, size):
+    path = os.path.join(REPO, "configs", f"{name}.yaml")
+    cfg = load_config(TrainConfig, path, {"data": "d", "out": "o"})
+    assert cfg.model == name
+    assert {key: getattr(cfg, key) for key in REFERENCE_RUN} == REFERENCE_RUN
+    header = open(path, encoding="utf-8").read()
+    assert "--nproc_per_node 2 " in header and "32,000-token tokenizer" in header  # 128 x 2 = the reference's 256 a step
     from transformers import AutoModelForCausalLM
 
-    for name, expected in (("llama2-176m", 176e6), ("llama2-382m", 382e6)):
-        cfg = load_config(TrainConfig, os.path.join(REPO, "configs", f"{name}.yaml"), {"data": "d", "out": "o"})
-        assert cfg.model == name and cfg.lr == 5e-4 and cfg.warmup_steps == 2000 and cfg.epochs == 8
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_config(cfg.model, tokens, context=1024, use_preset_vocab=True))
-        count = sum(p.numel() for p in model.parameters())
-        assert abs(count - expected) / expected < 0.02, (name, count)
+    llama2_vocab = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config(cfg.model, llama2_vocab, context=1024))
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - size) / size < 0.02, (name, count)
+
+
+def test_gpt2_presets_have_gpt2_dropout():
+    from transformers import AutoModelForCausalLM
+
+    tokens = TokenIds(vocab_size=32000, bos=1, eos=2, pad=0)
     for name in ("gpt2-124m", "gpt2-355m"):
+        config = model_config(name, tokens, use_preset_vocab=True)
+        assert (config.resid_pdrop, config.embd_pdrop, config.attn_pdrop) == (0.1, 0.1, 0.1)  # the reference's GPT2Config
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_config(name, tokens, use_preset_vocab=True))
+            model = AutoModelForCausalLM.from_config(config)
         assert type(model).__name__ == "GPT2LMHeadModel"
     assert set(PRESETS) >= {"tiny", "small", "llama2-176m", "llama2-382m", "gpt2-124m", "gpt2-355m"}
 

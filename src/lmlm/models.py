@@ -4,8 +4,8 @@
     small        ~31M with a 2,048-token vocabulary (47M with 32,000)
     llama2-176m  the reference shape: hidden 512, 8 layers, 8 heads, FFN 11008, vocab 32000
     llama2-382m  the reference shape: hidden 768, 12 layers, 12 heads, FFN 11008, vocab 32000
-    gpt2-124m    GPT-2 small (HF GPT2LMHeadModel)
-    gpt2-355m    GPT-2 medium
+    gpt2-124m    GPT-2 small (HF GPT2LMHeadModel), with GPT-2's dropout 0.1 as the reference trains it
+    gpt2-355m    GPT-2 medium, dropout 0.1
 The reference sizes count a 32,000-token vocabulary (Llama 2's); the vocabulary actually used is
 the tokenizer's.
 """
@@ -19,8 +19,8 @@ PRESETS: dict[str, dict] = {
     "small": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 1792},
     "llama2-176m": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 11008, "vocab": 32000, "tied": False},
     "llama2-382m": {"arch": "llama", "hidden": 768, "layers": 12, "heads": 12, "ffn": 11008, "vocab": 32000, "tied": False},
-    "gpt2-124m": {"arch": "gpt2", "hidden": 768, "layers": 12, "heads": 12, "ffn": 3072, "vocab": 50257, "tied": True},
-    "gpt2-355m": {"arch": "gpt2", "hidden": 1024, "layers": 24, "heads": 16, "ffn": 4096, "vocab": 50257, "tied": True},
+    "gpt2-124m": {"arch": "gpt2", "hidden": 768, "layers": 12, "heads": 12, "ffn": 3072, "vocab": 50257, "tied": True, "dropout": 0.1},
+    "gpt2-355m": {"arch": "gpt2", "hidden": 1024, "layers": 24, "heads": 16, "ffn": 4096, "vocab": 50257, "tied": True, "dropout": 0.1},
 }
 
 
@@ -43,7 +43,7 @@ def model_config(preset: str, tokens: TokenIds, context: int = 1024, use_preset_
         from transformers import GPT2Config
 
         return GPT2Config(vocab_size=vocab, n_embd=p["hidden"], n_layer=p["layers"], n_head=p["heads"], n_inner=p["ffn"],
-                          n_positions=context, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=p.get("tied", True), **ids)
+                          n_positions=context, resid_pdrop=p["dropout"], embd_pdrop=p["dropout"], attn_pdrop=p["dropout"], tie_word_embeddings=p.get("tied", True), **ids)
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab, hidden_size=p["hidden"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],

@@ -34,7 +34,8 @@ class TrainConfig:
     eval_data: str | None = field(default=None, metadata={"help": "a dataset for evaluation (perplexity variants)"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps; the schedule spans them"})
     epochs: float = field(default=0.0, metadata={"help": "if > 0, train this many epochs instead of max_steps"})
-    stop_after: int = field(default=0, metadata={"help": "stop (with a checkpoint) after this many steps, keeping the schedule"})
+    stop_after: int = field(default=0, metadata={"help": "stop (with a checkpoint) after this many steps of this run, counted from "
+                                                          "the resumed step, keeping the schedule (0: run to the end)"})
     batch_size: int = field(default=16, metadata={"help": "blocks per device per micro-step"})
     grad_accum: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW, cosine decay after warmup)"})
@@ -124,9 +125,15 @@ def train(cfg: TrainConfig):
             self.model.train()
             return metrics
 
-    class StopAfter(TrainerCallback):
+    class RunStart(TrainerCallback):
+        """Counts speed and ``stop_after`` from the step this run starts at (the checkpoint's, on resume)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.first_step = state.global_step
+            trainer._speed_mark = (state.global_step, time.perf_counter())
+
         def on_step_end(self, args, state, control, **kwargs):
-            if cfg.stop_after and state.global_step >= cfg.stop_after:
+            if cfg.stop_after and state.global_step - self.first_step >= cfg.stop_after:
                 control.should_save = control.should_training_stop = True
 
     out.mkdir(parents=True, exist_ok=True)
@@ -148,9 +155,9 @@ def train(cfg: TrainConfig):
         bf16=_precision(cfg.precision),
         eval_strategy="steps" if eval_data and cfg.eval_every else "no",
         eval_steps=cfg.eval_every or None,
-        save_strategy="steps" if cfg.save_every or cfg.stop_after else "no",
+        save_strategy="steps" if cfg.save_every else "no",  # stop_after saves through RunStart
         **{checkpointing: cfg.gradient_checkpointing},
-        save_steps=cfg.save_every or cfg.stop_after or 1,
+        save_steps=cfg.save_every or 1,
         logging_steps=cfg.log_every,
         report_to=["tensorboard"] if cfg.tensorboard else [],
         seed=cfg.seed,
@@ -160,11 +167,12 @@ def train(cfg: TrainConfig):
         use_cpu=not torch.cuda.is_available(),
         dataloader_drop_last=True,
     )
-    trainer = LMLMTrainer(model=model, args=args, train_dataset=_TrainBlocks(data), processing_class=tokenizer, callbacks=[StopAfter()])
-    trainer._speed_mark = (0, time.perf_counter())
+    trainer = LMLMTrainer(model=model, args=args, train_dataset=_TrainBlocks(data), processing_class=tokenizer, callbacks=[RunStart()])
     resume = _last_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume is None:
         raise LmlmError(f"{out}: nothing to resume (no checkpoint-N folder)")
+    if resume and trainer.is_world_process_zero():
+        _drop_log_after(out / "log.jsonl", _checkpoint_step(resume))
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step}
     if eval_data:
@@ -179,6 +187,29 @@ def train(cfg: TrainConfig):
 def _last_checkpoint(out: Path) -> str | None:
     steps = [int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
     return str(out / f"checkpoint-{max(steps)}") if steps else None
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    return int(Path(checkpoint).name.split("-")[1])
+
+
+def _drop_log_after(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step``: the resumed run logs the later steps again. Temp file + rename, so a
+    crash here leaves the old log whole."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if _logged_by(line, step)]
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text("".join(kept), encoding="utf-8")
+    os.replace(temp, path)
+
+
+def _logged_by(line: str, step: int) -> bool:
+    """Whether a log line was written at ``step`` or before; a line cut off by a crash was not."""
+    try:
+        return json.loads(line)["step"] <= step
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def logged_losses(out: str | Path) -> list[float]:
