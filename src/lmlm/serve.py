@@ -444,7 +444,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path} (allowed: {exc.headers.get('Allow', 'none')})"
+            message = f"{request.method} is not allowed on {request.url.path} (allowed: {(exc.headers or {}).get('Allow', 'none')})"
         return _error(exc.status_code, message, exc.headers)
 
     @app.exception_handler(NotFound)
@@ -463,7 +463,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def locked(request, exc: sqlite3.OperationalError):
         if "locked" in str(exc) or "busy" in str(exc):  # another process holds the KB file's write lock
             return _error(503, "the knowledge base is busy with another writer; try again", {"Retry-After": "1"})
-        return _internal(request, exc)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _internal(exc)
 
     @app.exception_handler(LmlmError)
     async def bad(request, exc: LmlmError):
@@ -471,11 +472,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):
-        return _internal(request, exc)
+        return _internal(exc)  # Starlette raises it again after this answer, and uvicorn logs the traceback
 
 
-def _internal(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+def _internal(exc: Exception) -> JSONResponse:
     return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")
 
 
@@ -609,9 +609,9 @@ async def _stream(batcher: Batcher, lmlm: LMLM, prompts: list[str], prompt_ids: 
 
 
 def _stream_error(e: Exception) -> dict:
+    """The error event of a failed stream (the batcher has logged the failure)."""
     if isinstance(e, LmlmError):
         return {"message": str(e), "code": 400}
-    log.error("a streamed generation failed", exc_info=e)
     return {"message": f"internal error ({type(e).__name__}); the server log has the details", "code": 500}
 
 
