@@ -123,7 +123,7 @@ def test_bad_input_gets_a_4xx_in_the_one_error_shape(url, errors_logged, method,
 def test_sampling_values_at_the_edges_of_their_ranges_generate(url, errors_logged, options):
     reply = httpx.post(f"{url}/v1/generate", json={**SAMPLED, **options}, timeout=120)
     assert reply.status_code == 200, reply.text
-    assert reply.json()["text"] and not errors_logged
+    assert reply.json()["raw"] and not errors_logged  # it generated (the text may be all lookup call)
 
 
 def test_an_entity_whose_name_holds_a_slash_can_be_fetched(url):
