@@ -399,7 +399,7 @@ class _Gate:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if self.check_host and _host_name(headers.get("host", "")) not in LOOPBACK:
-            message = f"Host {headers.get('host', '')!r} is not served: without --api-key this server answers only localhost and 127.0.0.1"
+            message = f"Host {headers.get('host', '')!r} is not served: without --api-key this server answers only localhost, 127.0.0.1 and [::1]"
             return await _error(421, message)(scope, receive, send)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
