@@ -125,6 +125,19 @@ def test_kb_browser_search_and_add(page):
     page.screenshot(path=str(ARTIFACTS / "5-kb-browser.png"), full_page=True)
 
 
+def test_all_facts_of_an_entity_whose_name_holds_a_slash(page):
+    page.fill("#add-entity", "AC/DC Band")
+    page.fill("#add-relation", "Genre")
+    page.fill("#add-value", "hard rock")
+    page.click("#add-form button")  # then the page lists all facts of the new fact's entity
+    page.wait_for_function("document.querySelector('#facts').textContent.includes('hard rock')")
+    with page.expect_response(lambda reply: "/v1/kb/entity/" in reply.url) as listed:
+        page.click("button[title='All facts of AC/DC Band']")
+    assert listed.value.status == 200 and listed.value.url.endswith("/v1/kb/entity/AC%2FDC%20Band")
+    assert "error" not in (page.locator("#status").get_attribute("class") or "")
+    assert page.locator("#facts tbody tr").count() == 1
+
+
 def test_the_page_sends_the_api_key_it_is_given_and_keeps_it_for_the_session(keyed_url, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     page.goto(keyed_url)
