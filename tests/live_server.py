@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -33,3 +36,21 @@ def serving(app, port: int | None = None):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+_TINY: dict[str, Path] = {}
+
+
+def tiny_lmlm_copy(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, KB) of the tiny LMLM: the checkpoint is trained once per test session (in
+    ``$LMLM_TINY_DIR`` if set, kept across sessions), and each call gets a fresh copy of the KB to edit."""
+    from tiny_lmlm import make_tiny_lmlm
+
+    if "root" not in _TINY:
+        root = Path(os.environ.get("LMLM_TINY_DIR") or tmp_path_factory.mktemp("tiny-lmlm"))
+        if not (root / "kb.sqlite").exists():
+            make_tiny_lmlm(root)
+        _TINY["root"] = root
+    kb = tmp_path_factory.mktemp("kb") / "kb.sqlite"
+    shutil.copyfile(_TINY["root"] / "kb.sqlite", kb)
+    return _TINY["root"] / "model", kb

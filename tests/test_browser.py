@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from live_server import serving
-from tiny_lmlm import make_tiny_lmlm
+from live_server import serving, tiny_lmlm_copy
 
 from lmlm.generate import LMLM
 from lmlm.kb import SqliteKB
-from lmlm.serve import create_app
+from lmlm.serve import ServeConfig, create_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("LMLM_ARTIFACTS", Path(__file__).parent / "artifacts"))
@@ -23,24 +22,40 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
 
 
+KEY = "s3cret"
+
+
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    model, kb = make_tiny_lmlm(tmp_path_factory.mktemp("browser"))
+    model, kb = tiny_lmlm_copy(tmp_path_factory)
     with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)))) as base:
         yield base
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def keyed_url(tmp_path_factory):
+    """A server whose key guards everything, generation too."""
+    model, kb = tiny_lmlm_copy(tmp_path_factory)
+    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)), ServeConfig(api_key=KEY, protect="all"))) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        page.goto(url)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(url, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page.goto(url)
+    return page
 
 
 def generation(page) -> int:
@@ -108,3 +123,46 @@ def test_kb_browser_search_and_add(page):
     page.click("#add-form button")
     page.wait_for_function("document.querySelector('#facts').textContent.includes('Favourite Colour')")
     page.screenshot(path=str(ARTIFACTS / "5-kb-browser.png"), full_page=True)
+
+
+def test_all_facts_of_an_entity_whose_name_holds_a_slash(page):
+    page.fill("#add-entity", "AC/DC Band")
+    page.fill("#add-relation", "Genre")
+    page.fill("#add-value", "hard rock")
+    page.click("#add-form button")  # then the page lists all facts of the new fact's entity
+    page.wait_for_function("document.querySelector('#facts').textContent.includes('hard rock')")
+    with page.expect_response(lambda reply: "/v1/kb/entity/" in reply.url) as listed:
+        page.click("button[title='All facts of AC/DC Band']")
+    assert listed.value.status == 200 and listed.value.url.endswith("/v1/kb/entity/AC%2FDC%20Band")
+    assert "error" not in (page.locator("#status").get_attribute("class") or "")
+    assert page.locator("#facts tbody tr").count() == 1
+
+
+def test_the_page_sends_the_api_key_it_is_given_and_keeps_it_for_the_session(keyed_url, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    page.goto(keyed_url)
+    page.fill("#prompt", PROMPT)
+    page.click("#generate")  # without the key: refused, and the page says where the key goes
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert "bearer token" in page.locator("#status").inner_text() and "API key" in page.locator("#status").inner_text()
+
+    page.fill("#api-key", KEY)
+    generate(page, PROMPT)
+    page.locator("#output .fact").first.click()
+    page.locator("#fact-dialog[open]").wait_for()
+    page.fill("#fact-value", "Port Zembla")
+    before = generation(page)
+    page.click("#fact-save")
+    wait_for_new_result(page, before)
+    assert "Port Zembla" in [f.inner_text() for f in page.locator("#output .fact").all()]
+    assert "error" not in (page.locator("#status").get_attribute("class") or "")
+    page.screenshot(path=str(ARTIFACTS / "6-api-key.png"))
+
+    page.reload()  # sessionStorage: the key stays for the tab's session
+    assert page.input_value("#api-key") == KEY
+    page.fill("#add-entity", "Amara Lindworth")
+    page.fill("#add-relation", "Favourite Colour")
+    page.fill("#add-value", "teal")
+    page.click("#add-form button")
+    page.wait_for_function("document.querySelector('#facts').textContent.includes('Favourite Colour')")
+    page.close()

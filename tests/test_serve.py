@@ -1,14 +1,16 @@
 """The HTTP API against a live server on 127.0.0.1: httpx, and the real openai client for completions."""
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 
 import httpx
 import openai
 import pytest
-from live_server import serving
-from tiny_lmlm import make_tiny_lmlm
+from live_server import serving, tiny_lmlm_copy
 
+from lmlm.errors import Ambiguous
 from lmlm.generate import LMLM
 from lmlm.kb import SqliteKB
 from lmlm.serve import ServeConfig, create_app
@@ -18,7 +20,7 @@ PROMPTS = ["Amara Lindworth was born in", "Juno Yarnlowe was born in", "Juno Yar
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return make_tiny_lmlm(tmp_path_factory.mktemp("serve"))
+    return tiny_lmlm_copy(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +148,95 @@ def test_api_key_and_read_only(lmlm):
         reply = httpx.delete(f"{base}/v1/kb/triplets/1")
         assert reply.status_code == 403 and "read-only" in reply.json()["error"]["message"]
         assert httpx.get(f"{base}/v1/kb/stats").status_code == 200
+
+
+def send_together(base: str, bodies: list[dict], path: str = "/v1/generate") -> list[httpx.Response]:
+    async def send_all():
+        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            return await asyncio.gather(*(client.post(path, json=body) for body in bodies))
+
+    return asyncio.run(send_all())
+
+
+def test_an_engine_batch_never_holds_more_rows_than_max_batch(lmlm):
+    # the long window gathers both requests; together their 6 prompts would pass the cap of 4
+    with serving(create_app(lmlm, ServeConfig(max_batch=4, window_ms=1000, max_new_tokens=8))) as base:
+        replies = send_together(base, [{"prompt": PROMPTS[:3], "max_new_tokens": 4}] * 2)
+        assert [r.status_code for r in replies] == [200, 200]
+        assert httpx.get(f"{base}/health").json()["engine_batches"] == 2
+
+
+def test_a_seeded_sampled_request_gets_the_same_text_alone_or_in_company(lmlm):
+    seeded = {"prompt": PROMPTS[0], "max_new_tokens": 24, "do_sample": True, "temperature": 1.5, "seed": 7}
+    with serving(create_app(lmlm, ServeConfig(window_ms=500, max_new_tokens=64))) as base:
+        alone = httpx.post(f"{base}/v1/generate", json=seeded, timeout=120).json()["text"]
+        # the same options and seed for other prompts: before, one batch and one generator for all four
+        company = [{**seeded, "prompt": p} for p in PROMPTS[1:3]] + [seeded] + [{**seeded, "prompt": PROMPTS[3]}]
+        replies = send_together(base, company)
+        assert replies[2].json()["text"] == alone
+        assert httpx.post(f"{base}/v1/generate", json=seeded, timeout=120).json()["text"] == alone
+
+
+def test_streaming_decodes_a_few_tokens_per_token_not_the_whole_text(url, lmlm, monkeypatch):
+    tokenizer, clean_decodes = lmlm.engine.tokenizer, []
+    real_decode = tokenizer.decode
+
+    def counting_decode(ids, *args, **kwargs):
+        if kwargs.get("skip_special_tokens"):  # the clean text; the raw text is decoded once, at the end
+            clean_decodes.append(len(ids))
+        return real_decode(ids, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "decode", counting_decode)
+    body = {"prompt": PROMPTS[0], "max_tokens": 64, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as reply:
+        events = [line[len("data: "):] for line in reply.iter_lines() if line.startswith("data: ")]
+    monkeypatch.undo()
+    text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+    assert events[-1] == "[DONE]" and text == lmlm.generate(PROMPTS[0], max_new_tokens=64).text and len(text) > 40
+    *streaming, final = sorted(clean_decodes)  # the result's clean text is decoded whole once
+    assert len(streaming) > 20 and max(streaming) <= 8, sorted(clean_decodes)
+
+
+def test_a_stream_that_fails_ends_with_an_error_event_and_done(tmp_path_factory):
+    model, kb = tiny_lmlm_copy(tmp_path_factory)
+    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)))) as base:
+        with contextlib.closing(sqlite3.connect(kb)) as other:  # the facts table goes away under the running server
+            other.execute("ALTER TABLE triplets RENAME TO triplets_gone")
+        body = {"prompt": PROMPTS[1], "max_tokens": 24, "stream": True}
+        with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=120) as reply:
+            status = reply.status_code
+            events = [line[len("data: "):] for line in reply.iter_lines() if line.startswith("data: ")]
+        assert httpx.get(f"{base}/health").json()["status"] == "ok"
+    assert status == 200 and events[-1] == "[DONE]", events
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == 500 and "internal error (OperationalError)" in error["message"]
+
+
+class OneNameTwoEntitiesKB(SqliteKB):
+    """A KB that finds two entities for the name to forget (the KB's own refusal of such an edit is not on this branch)."""
+
+    def forget(self, entity: str) -> int:
+        raise Ambiguous(f"{entity!r} names 2 entities; forget one of them by its full name", ["Ada Ashby", "Ada Ashby (painter)"])
+
+
+def test_an_ambiguous_edit_is_a_409_with_the_candidates(tmp_path_factory):
+    model, kb = tiny_lmlm_copy(tmp_path_factory)
+    with serving(create_app(LMLM.from_pretrained(model, kb=OneNameTwoEntitiesKB(kb)))) as base:
+        reply = httpx.post(f"{base}/v1/kb/forget", json={"entity": "Ada Ashby"})
+    assert reply.status_code == 409
+    assert reply.json() == {"error": {"message": "'Ada Ashby' names 2 entities; forget one of them by its full name", "code": 409,
+                                      "candidates": ["Ada Ashby", "Ada Ashby (painter)"]}}
+
+
+def test_a_write_while_another_process_holds_the_kb_is_a_503_with_retry_after(tmp_path_factory):
+    model, kb = tiny_lmlm_copy(tmp_path_factory)
+    fact = {"entity": "Juno Yarnlowe", "relation": "Pet", "value": "a heron"}
+    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)))) as base:
+        with contextlib.closing(sqlite3.connect(kb, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock
+            busy = httpx.post(f"{base}/v1/kb/triplets", json=fact, timeout=120)
+            other.execute("ROLLBACK")
+        assert busy.status_code == 503, busy.text
+        assert int(busy.headers["Retry-After"]) >= 1
+        assert set(busy.json()) == {"error"} and busy.json()["error"]["code"] == 503
+        assert httpx.post(f"{base}/v1/kb/triplets", json=fact).status_code == 201  # once the writer is done, the same write goes through

@@ -2,17 +2,20 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const KEY_STORE = "lmlm-api-key";  // sessionStorage: the key lives as long as the tab, not on disk
 let lastLookups = [];
 let openFact = null;
 
 async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
+  const headers = body ? { "Content-Type": "application/json" } : {};
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error ? data.error.message : `HTTP ${response.status}`);
+  if (!response.ok) {
+    const message = data.error ? data.error.message : `HTTP ${response.status}`;
+    throw new Error(response.status === 401 ? `${message}: enter the server's API key at the top of the page` : message);
+  }
   return data;
 }
 
@@ -177,6 +180,11 @@ async function showStats() {
 
 // --- wiring -------------------------------------------------------------------------------------------------
 
+$("api-key").value = sessionStorage.getItem(KEY_STORE) || "";
+$("api-key").addEventListener("input", () => {
+  const key = $("api-key").value.trim();
+  if (key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
+});
 $("generate-form").addEventListener("submit", (e) => { e.preventDefault(); generate(); });
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
