@@ -168,6 +168,7 @@ class Store:
     def close(self) -> None:
         """Fold the write-ahead log into the file, so readers that open it next need not consult it."""
         try:
+            self.conn.execute("PRAGMA busy_timeout=1000")  # tidying up is not worth the long wait a write gets
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError:  # another connection is reading; the WAL stays until later
             pass
