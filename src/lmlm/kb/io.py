@@ -179,7 +179,6 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
     return report
 
 
-
 def _remove_killed_builds(out: Path) -> None:
     """Remove the temp files (``.OUT.PID.building*``) of earlier builds into ``out`` whose process is gone."""
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.building")
@@ -196,5 +195,5 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError):  # another user's process, or no pid at all: leave its files alone
-        return True
+        pass
     return True
