@@ -122,7 +122,8 @@ def test_bad_edits_are_refused_and_change_nothing(good_kb, args, message):
 
 def test_a_row_sqlite_cannot_store_is_skipped_and_named_the_rest_kept(tmp_path):
     src = tmp_path / "rows.jsonl"
-    rows = [{"entity": "Liu Wen", "relation": "Birthplace", "value": "Chengdu"}, {"entity": "Liu Wen", "relation": "Hobby", "value": "\ud800"},
+    rows = [{"entity": "Liu Wen", "relation": "Birthplace", "value": "Chengdu"},
+            {"entity": "Liu Wen", "relation": "Hobby", "value": "\ud800"},
             {"entity": "Ada Maria Lovelace", "relation": "Birthplace", "value": "London"}]
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")  # json.dumps writes the surrogate as the escape \ud800
     for command in ("build", "import"):
@@ -149,7 +150,8 @@ def test_build_removes_temp_files_of_killed_builds(tmp_path):
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         out = tmp_path / "kb.sqlite"
-        stale = [tmp_path / f".kb.sqlite.{dead.pid}.building{suffix}" for suffix in ("", "-wal", "-shm", ".entities-0123456789abcdef.faiss")]
+        suffixes = ("", "-wal", "-shm", ".entities-0123456789abcdef.faiss")
+        stale = [tmp_path / f".kb.sqlite.{dead.pid}.building{suffix}" for suffix in suffixes]
         running = [tmp_path / f".kb.sqlite.{alive.pid}.building{suffix}" for suffix in ("", "-wal")]
         other = tmp_path / f".other.sqlite.{dead.pid}.building"
         for path in stale + running + [other]:

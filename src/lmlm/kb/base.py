@@ -401,7 +401,8 @@ class SqliteKB:
     def _embed_added(self, ids: dict[str, int]) -> None:
         """Vectors for the rows one add made, put into the indexes in memory. Only these rows are encoded
         (never a backlog left by an import without vectors), and outside the lock and any transaction."""
-        wanted = {"entities": "entities", "relations": "entities", "triplet_vec": "triplet_vec"}  # table -> the index that shows its vectors are in use
+        # table -> the index whose presence shows that the table's vectors are in use
+        wanted = {"entities": "entities", "relations": "entities", "triplet_vec": "triplet_vec"}
         with self._lock:
             todo = {t: self.store.vectorless(t, [i]) for t, i in ids.items() if wanted[t] in self._indexes}
         for table, rows in todo.items():
