@@ -61,10 +61,16 @@ def _kb_build(args) -> None:
 
 
 def _kb_import(args) -> None:
+    from pathlib import Path
+
     from lmlm.kb import SqliteKB
     from lmlm.kb.io import import_files
 
-    with SqliteKB(args.out, encoder=args.encoder, create=True) as kb:
+    out = Path(args.out)
+    if not out.exists() or (out.is_file() and out.stat().st_size == 0):
+        _kb_build(args)  # a new KB is built aside and renamed into place: a failed import leaves nothing behind
+        return
+    with SqliteKB(out, encoder=args.encoder) as kb:
         for path, stats in import_files(kb, args.files).items():
             print(f"{path}: {stats['added']} added, {stats['duplicates']} duplicates, {stats['invalid']} invalid")
         if not args.no_embed:

@@ -200,7 +200,7 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
             shutil.copy(index_file, Path(tmp) / index_file.name)
         deleted = SqliteKB(copy, encoder=kb.encoder)
         for person in sorted({p["person"] for p in forget_prompts}):
-            deleted.forget(person)
+            deleted.forget(person, exact=True)  # exactly the forget-set person: a shortened name could also fit retain-set people
         del_model = LMLM(model.model, model.tokenizer, deleted)
         del_forget, del_retain = completion(del_model, forget_prompts), completion(del_model, retain_prompts)
         deleted.close()

@@ -26,11 +26,11 @@ from typing import Literal, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmlm.errors import LmlmError, NotFound
+from lmlm.errors import Ambiguous, LmlmError, NotFound
 from lmlm.kb import index as vindex
 from lmlm.kb.encoder import DEFAULT_ENCODER, Encoder, load_encoder
 from lmlm.kb.normalize import compact_key, normalize_key, query_forms, shortened_name, sibling_relations
-from lmlm.kb.store import MAX_FIELD_CHARS, ImportStats, Store, Triplet, _check_field
+from lmlm.kb.store import BUSY_TIMEOUT_S, MAX_FIELD_CHARS, ImportStats, Store, Triplet, _check_field, row_problem, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class KnowledgeBase(Protocol):
     def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet: ...
     def update(self, triplet_id: int, value: str) -> Triplet: ...
     def delete(self, triplet_id: int) -> Triplet: ...
-    def forget(self, entity: str) -> int: ...
+    def forget(self, entity: str, exact: bool = False) -> int: ...
     def facts(self, entity: str) -> list[Triplet]: ...
     def search(self, query: str, limit: int = 20) -> list[Triplet]: ...
     def stats(self) -> dict: ...
@@ -103,9 +103,10 @@ class SqliteKB:
         relation_floor: float = RELATION_FLOOR,
         relation_margin: float = RELATION_MARGIN,
         reference_threshold: float = REFERENCE_THRESHOLD,
+        busy_timeout: float = BUSY_TIMEOUT_S,
     ):
         self.path = Path(path)
-        self.store = Store(self.path, create=create)
+        self.store = Store(self.path, create=create, busy_timeout=busy_timeout)
         self.entity_threshold = entity_threshold
         self.relation_threshold = relation_threshold
         self.relation_floor, self.relation_margin = relation_floor, relation_margin
@@ -161,8 +162,7 @@ class SqliteKB:
         rows = self.store.missing_vectors(table)
         if not rows:
             return 0
-        recipe = {"triplet_vec": _reference_text, "relations": RELATION_TEMPLATE.format}.get(table, str)
-        texts = [recipe(text) for _, text in rows]
+        texts = [_vector_text(table, text) for _, text in rows]
         for start in tqdm(range(0, len(rows), batch), desc=f"embedding {table}", unit="batch", disable=len(rows) < batch):
             ids = [i for i, _ in rows[start : start + batch]]
             vectors = encoder.encode(texts[start : start + batch])
@@ -347,14 +347,21 @@ class SqliteKB:
         triplets = self.store.triplets_by_id({int(i) for i in ids.ravel() if i >= 0})
         results = []
         for row_scores, row_ids in zip(scores, ids):
-            live = [(float(s), triplets[int(i)]) for s, i in zip(row_scores, row_ids) if i >= 0 and triplets.get(int(i)) and triplets[int(i)].value is not None]
-            if not live:
-                results.append(NONE)
-            elif live[0][0] >= self.reference_threshold:
-                results.append(LookupResult(live[0][1].value, live[0][1], live[0][0], "fuzzy"))
-            else:
-                results.append(LookupResult(None, None, live[0][0], "none", live[0][1]))
+            hits = [(float(s), triplets[int(i)]) for s, i in zip(row_scores, row_ids) if i >= 0 and int(i) in triplets]
+            results.append(self._reference_result(hits))
         return results
+
+    def _reference_result(self, hits: list[tuple[float, Triplet]]) -> LookupResult:
+        """Top-1 over the hits, best first. Tombstones take part: a query whose best hit is a deleted or
+        forgotten fact gets none, so no neighbour answers in its place."""
+        if not hits:
+            return NONE
+        score, top = hits[0]
+        if top.value is None:
+            return LookupResult(None, None, score, "none")
+        if score >= self.reference_threshold:
+            return LookupResult(top.value, top, score, "fuzzy")
+        return LookupResult(None, None, score, "none", top)
 
     # --- edits ----------------------------------------------------------------------------
 
@@ -369,35 +376,50 @@ class SqliteKB:
         return stats
 
     def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet:
-        for name, text in (("entity", entity), ("relation", relation), ("value", value)):
-            if problem := _check_field(name, text):
-                raise LmlmError(problem)
+        """Add one fact (adding it again changes nothing); re-adds its entity if it was forgotten."""
+        if problem := row_problem(entity, relation, value, source, example_id):
+            raise LmlmError(problem)
         with self._lock:
             with self.store.transaction():
-                pairs_current = self.store.relation_pairs_current()
-                self.store.insert_triplets([(entity, relation, value, source, example_id)], ImportStats())
-                eid, rid = self.store.entity_id(entity, create=False), self.store.relation_id(relation, create=False)
-                if pairs_current:
-                    self.store.count_new_fact(eid, rid)
-                row = self.store.conn.execute(
-                    "SELECT id, entity, relation, value FROM triplets WHERE entity_id=? AND relation_id=? AND value=?", (eid, rid, value.strip())
-                ).fetchone()
+                triplet, entity_id, relation_id = self._insert_fact(entity, relation, value, source, example_id)
             self._distinct.clear()
-            self._index_new_entities()
-            return Triplet(*row)
+        self._embed_added({"entities": entity_id, "relations": relation_id, "triplet_vec": triplet.id})
+        return triplet
 
-    def _index_new_entities(self) -> None:
-        """Give entities added since the index was loaded their vectors, and put them in the index."""
-        if "entities" not in self._indexes:
-            return
-        rows = self.store.missing_vectors("entities")
-        self._embed_missing("relations")
-        if rows:
-            vectors = self.encoder.encode([name for _, name in rows])  # entity names are encoded as they are
-            ids = [i for i, _ in rows]
+    def _insert_fact(self, entity: str, relation: str, value: str, source, example_id) -> tuple[Triplet, int, int]:
+        stats = ImportStats()
+        pairs_current = self.store.relation_pairs_current()
+        self.store.insert_triplets([(entity, relation, value, source, example_id)], stats)
+        eid, rid = self.store.entity_id(entity, create=False), self.store.relation_id(relation, create=False)
+        if stats.added and pairs_current:  # a fact already there is no new co-occurrence
+            self.store.count_new_fact(eid, rid)
+        row = self.store.conn.execute(
+            "SELECT id, entity, relation, value FROM triplets WHERE entity_id=? AND relation_id=? AND value=?", (eid, rid, value.strip())
+        ).fetchone()
+        return Triplet(*row), eid, rid
+
+    def _embed_added(self, ids: dict[str, int]) -> None:
+        """Vectors for the rows one add made, put into the indexes in memory. Only these rows are encoded
+        (never a backlog left by an import without vectors), and outside the lock and any transaction."""
+        # table -> the index whose presence shows that the table's vectors are in use
+        wanted = {"entities": "entities", "relations": "entities", "triplet_vec": "triplet_vec"}
+        with self._lock:
+            todo = {t: self.store.vectorless(t, [i]) for t, i in ids.items() if wanted[t] in self._indexes}
+        for table, rows in todo.items():
+            if rows:
+                self._put_new_vectors(table, rows, self.encoder.encode([_vector_text(table, text) for _, text in rows]))
+
+    def _put_new_vectors(self, table: str, rows: list[tuple[int, str]], vectors: np.ndarray) -> None:
+        with self._lock:
+            still = {i for i, _ in self.store.vectorless(table, [i for i, _ in rows])}  # another add may have put them meanwhile
+            keep = [k for k, (i, _) in enumerate(rows) if i in still]
+            if not keep:
+                return
+            ids, vectors = [rows[k][0] for k in keep], vectors[keep]
             with self.store.transaction():
-                self.store.put_vectors("entities", ids, vectors)
-            self._indexes["entities"].add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+                self.store.put_vectors(table, ids, vectors)
+            if table in self._indexes:
+                self._indexes[table].add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
 
     def update(self, triplet_id: int, value: str) -> Triplet:
         if problem := _check_field("value", value):
@@ -408,19 +430,38 @@ class SqliteKB:
         return self._set_value(triplet_id, None)
 
     def _set_value(self, triplet_id: int, value: str | None) -> Triplet:
+        """A forgotten entity's facts stay erased: only ``add`` brings the entity back."""
         with self._lock, self.store.transaction():
-            if not self.store.set_value(int(triplet_id), value):
+            owner = self.store.entity_of(triplet_id)
+            if owner is None:
                 raise NotFound(f"no triplet with id {triplet_id}")
-            return self.store.triplet(int(triplet_id))
+            if owner[1] and value is not None:
+                raise LmlmError(f"triplet {triplet_id} belongs to the forgotten entity {owner[0]!r}; add the fact to re-add the entity")
+            self.store.set_value(triplet_id, value)
+            return self.store.triplet(triplet_id)
 
-    def forget(self, entity: str) -> int:
-        """Erase every fact of ``entity``; later queries that resolve to it get ``none``. Returns the count."""
+    def forget(self, entity: str, exact: bool = False) -> int:
+        """Erase every fact of the one entity ``entity`` names; later queries that resolve to it get ``none``.
+        Returns the count. A name that fits several entities raises Ambiguous and erases nothing; with
+        ``exact``, only the entity stored under that very name (normalized) counts."""
         with self._lock:
-            candidates = self._named_candidates(entity) if _key(entity) else []
-            if not candidates:
-                raise NotFound(f"no entity named {entity!r}")
+            entity_id = self._one_entity(entity, exact)
             with self.store.transaction():
-                return sum(self.store.forget_entity(eid) for eid, _, _ in candidates)
+                return self.store.forget_entity(entity_id)
+
+    def _one_entity(self, entity: str, exact: bool) -> int:
+        if not _key(entity):
+            candidates = []
+        elif exact:
+            candidates = [(i, 1.0, f) for i, _, f in self.store.entities_by_key([_key(entity)])]
+        else:
+            candidates = self._named_candidates(entity)
+        if not candidates:
+            raise NotFound(f"no entity named {entity!r}")
+        if len(candidates) > 1:
+            names = sorted(name for name, _ in self.store.entity_rows(i for i, _, _ in candidates).values())
+            raise Ambiguous(f"{entity!r} fits {len(names)} entities ({', '.join(map(repr, names))}); give the one meant in full", names)
+        return candidates[0][0]
 
     def facts(self, entity: str) -> list[Triplet]:
         """The live facts of the entity named ``entity`` (its exact key, else a lossless rewrite or shortened name)."""
@@ -434,7 +475,7 @@ class SqliteKB:
         """Live facts whose entity name starts with ``query`` (by normalized key, indexed), then facts whose
         entity, relation or value contains it; at most ``limit``."""
         with self._lock:
-            return self.store.search(normalize_key(query), query.strip(), limit) if query.strip() else []
+            return self.store.search(normalize_key(query), query.strip(), limit) if query.strip() and storable_text(query) else []
 
     def stats(self) -> dict:
         with self._lock:
@@ -451,7 +492,14 @@ class SqliteKB:
 
 def _key(text) -> str:
     """The normalized key of a queried string; empty for anything that cannot match."""
-    return normalize_key(text) if isinstance(text, str) and 0 < len(text) <= MAX_FIELD_CHARS else ""
+    return normalize_key(text) if isinstance(text, str) and 0 < len(text) <= MAX_FIELD_CHARS and storable_text(text) else ""
+
+
+def _vector_text(table: str, text: str) -> str:
+    """What is encoded for a row of ``table``: entity names as they are, relations in a question, reference strings normalized."""
+    if table == "relations":
+        return RELATION_TEMPLATE.format(text)
+    return _reference_text(text) if table == "triplet_vec" else text
 
 
 def _reference_text(text: str) -> str:

@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lmlm import markup
 from lmlm.corpus import atomic_write, read_corpus
 from lmlm.errors import LmlmError
+from lmlm.kb.store import row_problem
+
+log = logging.getLogger(__name__)
 
 
 def read_reference_db(path: str | os.PathLike) -> Iterator[tuple]:
@@ -26,14 +32,35 @@ def _reference_rows(path: Path, data: dict) -> Iterator[tuple]:
     for i, triplet in enumerate(data["triplets"]):
         if not (isinstance(triplet, list) and len(triplet) == 3):
             raise LmlmError(f"{path}: triplet {i} is not an [entity, relation, value] list")
-        yield (*triplet, path.name, None)
+        yield _noted((*triplet, path.name, None), f"{path}: triplet {i}")
+
+
+def _noted(row: tuple, where: str) -> tuple:
+    """``row``, with a warning naming where it came from if the store will refuse it (it is skipped, the rest kept)."""
+    if problem := row_problem(*row):
+        log.warning("%s: %s; row skipped", where, problem)
+    return row
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """The ways a path can fail to be a readable UTF-8 file, as one-line errors that name it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise LmlmError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LmlmError(f"{path}: is a directory, expected a file") from None
+    except PermissionError:
+        raise LmlmError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise LmlmError(f"{path}: not UTF-8 text ({e.reason})") from None
 
 
 def _load_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LmlmError(f"{path}: no such file") from None
+        with _reading(path):
+            return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise LmlmError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
 
@@ -41,19 +68,19 @@ def _load_json(path: Path):
 def read_jsonl_triplets(path: str | os.PathLike) -> Iterator[tuple]:
     """One ``{"entity", "relation", "value"[, "source", "example_id"]}`` object per line."""
     path = Path(path)
-    for row in _read_jsonl(path, ("entity", "relation", "value")):
-        yield row["entity"], row["relation"], row["value"], row.get("source", path.name), _str_or_none(row.get("example_id"))
+    for lineno, row in _read_jsonl(path, ("entity", "relation", "value")):
+        fields = row["entity"], row["relation"], row["value"], row.get("source", path.name), _str_or_none(row.get("example_id"))
+        yield _noted(fields, f"{path}:{lineno}")
 
 
 def read_queries(path: str | os.PathLike) -> list[tuple[str, str]]:
     """Lines of ``{"entity", "relation"}``."""
-    return [(row["entity"], row["relation"]) for row in _read_jsonl(Path(path), ("entity", "relation"))]
+    return [(row["entity"], row["relation"]) for _, row in _read_jsonl(Path(path), ("entity", "relation"))]
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
-    if not path.exists():
-        raise LmlmError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line."""
+    with _reading(path), path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -65,7 +92,7 @@ def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
                 raise LmlmError(f"{path}:{lineno}: expected a JSON object")
             if missing := [k for k in required if k not in row]:
                 raise LmlmError(f"{path}:{lineno}: missing {', '.join(map(repr, missing))}")
-            yield row
+            yield lineno, row
 
 
 def read_annotated(path: str | os.PathLike) -> Iterator[tuple]:
@@ -74,16 +101,14 @@ def read_annotated(path: str | os.PathLike) -> Iterator[tuple]:
     for i, example in enumerate(corpus.examples):
         example_id = str(example.get("id", i))
         for entity, relation, value in markup.triplets(example["annotated_text"]):
-            yield entity, relation, value, corpus.path.name, example_id
+            yield _noted((entity, relation, value, corpus.path.name, example_id), f"{corpus.path}: example {example_id}")
 
 
 def read_any(path: str | os.PathLike) -> Iterator[tuple]:
     """A reference database JSON, JSONL triplets, or an annotated corpus, told apart by content."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        if not path.exists():
-            raise LmlmError(f"{path}: no such file")
-        with path.open(encoding="utf-8") as f:
+        with _reading(path), path.open(encoding="utf-8") as f:
             first = next((line for line in f if line.strip()), "")
         return read_annotated(path) if '"annotated_text"' in first else read_jsonl_triplets(path)
     data = _load_json(path)
@@ -130,10 +155,13 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
     from lmlm.kb.base import SqliteKB
 
     out = Path(out)
+    if out.is_dir():
+        raise LmlmError(f"{out}: is a directory, expected a knowledge base file")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.building")
     for stale in out.parent.glob(tmp.name + "*"):
         stale.unlink()
+    _remove_killed_builds(out)
     try:
         with SqliteKB(tmp, encoder=encoder, create=True) as kb:
             report = {"files": import_files(kb, paths)}
@@ -150,3 +178,22 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
             leftover.unlink()
     return report
 
+
+def _remove_killed_builds(out: Path) -> None:
+    """Remove the temp files (``.OUT.PID.building*``) of earlier builds into ``out`` whose process is gone."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.building")
+    for leftover in out.parent.glob(f".{out.name}.*.building*"):
+        match = pattern.match(leftover.name)
+        if match and not _process_alive(int(match.group(1))):
+            log.info("removing %s, left by a build that was killed", leftover)
+            leftover.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no pid at all: leave its files alone
+        pass
+    return True

@@ -22,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lmlm.errors import LmlmError
+from lmlm.errors import Busy, LmlmError
 from lmlm.kb.normalize import name_variants, normalize_key
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 MAX_FIELD_CHARS = 2000  # longer strings are refused at write time and never match at read time
+# How long a write waits for another writer (a bulk import holds the lock for its whole file) before Busy.
+BUSY_TIMEOUT_S = 60.0
+BUSY_RETRY_AFTER_S = 10
+INT64_MAX = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,9 +76,42 @@ def _check_field(name: str, text) -> str | None:
         return f"{name} is empty"
     if len(text) > MAX_FIELD_CHARS:
         return f"{name} is longer than {MAX_FIELD_CHARS} characters"
+    if not storable_text(text):
+        return f"{name} {text!r} is not valid Unicode (a lone surrogate, or bytes that are not UTF-8)"
     if name != "value" and not normalize_key(text):
         return f"{name} {text!r} has no letters or digits"
     return None
+
+
+def storable_text(text: str) -> bool:
+    """Can SQLite store ``text``? Lone surrogates (JSON "\\ud800", or undecodable bytes on a command line) cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _optional_field_problem(name: str, text) -> str | None:
+    """Why a provenance field (source, example id) cannot be stored, or None."""
+    if isinstance(text, str) and not storable_text(text):
+        return f"{name} {text!r} is not valid Unicode"
+    return None
+
+
+def _provenance_problem(source, example_id) -> str | None:
+    return _optional_field_problem("source", source) or _optional_field_problem("example_id", example_id)
+
+
+def row_problem(entity, relation, value, source=None, example_id=None) -> str | None:
+    """Why an (entity, relation, value, source, example_id) row cannot be stored, or None if it can."""
+    return (_check_field("entity", entity) or _check_field("relation", relation) or _check_field("value", value)
+            or _provenance_problem(source, example_id))
+
+
+def is_row_id(value) -> bool:
+    """Is ``value`` an integer SQLite can hold as a row id? Larger ones name no row."""
+    return isinstance(value, int) and -INT64_MAX - 1 <= value <= INT64_MAX
 
 
 def _cached_id(text, kind: str, cache: dict[str, int], make) -> int | None:
@@ -87,16 +124,30 @@ def _cached_id(text, kind: str, cache: dict[str, int], make) -> int | None:
     return cache[text]
 
 
+def _check_kb_path(path: Path, create: bool) -> bool:
+    """Whether ``path`` is to be made a fresh KB; only a creating caller may turn a missing or empty file into one."""
+    if path.is_dir():
+        raise LmlmError(f"{path}: is a directory, not a knowledge base")
+    if not path.exists():
+        if not create:
+            raise LmlmError(f"{path}: no such knowledge base")
+        return True
+    if path.stat().st_size == 0:
+        if not create:
+            raise LmlmError(f"{path}: an empty file, not a knowledge base (make one with lmlm kb build)")
+        return True
+    return False
+
+
 class Store:
     """SQLite access for one KB file. Every write is one transaction."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False):
+    def __init__(self, path: str | os.PathLike, create: bool = False, busy_timeout: float = BUSY_TIMEOUT_S):
         self.path = Path(path)
-        if not create and not self.path.exists():
-            raise LmlmError(f"{self.path}: no such knowledge base")
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        fresh = _check_kb_path(self.path, create)
+        self.busy_timeout = busy_timeout
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA cache_size=-262144")  # 256 MB of page cache keeps bulk imports fast
@@ -117,6 +168,7 @@ class Store:
     def close(self) -> None:
         """Fold the write-ahead log into the file, so readers that open it next need not consult it."""
         try:
+            self.conn.execute("PRAGMA busy_timeout=1000")  # tidying up is not worth the long wait a write gets
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError:  # another connection is reading; the WAL stays until later
             pass
@@ -124,7 +176,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            raise Busy(f"{self.path}: another process is writing to this knowledge base (waited {self.busy_timeout:g} s); try again later",
+                       retry_after=BUSY_RETRY_AFTER_S) from None
         try:
             yield self.conn
         except BaseException:
@@ -180,7 +238,7 @@ class Store:
             stats.read += 1
             eid = _cached_id(entity, "entity", entity_ids, self.entity_id)
             rid = _cached_id(relation, "relation", relation_ids, self.relation_id)
-            if eid is None or rid is None or not isinstance(value, str) or _check_field("value", value):
+            if eid is None or rid is None or _check_field("value", value) or _provenance_problem(source, example_id):
                 stats.invalid += 1
                 continue
             pending.append((eid, rid, entity, relation, value.strip(), source, example_id, now, now))
@@ -227,8 +285,27 @@ class Store:
         self.set_meta("relation_pairs_at", str(self.last_triplet_id()))
 
     def set_value(self, triplet_id: int, value: str | None) -> bool:
-        cur = self.conn.execute("UPDATE triplets SET value=?, updated=? WHERE id=?", (value, time.time(), triplet_id))
+        """Set a triplet's value (None: a tombstone); False if there is no such triplet. A value that another
+        fact of the same entity and relation already has is refused."""
+        if not is_row_id(triplet_id):
+            return False
+        try:
+            cur = self.conn.execute("UPDATE triplets SET value=?, updated=? WHERE id=?", (value, time.time(), triplet_id))
+        except sqlite3.IntegrityError:
+            twin = self.conn.execute(
+                "SELECT o.id, o.entity, o.relation FROM triplets t JOIN triplets o ON o.entity_id=t.entity_id"
+                " AND o.relation_id=t.relation_id AND o.value=?2 WHERE t.id=?1", (triplet_id, value)).fetchone()
+            raise LmlmError(f"triplet {triplet_id}: {twin[1]!r} / {twin[2]!r} already has the value {value!r} (triplet {twin[0]});"
+                            " delete this one instead") from None
         return cur.rowcount > 0
+
+    def entity_of(self, triplet_id: int) -> tuple[str, bool] | None:
+        """The name of a triplet's entity and whether it is forgotten; None if there is no such triplet."""
+        if not is_row_id(triplet_id):
+            return None
+        row = self.conn.execute("SELECT e.name, e.forgotten FROM triplets t JOIN entities e ON e.id=t.entity_id WHERE t.id=?",
+                                (triplet_id,)).fetchone()
+        return (row[0], bool(row[1])) if row else None
 
     def forget_entity(self, entity_id: int) -> int:
         self.conn.execute("UPDATE entities SET forgotten=1 WHERE id=?", (entity_id,))
@@ -297,6 +374,8 @@ class Store:
         return [Triplet(*row) for row in found]
 
     def triplet(self, triplet_id: int) -> Triplet | None:
+        if not is_row_id(triplet_id):
+            return None
         row = self.conn.execute("SELECT id, entity, relation, value FROM triplets WHERE id=?", (triplet_id,)).fetchone()
         return Triplet(*row) if row else None
 
@@ -341,6 +420,17 @@ class Store:
         else:
             sql = f"SELECT id, name FROM {table} WHERE vec IS NULL"
         return self.conn.execute(sql).fetchall()
+
+    def vectorless(self, table: str, ids: Iterable[int]) -> list[tuple[int, str]]:
+        """Those of ``ids`` that have no vector yet, with the text their vector is made from."""
+        ids = list(ids)
+        marks = ",".join("?" * len(ids))
+        if table == "triplet_vec":
+            sql = ("SELECT t.id, t.entity || ' ' || t.relation FROM triplets t LEFT JOIN triplet_vec v ON v.triplet_id=t.id"
+                   f" WHERE v.vec IS NULL AND t.id IN ({marks})")
+        else:
+            sql = f"SELECT id, name FROM {table} WHERE vec IS NULL AND id IN ({marks})"
+        return self.conn.execute(sql, ids).fetchall()
 
     def put_vectors(self, table: str, ids: list[int], vectors: np.ndarray) -> None:
         blobs = [v.astype(np.float16).tobytes() for v in vectors]
