@@ -2,7 +2,8 @@
 
 When a row emits ``<|db_return|>``, its (entity, relation) is read from its own token ids; every row
 that asked in that step is answered by one ``lookup_many`` call; the forced tokens of " VALUE" and
-``<|db_end|>`` join the row's queue of tokens to feed into the same cache. A step feeds every row the
+``<|db_end|>`` join the row's queue of tokens to feed into the same cache (a prompt that ends with a call's
+``<|db_return|>`` is answered so before the first step). A step feeds every row the
 next tokens of its queue, left-padded to the longest: the whole queue when few rows are left (a
 forward then costs about the same for a few more positions), one token when many are (every step
 stays one token wide). Nothing is re-tokenized from decoded text, and finished rows leave the batch.
