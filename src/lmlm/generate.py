@@ -2,7 +2,8 @@
 
 When a row emits ``<|db_return|>``, its (entity, relation) is read from its own token ids; every row
 that asked in that step is answered by one ``lookup_many`` call; the forced tokens of " VALUE" and
-``<|db_end|>`` join the row's queue of tokens to feed into the same cache. A step feeds every row the
+``<|db_end|>`` join the row's queue of tokens to feed into the same cache (a prompt that ends with a call's
+``<|db_return|>`` is answered so before the first step). A step feeds every row the
 next tokens of its queue, left-padded to the longest: the whole queue when few rows are left (a
 forward then costs about the same for a few more positions), one token when many are (every step
 stays one token wide). Nothing is re-tokenized from decoded text, and finished rows leave the batch.
@@ -168,6 +169,13 @@ def choose(scores: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
     return torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
 
 
+def sampling_generator(seed: int, device) -> torch.Generator:
+    """The seeded generator that ``choose`` samples with: ``torch.multinomial`` on an accelerator needs one on
+    that device. Meta tensors have no generator of their own; the CPU's serves them."""
+    device = torch.device(device)
+    return torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(seed)
+
+
 # --- the engine ----------------------------------------------------------------------------------------------
 
 
@@ -319,10 +327,14 @@ class _Drafter:
         _column_major_linears(model)
         self.decode = _compiled(model) if compile else model
 
-    def start(self, rows: int, capacity: int, pad: int, device):
-        self.track = _Track(self.model, self.decode, pad, rows, capacity, device)
+    def start(self, rows: int, batch: int, capacity: int, pad: int, device):
+        """``rows`` in all, of which the first step feeds ``batch``."""
+        self.track = _Track(self.model, self.decode, pad, batch, capacity, device)
         self.fed = [0] * rows  # by row: how many of its tokens are settled in the cache
         self.trial = 0  # proposal columns fed on trial in the last round, the same for every active row
+        # by active row: how many of those columns hold its own proposal; a row whose proposal ended early
+        # fills the rest with placeholders (the batch's other rows go on), never to be kept
+        self.own_trial: list[int] = []
 
     def propose(self, rows: list[_Row], active: list[int], count: int, stops: set[int], seen, lookups_done, tokens: LookupTokens,
                 cfg: GenerationConfig) -> list[list[int]]:
@@ -348,15 +360,17 @@ class _Drafter:
                 break
             logits = self.track.step([[t] for t in chosen])
             self.trial += 1
+        self.own_trial = [min(len(p), self.trial) for p in proposals]
         return proposals
 
     def settle(self, active: list[int], taken: list[int]):
-        """``taken``: by active row, how many of its proposed tokens the engine kept; the rest leave the cache."""
-        for b, (i, kept) in enumerate(zip(active, taken)):
-            kept = min(kept, self.trial)
+        """``taken``: by active row, how many of its proposed tokens the engine kept (a drafted call's answer
+        among them); the rest leave the cache, and so do the placeholders after a proposal that ended early."""
+        for b, (i, kept) in enumerate(zip(active, taken) if self.trial else ()):  # (no trial: nothing proposed, or nothing fed)
+            kept = min(kept, self.own_trial[b])
             self.track.retract(b, self.trial - kept)
             self.fed[i] += kept
-        self.trial = 0
+        self.trial, self.own_trial = 0, []
 
 
 class LookupEngine:
@@ -387,12 +401,15 @@ class LookupEngine:
         return self.model.get_output_embeddings().weight.shape[0]
 
     def encode_prompts(self, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
+        room = (self.context or 10**9) - cfg.max_new_tokens
+        if room < 1:  # refused rather than cut: the caller asked for this many tokens (README, Generation)
+            raise LmlmError(f"max_new_tokens {cfg.max_new_tokens} leaves no room for a prompt in the model's context of {self.context} "
+                            f"tokens: ask for at most {self.context - 1}")
         out = []
         for i, prompt in enumerate(prompts):
             if not prompt:
                 raise LmlmError(f"prompt {i} is empty: give at least one token of text")
             ids = self.tokenizer.encode(prompt)  # with bos where the tokenizer adds one, as in training
-            room = (self.context or 10**9) - cfg.max_new_tokens
             if len(ids) > room:
                 if not cfg.truncate_prompt:
                     raise LmlmError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens {cfg.max_new_tokens} the context of "
@@ -411,25 +428,33 @@ class LookupEngine:
         if cfg.use_lookups and self.kb is None:
             raise LmlmError("lookups are on but no knowledge base was given (pass kb=..., or use_lookups=False)")
         rows = [_Row(ids) for ids in self.encode_prompts(prompts, cfg)]
-        generator = torch.Generator().manual_seed(cfg.seed) if cfg.do_sample else None
         device = next(self.model.parameters()).device
+        generator = sampling_generator(cfg.seed, device) if cfg.do_sample else None
         seen = torch.zeros(len(rows), self.vocab, dtype=torch.bool, device=device)
         for i, r in enumerate(rows):
             seen[i, r.prompt] = True
-        lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) for r in rows], device=device)
+        # a prompt that ends with a call's <|db_return|> is answered first, as if the model had written it
+        calls = [i for i, r in enumerate(rows) if cfg.use_lookups and r.prompt[-1] == self.tokens.ret]
+        lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) - (i in calls) for i, r in enumerate(rows)], device=device)
         stops = {self.tokens.eos, *cfg.stop_token_ids}
-        active = list(range(len(rows)))
-        capacity = max(len(r.prompt) for r in rows) + cfg.max_new_tokens + cfg.draft_tokens + 1
-        track = _Track(self.model, self.decode, self.tokens.pad, len(rows), capacity, device)
-        drafter = self.drafter if self.drafter and not cfg.do_sample and cfg.draft_tokens > 0 else None
-        if drafter:
-            drafter.start(len(rows), capacity, self.tokens.pad, device)
         for row in rows:
             row.queue = list(row.prompt)  # fed whole in the first step, with a draft of what follows it
+        if calls:
+            self._force(rows, calls, cfg, len(rows) <= WIDE_STEP_MAX_ROWS, seen, lookups_done, on_token)
+        active = [i for i, r in enumerate(rows) if not r.done]  # an abstention can end a row before its first step
+        if not active:
+            return [self._result(r) for r in rows]
+        capacity = max(len(r.prompt) for r in rows) + cfg.max_new_tokens + cfg.draft_tokens + 1
+        track = _Track(self.model, self.decode, self.tokens.pad, len(active), capacity, device)
+        drafter = self.drafter if self.drafter and not cfg.do_sample and cfg.draft_tokens > 0 else None
+        if drafter:
+            drafter.start(len(rows), len(active), capacity, self.tokens.pad, device)
+        first = True
         while True:
             wide = len(active) <= WIDE_STEP_MAX_ROWS
             proposed = self._draft(drafter, rows, active, stops, seen, lookups_done, cfg) if wide else set()
-            feeds = [rows[i].queue[: None if wide or not rows[i].generated else 1] for i in active]  # the whole queue, or one token
+            feeds = [rows[i].queue[: None if wide or first else 1] for i in active]  # the whole queue, or one token
+            first = False
             for i, fed in zip(active, feeds):
                 rows[i].queue = rows[i].queue[len(fed) :]
             logits = track.step(feeds, keep=1 + max(len(rows[i].draft) for i in active))
@@ -600,7 +625,7 @@ class LookupEngine:
                     value, abstains = "", True
                 else:
                     value = "unknown"
-            value_ids = self.tokenizer.encode(" " + value, add_special_tokens=False) if value else []
+            value_ids = encode_text(self.tokenizer, " " + value) if value else []
             found = triplet is not None and not set(value_ids) & self.tokens.calls
             lookup = Provenance(entity, relation, value, triplet.id if triplet else None, float(result.score), tier, (0, 0))
             answers.append(_Answer(lookup, start, forced=value_ids + [self.tokens.end], repeat=value_ids if found else [], abstains=abstains))
@@ -615,6 +640,12 @@ class LookupEngine:
         """The clean text of ``generated`` (lookup calls removed), also while a call is still open (for streaming)."""
         ids = strip_calls([t for t in generated if t != self.tokens.eos], self.tokens, _inside_call(prompt, self.tokens))
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """The ids of ``text`` as plain text: a special token's string in it (a KB value holding "<|db_end|>")
+    is spelled in ordinary tokens, never read as the token itself, which would close a call early."""
+    return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
 
 def repeated_ngram(ids: list[int], count: int, longest: int = 3, shortest: int = 2) -> list[int]:
@@ -695,6 +726,12 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
 
     stops = [tokenizer.eos_token_id, *cfg.stop_token_ids] + ([tokens.ret] if cfg.use_lookups else [])
     while len(ids) - prompt_len < cfg.max_new_tokens:
+        if ids[-1] == tokens.ret and cfg.use_lookups:  # a call to answer: the model's, or the one that ends the prompt
+            entity, relation, _ = query_of(ids, tokens, tokenizer)
+            result = kb.lookup(entity, relation, mode=cfg.lookup_mode)
+            value = result.value if result.value is not None else (result.nearest.value if result.nearest and cfg.fallback == "top1_anyway" else "unknown")
+            ids += encode_text(tokenizer, " " + value) + [tokens.end]
+            continue
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=cfg.max_new_tokens - (len(ids) - prompt_len), do_sample=False,
                              logits_processor=LogitsProcessorList([Shared()]), eos_token_id=stops,
@@ -702,11 +739,76 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
         ids = out[0].tolist()
         if ids[-1] != tokens.ret or not cfg.use_lookups:
             break
-        entity, relation, _ = query_of(ids, tokens, tokenizer)
-        result = kb.lookup(entity, relation, mode=cfg.lookup_mode)
-        value = result.value if result.value is not None else (result.nearest.value if result.nearest and cfg.fallback == "top1_anyway" else "unknown")
-        ids += tokenizer.encode(" " + value, add_special_tokens=False) + [tokens.end]
     return ids[prompt_len : prompt_len + cfg.max_new_tokens]
+
+
+# --- loading a checkpoint ------------------------------------------------------------------------------------------
+
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # the file that holds the vocabulary, by kind of tokenizer
+
+
+def load_model(folder: str | Path, **kwargs):
+    """The causal LM of a local checkpoint folder. A missing folder or a missing or damaged file is an
+    LmlmError of one line that names it (transformers would say "Repo id must be in the form..." for a
+    folder that does not exist, and give tracebacks for damaged files)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = _checkpoint_folder(folder)
+    _loading(folder / "config.json", "the model's config", AutoConfig.from_pretrained, folder)
+    weights = next((folder / name for name in WEIGHTS_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        raise LmlmError(f"{folder}: no weights file ({', '.join(WEIGHTS_FILES)}); not a checkpoint folder")
+    return _loading(weights, "the model", AutoModelForCausalLM.from_pretrained, folder, **kwargs)
+
+
+def load_tokenizer(folder: str | Path):
+    """The tokenizer of a local checkpoint folder; errors as ``load_model``'s."""
+    from transformers import AutoTokenizer
+
+    folder = _checkpoint_folder(folder)
+    for name in ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        _check_json(folder / name)
+    vocabulary = next((folder / name for name in TOKENIZER_FILES if (folder / name).is_file()), None)
+    if vocabulary is None:
+        raise LmlmError(f"{folder}: no tokenizer file ({', '.join(TOKENIZER_FILES)}); save the tokenizer with the model")
+    return _loading(vocabulary, "the tokenizer", AutoTokenizer.from_pretrained, folder)
+
+
+def _checkpoint_folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.exists():
+        raise LmlmError(f"{folder}: no such model folder")
+    if not folder.is_dir():
+        raise LmlmError(f"{folder}: not a folder; give a checkpoint folder (config.json, model.safetensors, tokenizer.json)")
+    if not (folder / "config.json").is_file():
+        raise LmlmError(f"{folder}: no config.json; not a checkpoint folder")
+    _check_json(folder / "config.json")  # the tokenizer reads it too
+    return folder
+
+
+def _check_json(path: Path):
+    """A JSON file of the checkpoint, if there, must parse: else transformers' error would not say which file."""
+    import json
+
+    if path.is_file():
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise LmlmError(f"{path}: not valid JSON ({_one_line(e)})") from None
+
+
+def _loading(path: Path, what: str, load, *args, **kwargs):
+    """``load(*args, **kwargs)``, with any failure reported as an LmlmError that names ``path``."""
+    try:
+        return load(*args, **kwargs)
+    except Exception as e:  # transformers, tokenizers, safetensors and torch each raise their own types for a damaged file
+        raise LmlmError(f"{path}: cannot load {what} ({_one_line(e)})") from None
+
+
+def _one_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 # --- the Python API --------------------------------------------------------------------------------------------------
@@ -735,16 +837,8 @@ class LMLM:
                         **model_kwargs) -> LMLM:
         """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see
         ``lmlm.draft``). An n-gram table in the checkpoint folder (``lmlm ngrams``) is loaded to draft from."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        def load(folder, cls=AutoModelForCausalLM, **kwargs):
-            try:
-                return cls.from_pretrained(folder, **kwargs)
-            except OSError as e:
-                raise LmlmError(f"{folder}: cannot load a checkpoint ({e})") from None
-
-        tokenizer, model = load(path, AutoTokenizer), load(path, **model_kwargs)
-        draft = load(draft_model, **model_kwargs) if draft_model else None
+        tokenizer, model = load_tokenizer(path), load_model(path, **model_kwargs)
+        draft = load_model(draft_model, **model_kwargs) if draft_model else None
         if use_lookups:
             check_lookup_tokens(tokenizer, path)
         if isinstance(kb, (str, Path)):
@@ -761,8 +855,13 @@ class LMLM:
         items = [prompts] if single else list(prompts)
         results = []
         for start in range(0, len(items), batch_size):
-            results += self.engine.generate(items[start : start + batch_size], cfg, on_token)
+            stream = functools.partial(_offset_rows, on_token, start) if on_token else None  # rows count across the batches
+            results += self.engine.generate(items[start : start + batch_size], cfg, stream)
         return results[0] if single else results
+
+
+def _offset_rows(on_token, offset: int, row: int, token: int, forced: bool):
+    on_token(offset + row, token, forced)
 
 
 def generate_file(lmlm: LMLM, src: str | Path, out: str | Path, batch_size: int = 32, **options) -> int:
