@@ -125,15 +125,13 @@ def follow_training(runs: dict[str, subprocess.Popen], out: Path, steps: int, sh
     """Wait for the trainings, showing one line for all of them (step/total, loss, tokens/s, ETA), read
     from each checkpoint folder's ``log.jsonl`` as the Trainer appends to it."""
     total = steps * len(runs)
-    with tqdm(total=total, desc="      train", unit="step", disable=not show, dynamic_ncols=True,
-              bar_format="{desc} {percentage:3.0f}% {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}] {postfix}") as bar:
+    with tqdm(total=total, unit="step", disable=not show, bar_format="      {desc} | {n_fmt}/{total_fmt} steps, {elapsed} elapsed, ETA {remaining}") as bar:
         while True:
             _stop_if_one_failed(runs, out)
             finished = all(proc.poll() is not None for proc in runs.values())
             latest = {mode: _last_logged(out / mode / "log.jsonl") for mode in runs}
             bar.update(sum(row.get("step", 0) for row in latest.values()) - bar.n)
-            bar.set_postfix_str(" | ".join(_progress_text(mode, row, steps) for mode, row in latest.items()), refresh=False)
-            bar.refresh()
+            bar.set_description_str(" | ".join(_progress_text(mode, row, steps) for mode, row in latest.items()))
             if finished:
                 return
             time.sleep(poll)
