@@ -44,6 +44,7 @@ class DemoPlan:
     ppl_docs: int = 100
     dynamic_docs: int = 30
     forget_people: int = 40
+    paraphrases: int = 4  # sentence templates per relation in the bios
 
 
 QUICK = DemoPlan(people=120, steps=120, completion_per_split=60, bios=16, ppl_docs=16, dynamic_docs=4, forget_people=8)
@@ -73,7 +74,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         return result
 
     world = out / "world"
-    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed))
+    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed, paraphrases=plan.paraphrases))
     echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
 
     def annotate():
