@@ -358,7 +358,8 @@ def _eval(args) -> None:
 
 def _add_eval_commands(stages) -> None:
     p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
-    p.add_argument("--quick", action="store_true", help="a small smoke run (about 2 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of the machinery; its models are too briefly trained for the full run's figures")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show the library's INFO log lines")
