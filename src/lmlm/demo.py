@@ -242,11 +242,17 @@ def _live_edit(out: Path, world: Path, echo) -> dict:
     def say(p: str) -> str:
         return model.generate(p + suites.FORCED_CALL, max_new_tokens=24).text.strip()
 
-    # the first two people (by name) whose birth city the model states, so that the edit has a statement to
-    # change; a model too briefly trained to state any (--quick) shows the first two people anyway
+    # the first two people (by name) whose birth city the model looks up, so that the edit changes what it
+    # states: a model that names a wrong person can state the right city by chance, and an edit then shows
+    # nothing; a model too briefly trained to look any up shows the first two people anyway
     relation = "Birth City"
     with_city = [n for n in sorted(people) if relation in people[n].facts]
-    stating = list(islice((n for n in with_city[:50] if people[n].facts[relation] in say(prompt_of[n + relation])), 2))
+
+    def looks_up_own_fact(name: str) -> bool:
+        result = model.generate(prompt_of[name + relation] + suites.FORCED_CALL, max_new_tokens=24)
+        return bool(result.lookups) and result.lookups[0].triplet_id == kb.lookup(name, relation).triplet.id
+
+    stating = list(islice((n for n in with_city[:50] if looks_up_own_fact(n)), 2))
     person, other = (people[n] for n in (stating + [n for n in with_city if n not in stating])[:2])
     prompt, other_prompt = prompt_of[person.name + relation], prompt_of[other.name + relation]
     steps = {"prompt": prompt, "before": say(prompt)}
