@@ -45,7 +45,6 @@ class DemoPlan:
     ppl_docs: int = 100
     dynamic_docs: int = 30
     forget_people: int = 40
-    paraphrases: int = 4  # sentence templates per relation in the bios
 
 
 # The smoke test: the same stages with the micro model, which passes the point where a model starts
@@ -83,7 +82,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         return result
 
     world = out / "world"
-    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed, paraphrases=plan.paraphrases))
+    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed))
     echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
 
     def annotate():

@@ -111,13 +111,12 @@ def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget
     return people
 
 
-def write_bio(person: Person, rng: random.Random, order: list[str], paraphrases: int = 4) -> list[markup.Segment]:
-    """A biography as markup segments: attributes in the given order, templates drawn from the first
-    ``paraphrases`` of each relation's, name or pronoun."""
+def write_bio(person: Person, rng: random.Random, order: list[str]) -> list[markup.Segment]:
+    """A biography as markup segments: attributes in the given order, random templates, name or pronoun."""
     subject, possessive = PRONOUNS[person.pronoun]
     segments: list[markup.Segment] = [rng.choice(OPENINGS).format(N=person.name)] if rng.random() < 0.5 else []
     for n, relation in enumerate(order):
-        template = rng.choice(TEMPLATES[relation][:paraphrases])
+        template = rng.choice(TEMPLATES[relation])
         by_name = n == 0 or rng.random() < 0.4
         sentence = template.format(
             S=person.name if by_name else subject.capitalize(),
@@ -152,9 +151,8 @@ def bio_prompt(name: str) -> str:
     return f"Tell me a bio of {name}. {name} is"
 
 
-def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_person: int = 3, paraphrases: int = 4) -> dict:
-    """Write a world to ``out`` and return its counts. Fewer ``paraphrases`` (sentence templates per
-    relation, the completion prompts' first among them) make a world that a model learns sooner."""
+def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_person: int = 3) -> dict:
+    """Write a world to ``out`` and return its counts."""
     out = Path(out)
     rng = random.Random(seed)
     population = make_people(people, rng)
@@ -165,10 +163,10 @@ def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_pers
         orders = []
         for b in range(bios_per_person):
             orders.append(rng.sample(list(person.facts), len(person.facts)))
-            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(write_bio(person, rng, orders[-1], paraphrases))})
+            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(write_bio(person, rng, orders[-1]))})
         unseen = next((o for o in (rng.sample(list(person.facts), len(person.facts)) for _ in range(100)) if o not in orders), orders[0])
         heldout.append({"id": f"{person.name}#heldout", "person": person.name, "split": person.split,
-                        **_texts(write_bio(person, rng, unseen, paraphrases))})
+                        **_texts(write_bio(person, rng, unseen))})
     rng.shuffle(corpus)
     triplets = [[p.name, r, v] for p in population for r, v in p.facts.items()]
     kb = {
