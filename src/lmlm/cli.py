@@ -327,6 +327,8 @@ def _add_distill_command(stages) -> None:
 def _demo(args) -> None:
     from lmlm.demo import run_demo
 
+    if not args.verbose:  # the stage lines and the progress line tell the story; library INFO lines only with -v
+        logging.getLogger("lmlm").setLevel(logging.WARNING)
     run_demo(args.out, quick=args.quick, seed=args.seed)
 
 
@@ -362,9 +364,11 @@ def _eval(args) -> None:
 
 def _add_eval_commands(stages) -> None:
     p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
-    p.add_argument("--quick", action="store_true", help="a small smoke run (about 2 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of the machinery; its models are too briefly trained for the full run's figures")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show the library's INFO log lines")
     p.set_defaults(run=_demo)
     p = stages.add_parser("eval", help="run one evaluation suite on a checkpoint")
     p.add_argument("suite", choices=["ppl", "completion", "factuality", "forget", "inject"])

@@ -1,5 +1,6 @@
 """The model factory: presets by name, as plain HF causal LMs. Nothing else in lmlm assumes Llama.
 
+    micro        ~0.4M (hidden 128, 2 layers): learns a synthetic world's lookups in about a CPU-minute (demo --quick)
     tiny         ~3M parameters (plus embeddings): learns the synthetic world in minutes on 2 CPU cores
     small        ~31M with a 2,048-token vocabulary (47M with 32,000)
     llama2-176m  the reference shape: hidden 512, 8 layers, 8 heads, FFN 11008, vocab 32000
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRESETS: dict[str, dict] = {
+    "micro": {"arch": "llama", "hidden": 128, "layers": 2, "heads": 4, "ffn": 384},
     "tiny": {"arch": "llama", "hidden": 256, "layers": 4, "heads": 4, "ffn": 768},
     "small": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 1792},
     "llama2-176m": {"arch": "llama", "hidden": 512, "layers": 8, "heads": 8, "ffn": 11008, "vocab": 32000, "tied": False},

@@ -12,7 +12,7 @@ ROWS = [  # (label, path in the report, kind)
     ("completion, train people", ("completion_train",), "acc"),
     ("completion, injected people", ("completion_inject",), "acc"),
     ("factual precision of bios", ("factual_precision",), "acc"),
-    ("factual precision, reference fallback (top1_anyway)", ("factual_precision_top1_anyway",), "acc"),
+    ("factual precision, nearest fact on a miss (top1_anyway)", ("factual_precision_top1_anyway",), "acc"),
     ("forget set, KB intact (FULL)", ("forget", "forget_full"), "acc"),
     ("forget set, deleted, lookups on (DEL-ON)", ("forget", "forget_del_on"), "acc"),
     ("forget set, deleted, lookups off (DEL-OFF)", ("forget", "forget_del_off"), "acc"),

@@ -57,8 +57,8 @@ def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch
     """FactScore-style: the share of atomic facts in generated bios that the ground truth supports:
     checked exactly against the synthetic world's attributes, or, with ``judge``, by an LLM given the
     prompt's ``facts`` (else the KB's facts about the person). An LMLM whose KB has no answer for a
-    call does as ``fallback`` says: by default it stops rather than state the reference's
-    ``top1_anyway`` answer, which is another fact's value."""
+    call does as ``fallback`` says: by default it stops, as the reference's FactScore run does,
+    rather than state ``top1_anyway``'s nearest fact, which is another fact's value."""
     lmlm = _is_lmlm(model)
     results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm,
                              fallback=fallback)
