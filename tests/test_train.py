@@ -39,6 +39,69 @@ def _cfg(datasets, mode, out, **kw):
     return TrainConfig(data=str(datasets / mode), out=str(out), **settings)
 
 
+def _tiny_trainer(tmp_path, **kw):
+    from transformers import TrainingArguments
+
+    from lmlm.models import build_model
+    from lmlm.train.trainer import LMLMTrainer
+
+    model = build_model("tiny", TokenIds(vocab_size=64, bos=1, eos=2, pad=0), context=16, seed=0)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
+    return LMLMTrainer(model=model, args=args, log_path=tmp_path / "log.jsonl", **kw)
+
+
+def test_stop_after_counts_the_steps_from_where_the_run_starts():
+    from transformers import TrainerControl, TrainerState
+
+    from lmlm.train.trainer import StopAfter
+
+    stop, state = StopAfter(4), TrainerState(global_step=6)  # resumed at step 6
+    stop.on_train_begin(None, state, TrainerControl())
+    decisions = {}
+    for step in range(7, 12):
+        state.global_step, control = step, TrainerControl()
+        stop.on_step_end(None, state, control)
+        decisions[step] = (control.should_training_stop, control.should_save)
+    assert decisions == {7: (False, False), 8: (False, False), 9: (False, False), 10: (True, True), 11: (True, True)}
+    never, control = StopAfter(0), TrainerControl()
+    never.on_train_begin(None, TrainerState(global_step=0), control)
+    never.on_step_end(None, TrainerState(global_step=10**6), control)
+    assert not control.should_training_stop and not control.should_save
+
+
+def test_trainer_logs_every_row_with_the_speed_since_the_last_loss(tmp_path, monkeypatch):
+    import lmlm.train.trainer
+    from transformers import TrainerControl, TrainerState
+
+    ticks = iter(range(10**6))  # one second per clock reading
+    monkeypatch.setattr(lmlm.train.trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    trainer = _tiny_trainer(tmp_path, tokens_per_step=100)
+    assert trainer.speed in trainer.callback_handler.callbacks
+    trainer.speed.on_train_begin(trainer.args, TrainerState(global_step=4), TrainerControl())
+    trainer.state.global_step = 6
+    trainer.log({"loss": 2.5})  # two steps of 100 tokens in the one second since the run began at step 4
+    trainer.log({"eval_static": 3.0})
+    trainer.log({"loss": 2.0})  # no step since the last loss: no speed
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in row.items() if k != "epoch"} for row in rows] == [
+        {"step": 6, "loss": 2.5, "tokens_per_second": 200}, {"step": 6, "eval_static": 3.0}, {"step": 6, "loss": 2.0}]
+
+
+def test_trainer_loss_is_the_models_own_on_the_unmasked_labels(tmp_path):
+    trainer = _tiny_trainer(tmp_path, tokens_per_step=1)
+    model = trainer.model.eval()
+    ids = torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :6] = -100  # the precomputed labels mask what the model must not learn to write
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, {"input_ids": ids, "labels": labels})
+        unmasked = trainer.compute_loss(model, {"input_ids": ids, "labels": ids})
+        logits = model(ids).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 64), labels[:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
+    assert not torch.allclose(loss, unmasked, atol=1e-3), (loss, unmasked)
+
+
 @pytest.mark.parametrize("mode", ["lmlm", "standard"])
 def test_tiny_learns_and_reloads_in_plain_transformers(datasets, tmp_path, mode):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -72,12 +135,12 @@ def _log_rows(out):
 
 
 def test_speed_after_resume_counts_only_the_resumed_steps(datasets, tmp_path, monkeypatch):
-    import lmlm.train
+    import lmlm.train.trainer
 
     # one second per reading: on this shared machine real step times vary several-fold, which would hide the
     # error; with a steady clock every speed is exactly one log interval's tokens per second
     ticks = iter(range(10**6))
-    monkeypatch.setattr(lmlm.train, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    monkeypatch.setattr(lmlm.train.trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     out = tmp_path / "run"
     train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=3, stop_after=6))
     train(_cfg(datasets, "lmlm", out, max_steps=12, log_every=3, resume=True))
