@@ -10,7 +10,6 @@ import openai
 import pytest
 from live_server import serving, tiny_lmlm_copy
 
-from lmlm.errors import Ambiguous
 from lmlm.generate import LMLM
 from lmlm.kb import SqliteKB
 from lmlm.serve import ServeConfig, create_app
@@ -212,26 +211,24 @@ def test_a_stream_that_fails_ends_with_an_error_event_and_done(tmp_path_factory)
     assert error["code"] == 500 and "internal error (OperationalError)" in error["message"]
 
 
-class OneNameTwoEntitiesKB(SqliteKB):
-    """A KB that finds two entities for the name to forget (the KB's own refusal of such an edit is not on this branch)."""
-
-    def forget(self, entity: str) -> int:
-        raise Ambiguous(f"{entity!r} names 2 entities; forget one of them by its full name", ["Ada Ashby", "Ada Ashby (painter)"])
-
-
 def test_an_ambiguous_edit_is_a_409_with_the_candidates(tmp_path_factory):
     model, kb = tiny_lmlm_copy(tmp_path_factory)
-    with serving(create_app(LMLM.from_pretrained(model, kb=OneNameTwoEntitiesKB(kb)))) as base:
-        reply = httpx.post(f"{base}/v1/kb/forget", json={"entity": "Ada Ashby"})
-    assert reply.status_code == 409
-    assert reply.json() == {"error": {"message": "'Ada Ashby' names 2 entities; forget one of them by its full name", "code": 409,
-                                      "candidates": ["Ada Ashby", "Ada Ashby (painter)"]}}
+    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)))) as base:
+        for name in ("John Adam Smith", "John Paul Smith"):
+            assert httpx.post(f"{base}/v1/kb/triplets", json={"entity": name, "relation": "Pet", "value": "a heron"}).status_code == 201
+        reply = httpx.post(f"{base}/v1/kb/forget", json={"entity": "John Smith"})
+        kept = [httpx.get(f"{base}/v1/kb/entity/{name}").json() for name in ("John Adam Smith", "John Paul Smith")]
+    assert reply.status_code == 409, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == 409 and error["candidates"] == ["John Adam Smith", "John Paul Smith"]
+    assert "'John Smith' fits 2 entities" in error["message"]
+    assert all(len(facts["facts"]) == 1 for facts in kept), kept  # nothing was forgotten
 
 
 def test_a_write_while_another_process_holds_the_kb_is_a_503_with_retry_after(tmp_path_factory):
     model, kb = tiny_lmlm_copy(tmp_path_factory)
     fact = {"entity": "Juno Yarnlowe", "relation": "Pet", "value": "a heron"}
-    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb)))) as base:
+    with serving(create_app(LMLM.from_pretrained(model, kb=SqliteKB(kb, busy_timeout=1)))) as base:
         with contextlib.closing(sqlite3.connect(kb, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock
             busy = httpx.post(f"{base}/v1/kb/triplets", json=fact, timeout=120)

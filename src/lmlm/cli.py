@@ -468,8 +468,10 @@ def _serve(args) -> None:
     api_key = args.api_key or os.environ.get("LMLM_API_KEY")
     config = ServeConfig(max_prompt_chars=args.max_prompt_chars, max_batch=args.max_batch, max_new_tokens=args.max_new_tokens,
                          window_ms=args.window_ms, read_only=args.read_only, api_key=api_key, protect=args.protect)
-    print(f"lmlm: serving {args.model} on http://{args.host}:{args.port}/ (API at /v1, page at /)", file=sys.stderr)
-    serve(args.model, args.kb, host=args.host, port=args.port, config=config)
+    def announce() -> None:
+        print(f"lmlm: serving {args.model} on http://{args.host}:{args.port}/ (API at /v1, page at /)", file=sys.stderr)
+
+    serve(args.model, args.kb, host=args.host, port=args.port, config=config, on_ready=announce)
 
 
 def _add_serve_command(stages) -> None:

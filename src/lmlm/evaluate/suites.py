@@ -163,7 +163,7 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
 
 def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int):
     """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>."""
-    from lmlm.generate import query_of
+    from lmlm.generate import encode_text, query_of
 
     written = [tokens.entity]
     logits = lm(input_ids=torch.tensor([[tokens.entity]]), past_key_values=cache, use_cache=True).logits[0, -1]
@@ -174,7 +174,7 @@ def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int)
         entity, relation, _ = query_of(written, tokens, tokenizer)
         result = kb.lookup(entity, relation)
         value = result.value if result.value is not None else (result.nearest.value if result.nearest else "unknown")
-        forced = tokenizer.encode(" " + value, add_special_tokens=False) + [tokens.end]
+        forced = encode_text(tokenizer, " " + value) + [tokens.end]
     else:
         forced = [tokens.end]
     return lm(input_ids=torch.tensor([forced]), past_key_values=cache, use_cache=True).logits[0, -1]

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 from fastapi import Depends, FastAPI, Query, params
 from fastapi.responses import FileResponse
@@ -119,7 +120,10 @@ def _existing_id(triplet_id: int) -> int:
     return triplet_id
 
 
-def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None) -> None:
+def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
+          on_ready: Callable[[], None] | None = None) -> None:
+    """Load the model and KB, then serve them; ``on_ready`` runs once both are loaded, so a broken model
+    or KB is reported alone, never after a "serving" line."""
     import uvicorn
 
     from lmlm.kb import SqliteKB
@@ -131,4 +135,6 @@ def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config
     config = dataclasses.replace(config or ServeConfig(), bind_host=host)
     app = create_app(lmlm, config, model_name=Path(model).name)
     log.info("serving %s with %s on http://%s:%d", model, kb, host, port)
+    if on_ready is not None:
+        on_ready()
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -6,17 +6,12 @@ client never meets another shape, a traceback or a bare 500 page.
 
 from __future__ import annotations
 
-import logging
-import sqlite3
-
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmlm.errors import Ambiguous, Busy, LmlmError, NotFound
-
-log = logging.getLogger(__name__)
 
 
 def error_response(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -70,13 +65,6 @@ def _install_lmlm_handlers(app: FastAPI) -> None:
     @app.exception_handler(Busy)
     async def busy(request, exc: Busy):
         return error_response(503, str(exc), {"Retry-After": str(exc.retry_after)})
-
-    @app.exception_handler(sqlite3.OperationalError)
-    async def locked(request, exc: sqlite3.OperationalError):
-        if "locked" in str(exc) or "busy" in str(exc):  # another process holds the KB file's write lock
-            return error_response(503, "the knowledge base is busy with another writer; try again", {"Retry-After": "1"})
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(500, internal_message(exc))
 
     @app.exception_handler(LmlmError)
     async def bad(request, exc: LmlmError):
