@@ -304,5 +304,34 @@ def read_handwritten(path: str | os.PathLike) -> list[Query]:
         if expected != ABSENT and not (isinstance(expected, list) and expected and all(isinstance(v, str) for v in expected)):
             raise LmlmError(f'{path}:{lineno}: expected must be "absent" or a non-empty list of values')
         queries.append(Query(set="handwritten", kind=row["kind"], entity=row["entity"], relation=row["relation"],
-                             expected=None if expected == ABSENT else expected, note=row.get("note", "")))
+                             expected=None if expected == ABSENT else expected, note=row.get("note", ""),
+                             matches=[{"entity": row.get("stored_entity", row["entity"]), "relation": row.get("stored_relation")}]))
     return queries
+
+
+def check_handwritten(queries: list[Query], triplets) -> list[str]:
+    """What is wrong with hand-written queries against the KB they were written for: an expected value
+    not stored under the named entity and relation, a paraphrase that is in fact the stored name, an
+    entity variant that names another stored entity, an absent fact that is stored."""
+    values = defaultdict(set)
+    names_by_fold = defaultdict(set)
+    for entity, relation, value, *_ in triplets:
+        values[(entity, fold(relation))].add(value)
+        values[(entity, None)].add(relation)
+        names_by_fold[fold(entity)].add(entity)
+    problems = []
+    for q in queries:
+        stored = q.matches[0]["entity"]
+        where = f"{q.kind} ({q.entity!r}, {q.relation!r})"
+        if (stored, None) not in values:
+            problems.append(f"{where}: no stored entity {stored!r}")
+        elif q.expected is None:
+            if (stored, fold(q.relation)) in values:
+                problems.append(f"{where}: stored, not absent")
+        elif not set(q.expected) <= values.get((stored, fold(q.matches[0]["relation"] or "")), set()):
+            problems.append(f"{where}: expected {q.expected} not stored under {stored!r}")
+        if q.kind.startswith("relation_") and (stored, fold(q.relation)) in values:
+            problems.append(f"{where}: the relation is stored under this very name")
+        if q.kind.startswith("entity_") and names_by_fold.get(fold(q.entity), set()) - {stored}:
+            problems.append(f"{where}: names another stored entity {sorted(names_by_fold[fold(q.entity)])}")
+    return problems
