@@ -224,22 +224,22 @@ def evaluate(name: str, triplets: list[tuple[str, str, str]], workdir: Path, per
         results = kb.lookup_many(pairs, mode=mode)
         report["modes"][mode] = score(queries, results)
         report["modes"][mode]["ms_per_query"] = round(1000 * (time.perf_counter() - t0) / len(pairs), 3)
-    default_threshold = kb.relation_threshold
+    default_threshold = kb.thresholds.relation
     for threshold in (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
-        kb.relation_threshold = threshold
+        kb.thresholds.relation = threshold
         s = score(queries, kb.lookup_many(pairs))
         report["relation_threshold_sweep"][str(threshold)] = {"paraphrase": s["paraphrase"]["precision_at_1"], "absent": s["absent"]["abstention"]}
-    kb.relation_threshold = default_threshold
+    kb.thresholds.relation = default_threshold
     report["relation_floor_margin_sweep"] = {}
-    default_floor_margin = kb.relation_floor, kb.relation_margin
+    default_floor_margin = kb.thresholds.relation_floor, kb.thresholds.relation_margin
     for floor in (0.45, 0.5, 0.55):
         for margin in (0.05, 0.08, 0.1, 0.12, 0.15):
-            kb.relation_floor, kb.relation_margin = floor, margin
+            kb.thresholds.relation_floor, kb.thresholds.relation_margin = floor, margin
             s = score(queries, kb.lookup_many(pairs))
             report["relation_floor_margin_sweep"][f"{floor}/{margin}"] = {
                 kind: s[kind]["precision_at_1" if kind.startswith("paraphrase") else "abstention"]
                 for kind in ("paraphrase_relation", "absent_relation", "paraphrase", "absent")}
-    kb.relation_floor, kb.relation_margin = default_floor_margin
+    kb.thresholds.relation_floor, kb.thresholds.relation_margin = default_floor_margin
     kb.close()
     return report
 
