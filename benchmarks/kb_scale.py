@@ -150,12 +150,12 @@ def serve(path: str, n: int, queries: int) -> dict:
             total.append(t + (time.perf_counter() - t0) / size)
         return total
 
-    kb._query_vectors.clear()
+    kb.vectors.forget_query_vectors()
     times, results, calls = timed(fuzzy, 1)
     out["fuzzy_single"] = percentiles(times)
     out["fuzzy_single_with_minilm"] = percentiles(with_minilm(times, calls, 1))
     out["fuzzy_accuracy"] = round(sum(r.value == e for r, e in zip(results, expected)) / len(results), 4)
-    kb._query_vectors.clear()
+    kb.vectors.forget_query_vectors()
     times, _, calls = timed(fuzzy, 32)
     out["fuzzy_batch32_per_query"] = percentiles(times)
     out["fuzzy_batch32_per_query_with_minilm"] = percentiles(with_minilm(times, calls, 32))
@@ -169,7 +169,7 @@ def serve(path: str, n: int, queries: int) -> dict:
 
 def recall_at_1(kb: SqliteKB, n: int, samples: int = 1000) -> dict:
     """The compressed index against exact inner-product search over the same stored vectors."""
-    compressed = kb._indexes["entities"]
+    compressed = kb.indexes.loaded["entities"]
     exact = vindex.build_index(kb.encoder.dim, lambda: kb.store.iter_vectors("entities"), kb.store.counts()["entities"], exact_max=10**12)
     rng = random.Random(2)
     queries = []

@@ -259,20 +259,20 @@ def sweeps(kb, queries: list[dict]) -> dict:
     """The default mode's relation thresholds swept on the synthetic kinds (correct rates)."""
     pairs = [(q["entity"], q["relation"]) for q in queries]
     out = {"relation_threshold_sweep": {}, "relation_floor_margin_sweep": {}}
-    default_threshold = kb.relation_threshold
+    default_threshold = kb.thresholds.relation
     for threshold in (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
-        kb.relation_threshold = threshold
+        kb.thresholds.relation = threshold
         s = score(queries, kb.lookup_many(pairs))
         out["relation_threshold_sweep"][str(threshold)] = {k: s[k]["correct"] for k in ("paraphrase", "absent")}
-    kb.relation_threshold = default_threshold
-    default_floor_margin = kb.relation_floor, kb.relation_margin
+    kb.thresholds.relation = default_threshold
+    default_floor_margin = kb.thresholds.relation_floor, kb.thresholds.relation_margin
     for floor in (0.45, 0.5, 0.55):
         for margin in (0.05, 0.08, 0.1, 0.12, 0.15):
-            kb.relation_floor, kb.relation_margin = floor, margin
+            kb.thresholds.relation_floor, kb.thresholds.relation_margin = floor, margin
             s = score(queries, kb.lookup_many(pairs))
             out["relation_floor_margin_sweep"][f"{floor}/{margin}"] = {
                 k: s[k]["correct"] for k in ("paraphrase_relation", "absent_relation", "paraphrase", "absent")}
-    kb.relation_floor, kb.relation_margin = default_floor_margin
+    kb.thresholds.relation_floor, kb.thresholds.relation_margin = default_floor_margin
     return out
 
 

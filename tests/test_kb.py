@@ -93,7 +93,7 @@ def test_delete_and_update_take_effect_without_rebuild(tmp_path):
         kb.import_triplets([(name, rel, val) for name, facts in PEOPLE for rel, val in facts.items()])
         kb.embed()
         index_files = sorted(tmp_path.glob("*.faiss"))
-        index = kb._indexes["entities"]
+        index = kb.indexes.loaded["entities"]
         deleted = kb.lookup("Liu Wen", "Birthplace").triplet
         updated = kb.lookup("Liu Wen", "Occupation").triplet
         kb.delete(deleted.id)
@@ -102,7 +102,7 @@ def test_delete_and_update_take_effect_without_rebuild(tmp_path):
         assert kb.lookup("Liu Wen", "place of birth").tier == "none"  # no near neighbour answers for it
         assert kb.lookup("Liu Wen", "Occupation").value == "astronaut"
         assert kb.lookup("Liu Wen", "profession").value == "astronaut"
-        assert kb._indexes["entities"] is index and sorted(tmp_path.glob("*.faiss")) == index_files
+        assert kb.indexes.loaded["entities"] is index and sorted(tmp_path.glob("*.faiss")) == index_files
         added = kb.add("Zora Neale Hurston", "Birthplace", "Notasulga")
         assert kb.lookup("Zora Hurston", "born in").triplet == added
         with pytest.raises(LmlmError, match="no triplet with id 999"):

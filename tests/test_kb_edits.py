@@ -127,12 +127,12 @@ def test_add_after_an_import_without_vectors_encodes_only_its_own_rows(tmp_path)
         kb.embed(reference=True)
         with SqliteKB(path) as other:
             other.import_triplets([(f"Person {i}", f"Relation {i % 50}", f"Value {i}") for i in range(2000)])
-        before = kb.store.conn.execute("SELECT count(*) FROM triplet_vec").fetchone()[0], kb._indexes["entities"].ntotal
+        before = kb.store.conn.execute("SELECT count(*) FROM triplet_vec").fetchone()[0], kb.indexes.loaded["entities"].ntotal
         added = kb.add("Zora Neale Hurston", "Hometown", "Eatonville")
         missing = {t: dict(kb.store.missing_vectors(t)) for t in ("entities", "relations", "triplet_vec")}
         assert [len(m) for m in missing.values()] == [2000, 50, 2000]
         assert "Zora Neale Hurston" not in missing["entities"].values() and "Hometown" not in missing["relations"].values()
-        after = kb.store.conn.execute("SELECT count(*) FROM triplet_vec").fetchone()[0], kb._indexes["entities"].ntotal
+        after = kb.store.conn.execute("SELECT count(*) FROM triplet_vec").fetchone()[0], kb.indexes.loaded["entities"].ntotal
         assert after == (before[0] + 1, before[1] + 1)
         assert kb.lookup("Zora Neale Hurston", "Hometown", mode="reference").triplet == added
 

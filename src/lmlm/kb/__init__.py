@@ -1,6 +1,6 @@
 """The knowledge base: (entity, relation, value) facts with tiered lookup and instant edits."""
 
-from lmlm.kb.base import KnowledgeBase, LookupResult, SqliteKB
-from lmlm.kb.store import Triplet
+from lmlm.kb.protocol import KnowledgeBase, LookupResult, Triplet
+from lmlm.kb.sqlite import SqliteKB
 
 __all__ = ["KnowledgeBase", "LookupResult", "SqliteKB", "Triplet"]

@@ -1,18 +1,26 @@
-"""Sentence encoders for fuzzy lookup. Any object with ``name``, ``dim`` and ``encode(texts)``
-(returning L2-normalized float32 rows) will do; MiniLM is the default, loaded offline."""
+"""Sentence encoders for fuzzy lookup, and which one a KB's vectors come from.
+
+Any object with ``name``, ``dim`` and ``encode(texts)`` (returning L2-normalized float32 rows) will do;
+MiniLM is the default, loaded offline. A KB records the encoder (and the relation template) its stored
+vectors were made with when it first computes or reads vectors, never when the encoder is merely asked for.
+"""
 
 from __future__ import annotations
 
 import logging
 import zlib
 from functools import lru_cache
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lmlm.kb.storage import Store
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+RELATION_TEMPLATE = "What is their {}?"  # relations alone are terse; a question context separates synonyms better
 
 
 class Encoder(Protocol):
@@ -54,8 +62,8 @@ def _resolve(model: str) -> str:
 
 
 class HashingEncoder:
-    """Character-trigram feature hashing (crc32, so stable across processes): no model, microseconds
-    per string. For tests of the index machinery and for scale benchmarks; it knows spelling, not meaning."""
+    """Character-trigram feature hashing (crc32, so stable across processes): no model to load or run.
+    For tests of the index machinery and for scale benchmarks; it knows spelling, not meaning."""
 
     def __init__(self, dim: int = 384):
         self.name = f"hashing-trigram-{dim}"
@@ -78,3 +86,39 @@ def load_encoder(name: str = DEFAULT_ENCODER) -> Encoder:
         return HashingEncoder(int(name.rsplit("-", 1)[1]))
     log.info("loading sentence encoder %s", name)
     return SentenceEncoder(name)
+
+
+class EncoderChoice:
+    """The encoder of one KB: the one asked for, else the one the KB records, else the default."""
+
+    def __init__(self, store: Store, requested: str | Encoder | None = None):
+        self.store = store
+        self._requested = requested
+        self._encoder: Encoder | None = None
+        self._recorded = False
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use. Reading it writes nothing to the KB."""
+        if self._encoder is None:
+            choice = self._requested or self.store.get_meta("encoder") or DEFAULT_ENCODER
+            self._encoder = load_encoder(choice) if isinstance(choice, str) else choice
+        return self._encoder
+
+    def record(self) -> Encoder:
+        """The encoder, recorded as the one the stored vectors come from; call before reading or writing any.
+        Vectors that another encoder, or another relation template, made are dropped (in one transaction)
+        so that the next embed recomputes them."""
+        encoder = self.encoder
+        if self._recorded:
+            return encoder
+        stored = self.store.get_meta("encoder")
+        if stored != encoder.name or self.store.get_meta("relation_template") != RELATION_TEMPLATE:
+            if stored:
+                log.warning("%s: vectors were made with %s; recomputing them with %s", self.store.path, stored, encoder.name)
+            with self.store.transaction():
+                self.store.clear_vectors()
+                self.store.set_meta("encoder", encoder.name)
+                self.store.set_meta("relation_template", RELATION_TEMPLATE)
+        self._recorded = True
+        return encoder

@@ -1,6 +1,6 @@
 """faiss indexes over stored vectors: exact for small sets, compressed (IVF + 8-bit scalar
-quantization) for large ones. Files are named by a digest of their content and written atomically;
-faiss's own format, no pickle."""
+quantization) for large ones. ``IndexFiles`` keeps them in files beside the KB, named by a digest of
+their content and written atomically; faiss's own format, no pickle."""
 
 from __future__ import annotations
 
@@ -76,3 +76,37 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     if index.ntotal == 0:
         return np.full((len(queries), k), -np.inf, dtype=np.float32), np.full((len(queries), k), -1, dtype=np.int64)
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+class IndexFiles:
+    """The index of each vector table of one KB: in memory once opened, and in a file beside the KB whose
+    name carries a digest of the vectors' content, so a changed KB never opens a stale index."""
+
+    def __init__(self, kb_path: Path):
+        self.kb_path = kb_path
+        self.loaded: dict[str, faiss.Index] = {}
+
+    def path(self, table: str, digest: str) -> Path:
+        return self.kb_path.with_name(f"{self.kb_path.name}.{table}-{digest[:16]}.faiss")
+
+    def open(self, table: str, digest: str, build: Callable[[], faiss.Index]) -> faiss.Index:
+        """The index of ``table`` for content ``digest``: loaded from its file, else built, saved and the
+        files of older content removed."""
+        path = self.path(table, digest)
+        if path.exists():
+            index = load_index(path)
+        else:
+            index = build()
+            save_index(index, path)
+            for stale in self.kb_path.parent.glob(f"{self.kb_path.name}.{table}-*.faiss"):
+                if stale != path:
+                    stale.unlink(missing_ok=True)
+        self.loaded[table] = index
+        return index
+
+    def drop(self, table: str) -> None:
+        """Forget the open index of ``table``: its vectors changed, the next use reopens it."""
+        self.loaded.pop(table, None)
+
+    def clear(self) -> None:
+        self.loaded.clear()

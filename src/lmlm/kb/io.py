@@ -14,7 +14,7 @@ from pathlib import Path
 from lmlm import markup
 from lmlm.corpus import atomic_write, read_corpus
 from lmlm.errors import LmlmError
-from lmlm.kb.store import row_problem
+from lmlm.kb.fields import row_problem
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def import_files(kb, paths: list[str | os.PathLike]) -> dict[str, dict]:
 
 def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str | None = None, embed: bool = True) -> dict:
     """Build a fresh KB from ``paths`` into a temp file and rename it over ``out`` only when complete."""
-    from lmlm.kb.base import SqliteKB
+    from lmlm.kb.sqlite import SqliteKB
 
     out = Path(out)
     if out.is_dir():

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from lmlm.errors import LmlmError, NotFound
 from lmlm.generate import LMLM
+from lmlm.kb import KnowledgeBase
 from lmlm.serve.auth import Gate, guard
 from lmlm.serve.batcher import Batcher
 from lmlm.serve.completions import add_completions_route
@@ -75,7 +76,7 @@ def _add_generate_routes(app: FastAPI, gen: Generation, reads: params.Depends) -
         return results[0] if isinstance(body.prompt, str) else {"results": results}
 
 
-def _add_kb_routes(app: FastAPI, kb, reads: params.Depends, writes: params.Depends) -> None:
+def _add_kb_routes(app: FastAPI, kb: KnowledgeBase, reads: params.Depends, writes: params.Depends) -> None:
     @app.get("/v1/kb/search", dependencies=[reads])
     def search(q: str, limit: int = Query(20, ge=1, le=200)):
         return {"results": [triplet_json(t) for t in kb.search(q, limit)]}

@@ -1,4 +1,5 @@
-"""The knowledge base on disk: one SQLite file (WAL), one row per triplet.
+"""The knowledge base on disk: one SQLite file (WAL), one row per triplet; its schema, rows and
+transactions, and how a write waits for another writer.
 
 Entities and relations are stored once each under their normalized key (``normalize.normalize_key``),
 with their sentence vectors (float16 blobs) once computed. A triplet row keeps the entity and
@@ -23,16 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from lmlm.errors import Busy, LmlmError
+from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
 from lmlm.kb.normalize import name_variants, normalize_key
+from lmlm.kb.protocol import Triplet
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
-MAX_FIELD_CHARS = 2000  # longer strings are refused at write time and never match at read time
 # How long a write waits for another writer (a bulk import holds the lock for its whole file) before Busy.
 BUSY_TIMEOUT_S = 60.0
 BUSY_RETRY_AFTER_S = 10
-INT64_MAX = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,16 +49,6 @@ CREATE TABLE triplets(
 CREATE TABLE triplet_vec(triplet_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 CREATE UNIQUE INDEX triplets_fact ON triplets(entity_id, relation_id, value);
 """
-# Made on first need in files of any age: how many entities have both relation a and relation b (a == b: have a).
-_PAIRS_SCHEMA = "CREATE TABLE IF NOT EXISTS relation_pairs(a INTEGER NOT NULL, b INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (a, b)) WITHOUT ROWID"
-
-
-@dataclass(frozen=True)
-class Triplet:
-    id: int
-    entity: str
-    relation: str
-    value: str | None  # None for a tombstone
 
 
 @dataclass
@@ -68,57 +59,11 @@ class ImportStats:
     invalid: int = 0
 
 
-def _check_field(name: str, text) -> str | None:
-    """Why ``text`` cannot be stored as a triplet field, or None if it can."""
-    if not isinstance(text, str):
-        return f"{name} must be a string, got {type(text).__name__}"
-    if not text.strip():
-        return f"{name} is empty"
-    if len(text) > MAX_FIELD_CHARS:
-        return f"{name} is longer than {MAX_FIELD_CHARS} characters"
-    if not storable_text(text):
-        return f"{name} {text!r} is not valid Unicode (a lone surrogate, or bytes that are not UTF-8)"
-    if name != "value" and not normalize_key(text):
-        return f"{name} {text!r} has no letters or digits"
-    return None
-
-
-def storable_text(text: str) -> bool:
-    """Can SQLite store ``text``? Lone surrogates (JSON "\\ud800", or undecodable bytes on a command line) cannot."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _optional_field_problem(name: str, text) -> str | None:
-    """Why a provenance field (source, example id) cannot be stored, or None."""
-    if isinstance(text, str) and not storable_text(text):
-        return f"{name} {text!r} is not valid Unicode"
-    return None
-
-
-def _provenance_problem(source, example_id) -> str | None:
-    return _optional_field_problem("source", source) or _optional_field_problem("example_id", example_id)
-
-
-def row_problem(entity, relation, value, source=None, example_id=None) -> str | None:
-    """Why an (entity, relation, value, source, example_id) row cannot be stored, or None if it can."""
-    return (_check_field("entity", entity) or _check_field("relation", relation) or _check_field("value", value)
-            or _provenance_problem(source, example_id))
-
-
-def is_row_id(value) -> bool:
-    """Is ``value`` an integer SQLite can hold as a row id? Larger ones name no row."""
-    return isinstance(value, int) and -INT64_MAX - 1 <= value <= INT64_MAX
-
-
 def _cached_id(text, kind: str, cache: dict[str, int], make) -> int | None:
     """The id of ``text``, made by ``make`` the first time it is seen; None if it cannot be stored."""
     if isinstance(text, str) and text in cache:
         return cache[text]
-    if _check_field(kind, text):
+    if field_problem(kind, text):
         return None
     cache[text] = make(text)
     return cache[text]
@@ -238,7 +183,7 @@ class Store:
             stats.read += 1
             eid = _cached_id(entity, "entity", entity_ids, self.entity_id)
             rid = _cached_id(relation, "relation", relation_ids, self.relation_id)
-            if eid is None or rid is None or _check_field("value", value) or _provenance_problem(source, example_id):
+            if eid is None or rid is None or field_problem("value", value) or provenance_problem(source, example_id):
                 stats.invalid += 1
                 continue
             pending.append((eid, rid, entity, relation, value.strip(), source, example_id, now, now))
@@ -259,30 +204,6 @@ class Store:
         stats.added += added
         stats.duplicates += len(pending) - added
         pending.clear()
-
-    def count_relation_pairs(self) -> None:
-        """Recount ``relation_pairs`` over the live facts, and note the last triplet id it has seen."""
-        self.conn.execute(_PAIRS_SCHEMA)
-        self.conn.execute("DELETE FROM relation_pairs")
-        self.conn.execute(
-            "WITH er AS MATERIALIZED (SELECT DISTINCT entity_id, relation_id FROM triplets WHERE value IS NOT NULL)"
-            " INSERT INTO relation_pairs(a, b, n) SELECT x.relation_id, y.relation_id, count(*)"
-            " FROM er x JOIN er y ON y.entity_id=x.entity_id GROUP BY 1, 2"
-        )
-        self.set_meta("relation_pairs_at", str(self.last_triplet_id()))
-
-    def relation_pairs_current(self) -> bool:
-        return self.get_meta("relation_pairs_at") == str(self.last_triplet_id())
-
-    def count_new_fact(self, entity_id: int, relation_id: int) -> None:
-        """Keep ``relation_pairs`` current after one added fact (a recount at scale takes seconds)."""
-        live = dict(self.conn.execute(
-            "SELECT relation_id, count(*) FROM triplets WHERE entity_id=? AND value IS NOT NULL GROUP BY relation_id", (entity_id,)))
-        if live.get(relation_id) == 1:  # the relation is new to this entity
-            others = [r for r in live if r != relation_id]
-            pairs = [(relation_id, relation_id)] + [p for r in others for p in ((relation_id, r), (r, relation_id))]
-            self.conn.executemany("INSERT INTO relation_pairs(a, b, n) VALUES (?, ?, 1) ON CONFLICT DO UPDATE SET n=n+1", pairs)
-        self.set_meta("relation_pairs_at", str(self.last_triplet_id()))
 
     def set_value(self, triplet_id: int, value: str | None) -> bool:
         """Set a triplet's value (None: a tombstone); False if there is no such triplet. A value that another
@@ -313,6 +234,13 @@ class Store:
         return cur.rowcount
 
     # --- reads --------------------------------------------------------------------------
+
+    def fact(self, entity_id: int, relation_id: int, value: str) -> Triplet | None:
+        """The triplet of this entity, relation and (stripped) value."""
+        row = self.conn.execute(
+            "SELECT id, entity, relation, value FROM triplets WHERE entity_id=? AND relation_id=? AND value=?", (entity_id, relation_id, value)
+        ).fetchone()
+        return Triplet(*row) if row else None
 
     def exact(self, entity_key: str, relation_key: str) -> tuple[Triplet, bool] | None:
         """The triplet under these keys (a live row before a tombstone, then the oldest) and whether its entity is forgotten."""
@@ -387,17 +315,6 @@ class Store:
     def last_triplet_id(self) -> int:
         return self.conn.execute("SELECT max(id) FROM triplets").fetchone()[0] or 0
 
-    def cooccurring_relations(self, relation_key: str, min_count: int, min_share: float) -> set[str]:
-        """Keys of the relations that at least ``min_count`` entities, and at least ``min_share`` of the
-        entities having the rarer of the two, hold together with ``relation_key``."""
-        rows = self.conn.execute(
-            "SELECT o.key, p.n, da.n, db.n FROM relations r JOIN relation_pairs p ON p.a=r.id JOIN relations o ON o.id=p.b"
-            " JOIN relation_pairs da ON da.a=p.a AND da.b=p.a JOIN relation_pairs db ON db.a=p.b AND db.b=p.b"
-            " WHERE r.key=? AND p.b != p.a",
-            (relation_key,),
-        )
-        return {key for key, n, na, nb in rows if n >= min_count and n >= min_share * min(na, nb)}
-
     def iter_triplets(self, live_only: bool = True) -> Iterator[tuple]:
         sql = "SELECT id, entity, relation, value, source, example_id, created, updated FROM triplets"
         yield from self.conn.execute(sql + (" WHERE value IS NOT NULL" if live_only else "") + " ORDER BY id")
@@ -413,6 +330,16 @@ class Store:
         }
 
     # --- vectors ----------------------------------------------------------------------------
+
+    def clear_vectors(self) -> None:
+        """Drop every stored vector (call inside ``transaction()``): they are recomputed on the next embed."""
+        for table in ("entities", "relations"):
+            self.conn.execute(f"UPDATE {table} SET vec=NULL")
+        self.conn.execute("DELETE FROM triplet_vec")
+
+    def vector_count(self, table: str) -> int:
+        where = "" if table == "triplet_vec" else " WHERE vec IS NOT NULL"
+        return self.conn.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
 
     def missing_vectors(self, table: str) -> list[tuple[int, str]]:
         if table == "triplet_vec":

@@ -1,0 +1,206 @@
+"""From a queried (entity, relation) to the stored fact: the lookup tiers and the matcher.
+
+Default mode, per query (DESIGN.md section 3):
+  1. exact: the normalized keys of both match a stored triplet;
+  2. fuzzy, triplet-aware: resolve the entity (exact key, then a name variant, then a sentence-vector
+     neighbour whose name contains every word of the query), then match the relation among that
+     entity's own relations by sentence-vector similarity;
+  3. none.
+A query that resolves to a forgotten entity or a deleted fact gets ``none``: tombstones are part of
+the search, so nothing answers in their place.
+
+Reference mode reproduces the reference retriever: cosine similarity between the query and every
+"entity relation" string, a fixed threshold, top-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmlm.kb import index as vindex
+from lmlm.kb.fields import query_key
+from lmlm.kb.normalize import compact_key, normalize_key, query_forms, shortened_name, sibling_relations
+from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode, Tier, Triplet
+from lmlm.kb.statistics import RelationStatistics
+from lmlm.kb.storage import Store
+from lmlm.kb.vectors import Vectors, reference_text, relation_question
+
+REWRITE_SCORE = 0.97
+ALIAS_SCORE = 0.95
+ENTITY_NEIGHBOURS = 8
+REFERENCE_NEIGHBOURS = 16
+TIE_MARGIN = 0.02  # facts of several entities scoring within this of the best fit equally well
+
+Candidate = tuple[int, float, bool]  # (entity id, score, forgotten)
+
+
+@dataclass
+class Thresholds:
+    """When a fuzzy match counts. The relation thresholds were chosen by ``benchmarks/retrieval_quality.py``."""
+
+    entity: float = 0.5  # cosine for a vector-neighbour entity; the word-containment test does most of the work
+    relation: float = 0.65  # cosine between the asked relation and one of the entity's
+    # A weaker match still counts when it clearly beats the entity's other relations; chosen on a second query
+    # sample (seed 1 in benchmarks/retrieval_quality.py) for the best paraphrase precision at a fixed abstention
+    # on absent relations.
+    relation_floor: float = 0.55
+    relation_margin: float = 0.08
+    reference: float = 0.6  # the reference retriever's threshold
+
+
+class Resolver:
+    """Answers lookups over one store; the caller holds the KB's lock."""
+
+    def __init__(self, store: Store, vectors: Vectors, statistics: RelationStatistics, thresholds: Thresholds):
+        self.store, self.vectors, self.statistics, self.thresholds = store, vectors, statistics, thresholds
+
+    def lookup_many(self, pairs: Sequence[tuple[str, str]], mode: Mode) -> list[LookupResult]:
+        results: list[LookupResult | None] = [None] * len(pairs)
+        todo = []
+        for i, (entity, relation) in enumerate(pairs):
+            keys = query_key(entity), query_key(relation)
+            if not all(keys):
+                results[i] = NO_ANSWER
+            elif mode == "default":
+                results[i] = self._exact(*keys)
+            if results[i] is None:
+                todo.append(i)
+        if todo:
+            resolve = self._fuzzy_many if mode == "default" else self._reference_many
+            for i, result in zip(todo, resolve([pairs[i] for i in todo])):
+                results[i] = result
+        return results
+
+    def _exact(self, entity_key: str, relation_key: str) -> LookupResult | None:
+        hit = self.store.exact(entity_key, relation_key)
+        if hit is None:
+            return None
+        triplet, forgotten = hit
+        if forgotten or triplet.value is None:
+            return LookupResult(None, None, 1.0, "none")
+        return LookupResult(triplet.value, triplet, 1.0, "exact")
+
+    # --- default mode: resolve the entity, then match the relation among its own -------------
+
+    def _fuzzy_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
+        self.statistics.bring_up_to_date()
+        candidates = [self.named_candidates(entity) for entity, _ in pairs]
+        unresolved = [i for i, c in enumerate(candidates) if not c]
+        questions = [relation_question(r) for _, r in pairs]
+        # one encoder call for the names still unresolved and for every relation question
+        vectors = self.vectors.encode_queries([pairs[i][0] for i in unresolved] + questions)
+        if unresolved:
+            for i, found in zip(unresolved, self._neighbour_candidates([pairs[i][0] for i in unresolved], vectors)):
+                candidates[i] = found
+        return [self._best_fact(c, r, vectors[q]) if c else NO_ANSWER for (_, r), q, c in zip(pairs, questions, candidates)]
+
+    def named_candidates(self, entity: str) -> list[Candidate]:
+        """The entities ``entity`` names: the exact key, else a lossless rewrite of the query (no
+        parenthetical, "Last, First" turned round), else a stored entity's shortened name."""
+        key, forms = normalize_key(entity), query_forms(entity)
+        for score, found in ((1.0, lambda: self.store.entities_by_key([key])),
+                             (REWRITE_SCORE, lambda: self.store.entities_by_key(forms)),
+                             (ALIAS_SCORE, lambda: self.store.entities_by_alias(forms))):
+            if rows := found():
+                return [(i, score, f) for i, _, f in rows]
+        return []
+
+    def _neighbour_candidates(self, entities: list[str], vectors: dict[str, np.ndarray]) -> list[list[Candidate]]:
+        index = self.vectors.index("entities")
+        scores, ids = vindex.search(index, np.stack([vectors[e] for e in entities]), ENTITY_NEIGHBOURS)
+        rows = self.store.entity_rows({int(i) for i in ids.ravel() if i >= 0})
+        out = []
+        for entity, row_scores, row_ids in zip(entities, scores, ids):
+            found = []
+            for score, eid in zip(row_scores, row_ids):
+                if eid < 0 or score < self.thresholds.entity or int(eid) not in rows:
+                    continue
+                name, forgotten = rows[int(eid)]
+                if shortened_name(entity, name):
+                    found.append((int(eid), float(score), forgotten))
+            out.append(found)
+        return out
+
+    def _best_fact(self, candidates: list[Candidate], relation: str, qvec: np.ndarray) -> LookupResult:
+        top_entity_score = max(score for _, score, _ in candidates)
+        if any(forgotten and score >= top_entity_score for _, score, forgotten in candidates):
+            return NO_ANSWER  # the query names a forgotten entity: no neighbour answers for it
+        best, nearest = self._best_per_entity(candidates, relation, qvec)
+        if not best:
+            return LookupResult(None, None, nearest[0] if nearest else 0.0, "none", nearest[1] if nearest else None)
+        score, triplet = max(best, key=lambda b: b[0])
+        rivals = {t.value for s, t in best if s >= score - TIE_MARGIN}
+        if triplet.value is None or len(rivals) > 1:  # a deleted fact, or several entities fit equally well
+            return LookupResult(None, None, score, "none", nearest[1] if nearest and triplet.value is not None else None)
+        tier: Tier = "exact" if score >= 1.0 else "fuzzy"
+        return LookupResult(triplet.value, triplet, score, tier)
+
+    def _best_per_entity(self, candidates: list[Candidate], relation: str, qvec: np.ndarray
+                         ) -> tuple[list[tuple[float, Triplet]], tuple[float, Triplet] | None]:
+        """The matching fact of each live candidate entity, scored, and the best live fact below the thresholds."""
+        rkey, rcompact = normalize_key(relation), compact_key(relation)
+        distinct = self.statistics.distinct_from(rkey)
+        limits = self.thresholds
+        best: list[tuple[float, Triplet]] = []
+        nearest: tuple[float, Triplet] | None = None
+        for eid, entity_score, forgotten in candidates:
+            if forgotten:
+                continue
+            scored = _relation_similarities(self.store.facts_of(eid), rkey, rcompact, qvec, distinct)
+            if not scored:
+                continue
+            live = [(sim, t) for sim, _, t in scored if t.value is not None]
+            if live and (nearest is None or entity_score * live[0][0] > nearest[0]):
+                nearest = (entity_score * live[0][0], live[0][1])
+            top_sim, top_key, top = scored[0]
+            runner_up = next((sim for sim, key, _ in scored if key != top_key), 0.0)
+            if top_sim >= limits.relation or (top_sim >= limits.relation_floor and top_sim - runner_up >= limits.relation_margin):
+                best.append((entity_score * top_sim, top))
+        return best, nearest
+
+    # --- reference mode ------------------------------------------------------------------------
+
+    def _reference_many(self, pairs: list[tuple[str, str]]) -> list[LookupResult]:
+        index = self.vectors.index("triplet_vec")
+        texts = [reference_text(f"{e} {r}") for e, r in pairs]
+        vectors = self.vectors.encode_queries(texts)
+        scores, ids = vindex.search(index, np.stack([vectors[t] for t in texts]), REFERENCE_NEIGHBOURS)
+        triplets = self.store.triplets_by_id({int(i) for i in ids.ravel() if i >= 0})
+        results = []
+        for row_scores, row_ids in zip(scores, ids):
+            hits = [(float(s), triplets[int(i)]) for s, i in zip(row_scores, row_ids) if i >= 0 and int(i) in triplets]
+            results.append(self._reference_result(hits))
+        return results
+
+    def _reference_result(self, hits: list[tuple[float, Triplet]]) -> LookupResult:
+        """Top-1 over the hits, best first. Tombstones take part: a query whose best hit is a deleted or
+        forgotten fact gets none, so no neighbour answers in its place."""
+        if not hits:
+            return NO_ANSWER
+        score, top = hits[0]
+        if top.value is None:
+            return LookupResult(None, None, score, "none")
+        if score >= self.thresholds.reference:
+            return LookupResult(top.value, top, score, "fuzzy")
+        return LookupResult(None, None, score, "none", top)
+
+
+def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray, distinct: set[str]) -> list[tuple[float, str, Triplet]]:
+    """(similarity, relation key, triplet) of an entity's facts to the asked relation, best first; facts
+    under a sibling relation, or one that entities hold beside the asked relation, are left out."""
+    scored = []
+    for triplet, fact_key, fact_vec in facts:
+        if fact_key == rkey:
+            similarity = 1.0
+        elif fact_key.replace(" ", "") == rcompact:
+            similarity = 0.99
+        elif fact_vec is not None and fact_key not in distinct and not sibling_relations(rkey, fact_key):
+            similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
+        else:
+            continue
+        scored.append((similarity, fact_key, triplet))
+    scored.sort(key=lambda x: (-x[0], x[2].value is None, x[2].id))
+    return scored
