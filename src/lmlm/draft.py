@@ -16,7 +16,6 @@ The loss covers the tokens the model chose; the prompt and the forced values are
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from lmlm.errors import LmlmError
+from lmlm.files import atomic_directory
 from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,7 @@ def distill_checkpoints(cfg: DistillConfig) -> Path:
     lmlm = LMLM.from_pretrained(cfg.model, kb=cfg.kb, draft_model=cfg.draft)  # checks the tokenizer and the vocabularies
     draft = distill(lmlm.model, lmlm.engine.drafter.model, lmlm.tokenizer, lmlm.kb, prompts, cfg.steps, cfg.batch_size, cfg.lr,
                     cfg.new_tokens, cfg.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))  # renamed into place when whole
-    try:
+    with atomic_directory(out) as tmp:  # out is empty, as checked first
         draft.save_pretrained(tmp)
         lmlm.tokenizer.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()  # empty, as checked first
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -54,7 +54,8 @@ def _run_suite(cfg: EvalConfig, lmlm, rows: list[dict], options: dict) -> dict:
         prompts = [r for r in rows if cfg.suite == "completion" or r.get("split") == "inject"][first]
         return suites.completion(lmlm, prompts, **options)
     if cfg.suite == "factuality":
-        return suites.factuality(lmlm, rows[first], judge=_judge(cfg), **options)
+        judge = _judge(cfg)
+        return suites.factuality(lmlm, rows[first], judge=judge, extract_facts=None if judge else _world_facts(), **options)
     if lmlm.kb is None:
         raise LmlmError("the forget suite needs --kb")
     return suites.forgetting(lmlm, [r for r in rows if r.get("split") == "forget"][first],
@@ -67,3 +68,10 @@ def _judge(cfg: EvalConfig):
     from lmlm.evaluate.judge import LLMJudge
 
     return LLMJudge(cfg.judge_url, cfg.judge_model, os.environ.get("OPENAI_API_KEY", "EMPTY"))
+
+
+def _world_facts():
+    """Without a judge, the bios are scored exactly: they are the synthetic world's, read by its templates."""
+    from lmlm.world import atomic_facts
+
+    return atomic_facts

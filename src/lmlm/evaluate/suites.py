@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from lmlm import markup
-from lmlm.errors import NotFound
+from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
-from lmlm.evaluate.metrics import atomic_facts, completion_correct, fact_supported
+from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported
 from lmlm.generate import LMLM, LookupTokens
-from lmlm.metrics import perplexities, token_nll
+from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
 
@@ -54,12 +54,15 @@ def _mean(values) -> float:
 
 
 def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32, fallback: str = "abstain",
-               judge: LLMJudge | None = None, **options) -> dict:
+               judge: LLMJudge | None = None, extract_facts: FactExtractor | None = None, **options) -> dict:
     """FactScore-style: the share of atomic facts in generated bios that the ground truth supports:
-    checked exactly against the synthetic world's attributes, or, with ``judge``, by an LLM given the
-    prompt's ``facts`` (else the KB's facts about the person). An LMLM whose KB has no answer for a
+    read by ``extract_facts`` (the synthetic world's, for its bios) and checked exactly against the prompt's
+    ``facts``, or, with ``judge``, judged by an LLM given the prompt's ``facts`` (else the KB's facts about
+    the person). An LMLM whose KB has no answer for a
     call does as ``fallback`` says: by default it stops, as the reference's FactScore run does,
     rather than state ``top1_anyway``'s nearest fact, which is another fact's value."""
+    if (judge is None) == (extract_facts is None):
+        raise LmlmError("factuality needs either a fact extractor (exact scoring) or a judge")
     lmlm = _is_lmlm(model)
     results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size,
                              **{"max_new_tokens": max_new_tokens, "use_lookups": lmlm, "fallback": fallback, **options})
@@ -67,7 +70,7 @@ def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch
     for p, r in zip(prompts, results):
         bio = f"{p['person']} is{r.text}"
         if judge is None:
-            facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in atomic_facts(bio)]
+            facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in extract_facts(bio)]
         else:
             knowledge = list(p["facts"].items()) if p.get("facts") else [(t.relation, t.value) for t in _kb_facts(model, p["person"])]
             judged = judge.judge(p["person"], bio, knowledge)
