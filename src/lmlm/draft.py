@@ -3,10 +3,10 @@ model it drafts for.
 
 At batch 1 the engine verifies a draft model's proposed tokens in the model's next forward
 (``LookupEngine(..., draft_model=...)``); how much that saves depends on how often the draft picks
-the model's token. Of the tokens a small model trained on the same corpus proposes, the model takes
-45%: too few to pay for the draft's own steps on a CPU. Fine-tuned on the model's greedy
-continuations of prompts like those it will serve, with lookups answered by the knowledge base as at
-generation time, the draft has 82% taken (``benchmarks/generate_speed.py``: tiny drafting for small).
+the model's token. A small model trained on the same corpus agrees with the model too seldom to pay
+for the draft's own steps on a CPU; fine-tuned on the model's greedy continuations of prompts like
+those it will serve, with lookups answered by the knowledge base as at generation time, it agrees far
+more often (``benchmarks/generate_speed.py`` measures it; the README quotes the figures).
 The loss covers the tokens the model chose; the prompt and the forced values are context only.
 
     lmlm distill --model MODEL --draft SMALL_MODEL --kb KB --prompts prompts.jsonl --out DRAFT
