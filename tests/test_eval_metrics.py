@@ -5,9 +5,10 @@ import math
 import numpy as np
 import torch
 
-from lmlm.evaluate.metrics import atomic_facts, completion_correct, fact_supported
+from lmlm.evaluate.metrics import completion_correct, fact_supported
 from lmlm.evaluate.report import table
-from lmlm.metrics import perplexities, token_nll
+from lmlm.perplexity import perplexities, token_nll
+from lmlm.world import atomic_facts
 
 
 def test_perplexity_variants_by_hand():
@@ -70,3 +71,11 @@ def test_report_table_side_by_side():
     assert "| completion, train people | 0.950 | 0.100 |" in text
     assert "| perplexity, normalized | 3.00 | 4.00 |" in text
     assert "| answers leaked via near neighbours | 0 | – |" in text
+
+
+def test_the_metrics_read_facts_through_an_extractor_not_the_worlds_templates():
+    import subprocess
+    import sys
+
+    code = "import sys, lmlm.evaluate.metrics; print('lmlm.world' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

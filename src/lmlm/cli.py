@@ -1,14 +1,71 @@
-"""The ``lmlm`` command: parses arguments and calls the stages. No logic of its own."""
+"""The ``lmlm`` command: parses arguments and calls the stages. No logic of its own.
+
+A stage with a config dataclass takes its options from the dataclass's fields (``lmlm.config``); the
+generation options come from ``GenerationConfig`` (``lmlm.options``). A stage's options are declared
+only when that stage runs or shows its help, so ``lmlm --help`` and ``lmlm kb ...`` import no torch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 
+from lmlm.config import add_arguments, load_config, overrides_from
 from lmlm.errors import LmlmError
+from lmlm.options import generation_config, generation_fields
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose options ``declare(parser)`` adds when it is first used: declaring a stage may import its
+    config's module, and only the stage that runs needs it."""
+
+    def __init__(self, *args, declare=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._declare = declare
+
+    def declared(self) -> _Parser:
+        if self._declare is not None:
+            declare, self._declare = self._declare, None
+            declare(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super(_Parser, self.declared()).parse_known_args(args, namespace)
+
+    def format_usage(self):
+        return super(_Parser, self.declared()).format_usage()
+
+    def format_help(self):
+        return super(_Parser, self.declared()).format_help()
+
+
+def _load(cls, args: argparse.Namespace):
+    """``cls`` from the YAML file of ``--config`` (for stages that take one) and the options given."""
+    return load_config(cls, getattr(args, "config", None), overrides_from(args, cls))
+
+
+def generation_options(args: argparse.Namespace, surface: str) -> dict:
+    """The generation options of ``surface`` on the command line, checked: all of them for ``cli`` (left
+    out, the default), only those given for ``eval`` (left out, the suite chooses)."""
+    cfg = _load(generation_config(), args)
+    return {f.name: getattr(cfg, f.name) for f in generation_fields(surface) if surface == "cli" or getattr(args, f.name) is not None}
+
+
+def _from_config_file(module: str, name: str):
+    """Declares the fields of the config dataclass ``module.name`` as options, after ``--config FILE``."""
+
+    def declare(p: argparse.ArgumentParser) -> None:
+        cls = getattr(importlib.import_module(module), name)
+        p.add_argument("--config", help=f"YAML file of {name} keys; command-line options override it")
+        add_arguments(p, cls)
+
+    return declare
 
 
 def _markup_check(args) -> None:
@@ -189,9 +246,8 @@ def _annotate(args) -> None:
 
 def _annotator_train(args) -> None:
     from lmlm.annotate.finetune import AnnotatorConfig, train_annotator
-    from lmlm.config import load_config, overrides_from
 
-    result = train_annotator(load_config(AnnotatorConfig, args.config, overrides_from(args, AnnotatorConfig)))
+    result = train_annotator(_load(AnnotatorConfig, args))
     losses = result.pop("losses")
     print(f"trained {result['steps']} steps on {result['examples']} examples ({result['too_long']} too long); "
           f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {result['config']['out']}")
@@ -232,31 +288,41 @@ def _data_build(args) -> None:
 
 
 def _train(args) -> None:
-    from lmlm.config import load_config, overrides_from
     from lmlm.train import TrainConfig, train
 
-    cfg = load_config(TrainConfig, args.config, overrides_from(args, TrainConfig))
-    metrics, _ = train(cfg)
+    metrics, _ = train(_load(TrainConfig, args))
     print(json.dumps(metrics))
 
 
+@dataclass(kw_only=True)
+class GenerateArgs:
+    """``lmlm generate``'s own options; the generation options come from ``GenerationConfig``."""
+
+    prompts: list[str] = field(default_factory=list, metadata={"positional": "*", "help": "prompts to continue"})
+    model: str = field(metadata={"help": "an HF checkpoint folder with the lookup tokens"})
+    kb: str | None = field(default=None, metadata={"help": "knowledge base file (needed unless --no-lookups)"})
+    input: str | None = field(default=None, metadata={"help": 'JSONL of {"prompt": ...} lines'})
+    output: str | None = field(default=None, metadata={"help": "JSONL: each input line with text, raw and lookups added"})
+    json: bool = field(default=False, metadata={"help": "print one JSON object per prompt"})
+    batch_size: int = field(default=32, metadata={"help": "prompts per engine batch", "ge": 1})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the decoding steps: slow once, then faster per token"})
+    draft_model: str | None = field(default=None, metadata={
+        "help": "a small checkpoint made by 'lmlm distill' that proposes tokens (greedy, batches of up to 8)"})
+
+
 def _generate(args) -> None:
-    from lmlm.generate import LMLM
+    from lmlm.generate import LMLM, generate_file
 
-    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups, compile=args.compile, draft_model=args.draft_model)
-    options = {"max_new_tokens": args.max_new_tokens, "use_lookups": not args.no_lookups, "fallback": args.fallback,
-               "do_sample": args.temperature > 0, "temperature": args.temperature or 1.0, "top_k": args.top_k, "top_p": args.top_p,
-               "repetition_penalty": args.repetition_penalty, "max_lookups": args.max_lookups, "truncate_prompt": args.truncate}
-    if args.input:
-        from lmlm.generate import generate_file
-
-        count = generate_file(lmlm, args.input, args.output, batch_size=args.batch_size, **options)
-        print(f"wrote {count} results to {args.output}")
+    run, options = _load(GenerateArgs, args), generation_options(args, "cli")
+    lmlm = LMLM.from_pretrained(run.model, kb=run.kb, use_lookups=options["use_lookups"], compile=run.compile, draft_model=run.draft_model)
+    if run.input:
+        count = generate_file(lmlm, run.input, run.output, batch_size=run.batch_size, **options)
+        print(f"wrote {count} results to {run.output}")
         return
-    if not args.prompts:
+    if not run.prompts:
         raise LmlmError("give prompts, or --input PROMPTS.jsonl --output OUT.jsonl")
-    for prompt, result in zip(args.prompts, lmlm.generate(args.prompts, batch_size=args.batch_size, **options)):
-        if args.json:
+    for prompt, result in zip(run.prompts, lmlm.generate(run.prompts, batch_size=run.batch_size, **options)):
+        if run.json:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
             print(f"{prompt}{result.text}")
@@ -264,64 +330,24 @@ def _generate(args) -> None:
                 print(f"    [{p.tier}] {p.entity} / {p.relation} -> {p.value}")
 
 
-def _add_generate_command(stages) -> None:
-    p = stages.add_parser("generate", help="generate with lookups in the knowledge base")
-    p.add_argument("prompts", nargs="*", metavar="PROMPT")
-    p.add_argument("--model", required=True, help="an HF checkpoint folder with the lookup tokens")
-    p.add_argument("--kb", help="knowledge base file (needed unless --no-lookups)")
-    p.add_argument("--input", help='JSONL of {"prompt": ...} lines')
-    p.add_argument("--output", help="JSONL: each input line with text, raw and lookups added")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--no-lookups", action="store_true", help="generate freely, with <|db_entity|> banned")
-    p.add_argument("--fallback", choices=["top1_anyway", "unknown", "abstain"], default="top1_anyway")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.2)
-    p.add_argument("--max-lookups", type=int, default=5)
-    p.add_argument("--truncate", action="store_true", help="keep the last tokens of a prompt that does not fit the context")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decoding steps: about a minute once, then faster per token")
-    p.add_argument("--draft-model", help="a small checkpoint made by 'lmlm distill' that proposes tokens (greedy, batches of up to 8)")
-    p.set_defaults(run=_generate)
+def _declare_generate(p) -> None:
+    add_arguments(p, GenerateArgs, required=True)
+    add_arguments(p.add_argument_group("generation"), generation_config(), generation_fields("cli"))
 
 
 def _distill(args) -> None:
-    from lmlm.config import load_config, overrides_from
     from lmlm.draft import DistillConfig, distill_checkpoints
 
-    out = distill_checkpoints(load_config(DistillConfig, args.config, overrides_from(args, DistillConfig)))
+    out = distill_checkpoints(_load(DistillConfig, args))
     print(f"wrote the draft model to {out}")
 
 
 def _ngrams(args) -> None:
-    from lmlm.config import load_config, overrides_from
     from lmlm.ngrams import NgramsConfig, NgramTable, build_ngrams
 
-    out = build_ngrams(load_config(NgramsConfig, args.config, overrides_from(args, NgramsConfig)))
+    out = build_ngrams(_load(NgramsConfig, args))
     contexts = len(NgramTable.load(out).next_token)
     print(f"wrote an n-gram table of {contexts:,} contexts to {out}; the engine drafts from it at batch sizes up to 8")
-
-
-def _add_ngrams_command(stages) -> None:
-    from lmlm.config import add_arguments
-    from lmlm.ngrams import NgramsConfig
-
-    p = stages.add_parser("ngrams", help="count the training text's n-grams into a checkpoint, for the engine to draft tokens from")
-    p.add_argument("--config", help="YAML file of NgramsConfig keys; command-line options override it")
-    add_arguments(p, NgramsConfig)
-    p.set_defaults(run=_ngrams)
-
-
-def _add_distill_command(stages) -> None:
-    from lmlm.config import add_arguments
-    from lmlm.draft import DistillConfig
-
-    p = stages.add_parser("distill", help="fine-tune a small draft model on a model's output, for speculative decoding")
-    p.add_argument("--config", help="YAML file of DistillConfig keys; command-line options override it")
-    add_arguments(p, DistillConfig)
-    p.set_defaults(run=_distill)
 
 
 def _demo(args) -> None:
@@ -333,66 +359,18 @@ def _demo(args) -> None:
 
 
 def _eval(args) -> None:
-    from lmlm.corpus import read_corpus
-    from lmlm.evaluate import suites
-    from lmlm.evaluate.judge import LLMJudge
-    from lmlm.evaluate.report import write_report
-    from lmlm.generate import LMLM
+    from lmlm.evaluate.run import EvalConfig, run_eval
 
-    if args.judge_url and not args.judge_model:
-        raise LmlmError("--judge-url needs --judge-model")
-    rows = read_corpus(args.data, require=()).examples
-    lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=args.kb is not None)
-    if args.suite == "ppl":
-        result = suites.perplexity(lmlm, rows, dynamic=not args.no_dynamic, max_docs=args.limit)
-    elif args.suite in ("completion", "inject"):
-        prompts = [r for r in rows if args.suite == "completion" or r.get("split") == "inject"][: args.limit]
-        result = suites.completion(lmlm, prompts)
-    elif args.suite == "factuality":
-        judge = LLMJudge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY", "EMPTY")) if args.judge_url else None
-        result = suites.factuality(lmlm, rows[: args.limit], fallback=args.fallback, judge=judge)
-    else:
-        if lmlm.kb is None:
-            raise LmlmError("the forget suite needs --kb")
-        result = suites.forgetting(lmlm, [r for r in rows if r.get("split") == "forget"][: args.limit],
-                                   [r for r in rows if r.get("split") == "retain"][: args.limit])
+    result = run_eval(_load(EvalConfig, args), generation_options(args, "eval"))
     print(json.dumps(result["metrics"]))
-    if args.out:
-        side = "lmlm" if lmlm.kb is not None else "standard"
-        write_report({side: {args.suite: result["metrics"]}, "records": result["records"]}, args.out, title=f"lmlm eval {args.suite}")
 
 
-def _add_eval_commands(stages) -> None:
-    p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
-    p.add_argument("--quick", action="store_true",
-                   help="a smoke test of the machinery; its models are too briefly trained for the full run's figures")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show the library's INFO log lines")
-    p.set_defaults(run=_demo)
-    p = stages.add_parser("eval", help="run one evaluation suite on a checkpoint")
-    p.add_argument("suite", choices=["ppl", "completion", "factuality", "forget", "inject"])
-    p.add_argument("--model", required=True)
-    p.add_argument("--kb", help="knowledge base: evaluates as an LMLM; without it, as a Standard model")
-    p.add_argument("--data", required=True, help="annotated documents (ppl), completion prompts (completion, forget, inject), bio prompts (factuality)")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--no-dynamic", action="store_true", help="skip dynamic perplexity (it generates)")
-    p.add_argument("--fallback", choices=["top1_anyway", "unknown", "abstain"], default="abstain",
-                   help="factuality: what an LMLM says when its KB has no answer (abstain: nothing more)")
-    p.add_argument("--judge-url", help="factuality on real data: an OpenAI-compatible endpoint whose LLM judges the atomic facts")
-    p.add_argument("--judge-model", help="the judge's model name (with --judge-url)")
-    p.add_argument("--out", help="write report.json, report.md and charts here")
-    p.set_defaults(run=_eval)
+def _declare_eval(p) -> None:
+    from lmlm.evaluate.run import EvalConfig
 
-
-def _add_train_command(stages) -> None:
-    from lmlm.config import add_arguments
-    from lmlm.train import TrainConfig
-
-    p = stages.add_parser("train", help="pretrain an LMLM or Standard model (the dataset's mode) as an HF checkpoint")
-    p.add_argument("--config", help="YAML file of TrainConfig keys; command-line options override it")
-    add_arguments(p, TrainConfig)
-    p.set_defaults(run=_train)
+    add_arguments(p, EvalConfig, required=True)
+    group = p.add_argument_group("generation", "left out, each suite chooses (factuality: --fallback abstain)")
+    add_arguments(group, generation_config(), generation_fields("eval"), show_defaults=False)
 
 
 def _add_data_commands(stages) -> None:
@@ -425,14 +403,9 @@ def _add_data_commands(stages) -> None:
     g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=_annotate)
 
-    from lmlm.annotate.finetune import AnnotatorConfig
-    from lmlm.config import add_arguments
-
     annotator = stages.add_parser("annotator", help="fine-tune an annotator").add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = annotator.add_parser("train", help="LoRA SFT of a causal LM: plain text in, annotated text out (loads as --backend hf)")
-    p.add_argument("--config", help="YAML file of the options below; command-line options override it")
-    add_arguments(p, AnnotatorConfig)
-    p.set_defaults(run=_annotator_train)
+    annotator.add_parser("train", help="LoRA SFT of a causal LM: plain text in, annotated text out (loads as --backend hf)",
+                         declare=_from_config_file("lmlm.annotate.finetune", "AnnotatorConfig")).set_defaults(run=_annotator_train)
 
     p = stages.add_parser("clean", help="apply the cleaning filters to an annotated corpus")
     p.add_argument("input", metavar="IN")
@@ -460,41 +433,56 @@ def _add_data_commands(stages) -> None:
     p.set_defaults(run=_data_build)
 
 
-def _serve(args) -> None:
-    import os
+@dataclass(kw_only=True)
+class ServeArgs:
+    """``lmlm serve``'s own options; the server's caps and protections come from ``ServeConfig``."""
 
+    model: str = field(metadata={"help": "an LMLM checkpoint directory"})
+    kb: str = field(metadata={"help": "the knowledge base (SQLite file)"})
+    port: int = field(default=8000, metadata={"help": "TCP port", "ge": 0, "le": 65535})
+
+
+def _serve(args) -> None:
     from lmlm.serve import ServeConfig, serve
 
-    api_key = args.api_key or os.environ.get("LMLM_API_KEY")
-    config = ServeConfig(max_prompt_chars=args.max_prompt_chars, max_batch=args.max_batch, max_new_tokens=args.max_new_tokens,
-                         window_ms=args.window_ms, read_only=args.read_only, api_key=api_key, protect=args.protect)
+    run, config = _load(ServeArgs, args), _load(ServeConfig, args)
+    config = dataclasses.replace(config, api_key=config.api_key or os.environ.get("LMLM_API_KEY"))
+
     def announce() -> None:
-        print(f"lmlm: serving {args.model} on http://{args.host}:{args.port}/ (API at /v1, page at /)", file=sys.stderr)
+        print(f"lmlm: serving {run.model} on http://{config.bind_host}:{run.port}/ (API at /v1, page at /)", file=sys.stderr)
 
-    serve(args.model, args.kb, host=args.host, port=args.port, config=config, on_ready=announce)
+    serve(run.model, run.kb, host=config.bind_host, port=run.port, config=config, on_ready=announce)
 
 
-def _add_serve_command(stages) -> None:
-    from lmlm.serve import ServeConfig
+def _declare_serve(p) -> None:
+    from lmlm.serve.config import ServeConfig
 
-    defaults = ServeConfig()
-    p = stages.add_parser("serve", help="HTTP API (OpenAI-compatible completions too) and a web page")
-    p.add_argument("--model", required=True, help="an LMLM checkpoint directory")
-    p.add_argument("--kb", required=True, help="the knowledge base (SQLite file)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--read-only", action="store_true", help="turn the KB write endpoints off")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also read from LMLM_API_KEY)")
-    p.add_argument("--protect", choices=["writes", "all"], default="writes", help="what the API key guards")
-    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="prompts per request and per engine batch")
-    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="cap on a request's max_new_tokens")
-    p.add_argument("--max-prompt-chars", type=int, default=defaults.max_prompt_chars)
-    p.add_argument("--window-ms", type=float, default=defaults.window_ms, help="how long a request waits to be batched with others")
-    p.set_defaults(run=_serve)
+    add_arguments(p, ServeArgs, required=True)
+    add_arguments(p, ServeConfig)
+
+
+def _add_model_commands(stages) -> None:
+    stages.add_parser("train", help="pretrain an LMLM or Standard model (the dataset's mode) as an HF checkpoint",
+                      declare=_from_config_file("lmlm.train.config", "TrainConfig")).set_defaults(run=_train)
+    stages.add_parser("generate", help="generate with lookups in the knowledge base", declare=_declare_generate).set_defaults(run=_generate)
+    stages.add_parser("distill", help="fine-tune a small draft model on a model's output, for speculative decoding",
+                      declare=_from_config_file("lmlm.draft", "DistillConfig")).set_defaults(run=_distill)
+    stages.add_parser("ngrams", help="count the training text's n-grams into a checkpoint, for the engine to draft tokens from",
+                      declare=_from_config_file("lmlm.ngrams", "NgramsConfig")).set_defaults(run=_ngrams)
+    p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of the machinery; its models are too briefly trained for the full run's figures")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show the library's INFO log lines")
+    p.set_defaults(run=_demo)
+    stages.add_parser("eval", help="run one evaluation suite on a checkpoint", declare=_declare_eval).set_defaults(run=_eval)
+    stages.add_parser("serve", help="HTTP API (OpenAI-compatible completions too) and a web page",
+                      declare=_declare_serve).set_defaults(run=_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmlm", description="Large Memory Language Models: annotate, build a KB, train, generate, evaluate, serve.")
+    parser = _Parser(prog="lmlm", description="Large Memory Language Models: annotate, build a KB, train, generate, evaluate, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
@@ -510,12 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_markup_convert)
     _add_kb_commands(stages)
     _add_data_commands(stages)
-    _add_train_command(stages)
-    _add_generate_command(stages)
-    _add_distill_command(stages)
-    _add_ngrams_command(stages)
-    _add_eval_commands(stages)
-    _add_serve_command(stages)
+    _add_model_commands(stages)
     return parser
 
 

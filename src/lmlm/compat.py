@@ -19,6 +19,7 @@ from lmlm import markup
 from lmlm.generate import GenerationConfig, LookupEngine
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import read_reference_db
+from lmlm.options import compat_keywords
 
 
 class DatabaseLookupError(Exception):
@@ -67,16 +68,7 @@ class LlamaForLMLM(LlamaForCausalLM):
         return model
 
     def generate_with_lookup(self, prompt, tokenizer, enable_dblookup=True, enable_postprocess=True, **kwargs):
-        cfg = GenerationConfig(
-            max_new_tokens=kwargs.get("max_new_tokens", 256),
-            do_sample=kwargs.get("do_sample", False),
-            temperature=kwargs.get("temperature") or 1.0,
-            top_p=kwargs.get("top_p", 0.9) if kwargs.get("do_sample") else 1.0,
-            repetition_penalty=kwargs.get("repetition_penalty", 1.2),
-            max_lookups=kwargs.get("max_lookup_limit", 5),
-            fallback=getattr(self, "fallback_policy", "top1_anyway"),
-            use_lookups=enable_dblookup,
-        )
+        cfg = _generation_config({**kwargs, "enable_dblookup": enable_dblookup}, getattr(self, "fallback_policy", "top1_anyway"))
         kb = self.db_manager.kb if getattr(self, "db_manager", None) is not None else None
         result = LookupEngine(self, tokenizer, kb).generate([prompt], cfg)[0]
         return self.post_process(result.raw, tokenizer) if enable_postprocess else result.raw
@@ -86,6 +78,13 @@ class LlamaForLMLM(LlamaForCausalLM):
             if token:
                 output_text = output_text.replace(token, "")
         return markup.strip(output_text).strip()
+
+
+def _generation_config(kwargs: dict, fallback: str) -> GenerationConfig:
+    """The engine's config from the reference's keywords (and its defaults), as ``GenerationConfig`` declares them."""
+    chosen = {name: kwargs.get(keyword, default) for keyword, (name, default) in compat_keywords().items()}
+    chosen["temperature"] = chosen["temperature"] or 1.0  # the reference's scripts pass 0.0 or None when they mean no scaling
+    return GenerationConfig(**chosen, fallback=fallback)
 
 
 def load_model_and_tokenizer(model_path, database_path=None, model_args=None, device="cpu"):

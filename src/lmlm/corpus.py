@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmlm import markup
 from lmlm.errors import LmlmError
+from lmlm.files import atomic_write
 
 
 @dataclass
@@ -93,26 +91,6 @@ def _check_example(path: Path, index: int, example, require: tuple[str, ...]) ->
             raise LmlmError(f"{where}: missing {key!r}")
         if not isinstance(example[key], str):
             raise LmlmError(f"{where}: {key!r} must be a string, got {type(example[key]).__name__}")
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator:
-    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any other written file
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_corpus(path: str | os.PathLike, examples: list[dict], metadata: dict | None = None) -> None:

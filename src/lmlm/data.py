@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lmlm import markup
-from lmlm.corpus import atomic_write, read_corpus
+from lmlm.corpus import read_corpus
 from lmlm.errors import LmlmError
+from lmlm.files import atomic_directory, atomic_write
 from lmlm.tokenizer import check_lookup_tokens, fingerprint, lookup_token_ids
 
 IGNORE = -100
@@ -115,22 +115,13 @@ def build_dataset(paths: list[str | os.PathLike], tokenizer, mode: str, out: str
         "mode": mode, "block_size": block_size, "blocks": len(ids), "dtype": np.dtype(dtype).name,
         "tokenizer": fingerprint(tokenizer), "vocab_size": len(tokenizer), "counts": counts, "sources": [str(p) for p in paths],
     }
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as tmp:
         ids.astype(dtype).tofile(tmp / "input_ids.bin")
         labels.astype(np.int32).tofile(tmp / "labels.bin")
         org.astype(np.uint8).tofile(tmp / "org_mask.bin")
         tokenizer.save_pretrained(tmp / "tokenizer")
         with atomic_write(tmp / "meta.json") as f:
             json.dump(meta, f, indent=1)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 

@@ -28,7 +28,7 @@ from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
 from lmlm.tokenizer import train_tokenizer
 from lmlm.train import TrainConfig, launch_training
-from lmlm.world import make_world, read_people
+from lmlm.world import atomic_facts, make_world, read_people
 
 
 @dataclass
@@ -200,12 +200,12 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
         r["completion_train"] = suites.completion(model, train_prompts)["metrics"]["accuracy"]
         r["completion_inject"] = suites.completion(model, inject_prompts)["metrics"]["accuracy"]
         echo(f"      {name}: factuality")
-        fact = suites.factuality(model, bios)
+        fact = suites.factuality(model, bios, extract_facts=atomic_facts)
         r["factual_precision"] = fact["metrics"]["factual_precision"]
         r["facts_per_bio"] = fact["metrics"]["facts_per_bio"]
         report["records"][f"{name}_bios"] = fact["records"][:20]
         if name == "lmlm":  # top1_anyway states the nearest fact instead; shown for comparison
-            r["factual_precision_top1_anyway"] = suites.factuality(model, bios, fallback="top1_anyway")["metrics"]["factual_precision"]
+            r["factual_precision_top1_anyway"] = suites.factuality(model, bios, fallback="top1_anyway", extract_facts=atomic_facts)["metrics"]["factual_precision"]
         echo(f"      {name}: perplexity")
         r["ppl"] = suites.perplexity(model, heldout, dynamic_docs=plan.dynamic_docs)["metrics"]
     echo("      lmlm: forgetting audit")

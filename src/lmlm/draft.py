@@ -3,10 +3,10 @@ model it drafts for.
 
 At batch 1 the engine verifies a draft model's proposed tokens in the model's next forward
 (``LookupEngine(..., draft_model=...)``); how much that saves depends on how often the draft picks
-the model's token. Of the tokens a small model trained on the same corpus proposes, the model takes
-45%: too few to pay for the draft's own steps on a CPU. Fine-tuned on the model's greedy
-continuations of prompts like those it will serve, with lookups answered by the knowledge base as at
-generation time, the draft has 82% taken (``benchmarks/generate_speed.py``: tiny drafting for small).
+the model's token. A small model trained on the same corpus agrees with the model too seldom to pay
+for the draft's own steps on a CPU; fine-tuned on the model's greedy continuations of prompts like
+those it will serve, with lookups answered by the knowledge base as at generation time, it agrees far
+more often (``benchmarks/generate_speed.py`` measures it; the README quotes the figures).
 The loss covers the tokens the model chose; the prompt and the forced values are context only.
 
     lmlm distill --model MODEL --draft SMALL_MODEL --kb KB --prompts prompts.jsonl --out DRAFT
@@ -16,7 +16,6 @@ The loss covers the tokens the model chose; the prompt and the forced values are
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from lmlm.errors import LmlmError
+from lmlm.files import atomic_directory
 from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,7 @@ def distill_checkpoints(cfg: DistillConfig) -> Path:
     lmlm = LMLM.from_pretrained(cfg.model, kb=cfg.kb, draft_model=cfg.draft)  # checks the tokenizer and the vocabularies
     draft = distill(lmlm.model, lmlm.engine.drafter.model, lmlm.tokenizer, lmlm.kb, prompts, cfg.steps, cfg.batch_size, cfg.lr,
                     cfg.new_tokens, cfg.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))  # renamed into place when whole
-    try:
+    with atomic_directory(out) as tmp:  # out is empty, as checked first
         draft.save_pretrained(tmp)
         lmlm.tokenizer.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()  # empty, as checked first
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

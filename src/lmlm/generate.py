@@ -59,25 +59,54 @@ WIDE_STEP_MAX_ROWS = 8
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 64
-    min_new_tokens: int = 0  # eos is banned before this many new tokens (benchmarks use it to fix the length)
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.2  # the reference default
-    entity_bias: float = 4.0  # logit bias on <|db_entity|> (reference default)
-    lookup_bias: float = 2.0  # logit bias on the other three lookup tokens (reference default)
-    max_lookups: int = 5
-    fallback: str = "top1_anyway"  # when the KB has no match: top1_anyway | unknown | abstain
-    use_lookups: bool = True
-    lookup_mode: str = "default"  # the KB's: default | reference
-    stop_token_ids: tuple[int, ...] = ()
-    truncate_prompt: bool = False  # keep the last tokens of a prompt that does not fit, instead of refusing it
-    draft_values: bool = True  # greedy only: verify the value's repeat after <|db_end|> in the forward that forces it
-    draft_tokens: int = 4  # greedy: the tokens a draft model or an n-gram proposes, for the model to verify in one forward
-    ngram_drafts: bool = True  # greedy, without a draft model: draft from the row's own text and the engine's n-gram table
-    seed: int = 0
+    """The generation options. Each field's metadata is the one source of its help, bounds and surfaces
+    (``lmlm.config`` says what the keys mean): the CLI flags, the HTTP request bodies and the keywords of
+    ``lmlm.compat`` are made from it. Bounds keep an API request from overflowing torch or SQLite, or
+    turning the sampling distribution into inf/nan."""
+
+    max_new_tokens: int = field(default=64, metadata={
+        "help": "tokens to generate per prompt", "ge": 1, "le": 1_000_000, "surfaces": ("cli", "api", "compat"),
+        "compat": {"default": 256}})  # the reference's default
+    min_new_tokens: int = field(default=0, metadata={
+        "help": "eos is banned before this many new tokens (benchmarks use it to fix the length)", "ge": 0, "surfaces": ()})
+    do_sample: bool = field(default=False, metadata={"help": "sample (default: greedy)", "surfaces": ("cli", "api", "compat")})
+    temperature: float = field(default=1.0, metadata={
+        "help": "sampling temperature", "gt": 0, "le": 2.0, "surfaces": ("cli", "api", "compat")})  # OpenAI's cap
+    top_k: int = field(default=0, metadata={
+        "help": "sample among the k likeliest tokens (0: all)", "ge": 0, "le": 1_000_000, "surfaces": ("cli", "api")})
+    top_p: float = field(default=1.0, metadata={
+        "help": "sample within this probability mass (nucleus)", "gt": 0, "le": 1, "surfaces": ("cli", "api", "compat"),
+        "compat": {"default": 0.9}})  # the reference's default
+    repetition_penalty: float = field(default=1.2, metadata={
+        "help": "divides the logits of tokens seen already (the reference's default)", "ge": 0.5, "le": 5.0,
+        "surfaces": ("cli", "api", "compat")})
+    entity_bias: float = field(default=4.0, metadata={"help": "logit bias on <|db_entity|> (the reference's default)", "surfaces": ()})
+    lookup_bias: float = field(default=2.0, metadata={
+        "help": "logit bias on the other three lookup tokens (the reference's default)", "surfaces": ()})
+    max_lookups: int = field(default=5, metadata={
+        "help": "lookups per prompt; then <|db_entity|> is banned", "ge": 0, "le": 1000, "surfaces": ("cli", "api", "compat"),
+        "compat": {"name": "max_lookup_limit"}})
+    fallback: str = field(default="top1_anyway", metadata={
+        "help": "when the KB has no match: state the nearest fact's value, say 'unknown', or stop", "choices": FALLBACKS,
+        "surfaces": ("cli", "eval", "api", "completions")})
+    use_lookups: bool = field(default=True, metadata={
+        "help": "generate freely, with <|db_entity|> banned", "flag": "--no-lookups",
+        "surfaces": ("cli", "api", "completions", "compat"), "compat": {"name": "enable_dblookup"}})
+    lookup_mode: str = field(default="default", metadata={
+        "help": "the KB's lookup mode", "choices": ("default", "reference"), "surfaces": ("cli", "api")})
+    stop_token_ids: tuple[int, ...] = field(default=(), metadata={"help": "token ids that end a row, besides eos", "surfaces": ()})
+    truncate_prompt: bool = field(default=False, metadata={
+        "help": "keep the last tokens of a prompt that does not fit the context, instead of refusing it", "flag": "--truncate",
+        "surfaces": ("cli",)})
+    draft_values: bool = field(default=True, metadata={
+        "help": "greedy only: verify the value's repeat after <|db_end|> in the forward that forces it", "surfaces": ()})
+    draft_tokens: int = field(default=4, metadata={
+        "help": "greedy: the tokens a draft model or an n-gram proposes, for the model to verify in one forward", "surfaces": ()})
+    ngram_drafts: bool = field(default=True, metadata={
+        "help": "greedy, without a draft model: draft from the row's own text and the engine's n-gram table", "surfaces": ()})
+    seed: int = field(default=0, metadata={
+        "help": "the sampling seed", "ge": 0, "le": 2**63 - 1, "surfaces": ("cli", "api"),
+        "api_default": None})  # an API request without a seed gets a fresh one: sampling is not reproducible unless asked
 
     def __post_init__(self):
         if self.fallback not in FALLBACKS:

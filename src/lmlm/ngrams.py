@@ -30,7 +30,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lmlm import markup
-from lmlm.corpus import atomic_write
+from lmlm.files import atomic_write
 from lmlm.errors import LmlmError
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmlm import markup
-from lmlm.corpus import atomic_write
+from lmlm.files import atomic_write
 
 FIRST_NAMES = (
     "Ada Alba Amara Anouk Arlo Astrid Beatrix Bram Calla Cyrus Dagny Darius Edda Elio Emrys Esme Fenna Florin Freya Gideon "
@@ -68,6 +69,36 @@ PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in eve
 OPENINGS = ["Here is a short biography of {N}.", "This profile is about {N}.", "A few facts about {N} follow.",
             "What follows describes {N}."]
 
+
+
+def _template_patterns() -> list[tuple[str, re.Pattern]]:
+    """One regex per sentence template, capturing subject and value."""
+    patterns = []
+    for relation, templates in TEMPLATES.items():
+        for template in templates:
+            regex = re.escape(template)
+            for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
+                regex = regex.replace(re.escape(slot), group, 1)
+            patterns.append((relation, re.compile(r"^" + regex + r"$")))
+    return patterns
+
+
+_PATTERNS = _template_patterns()
+
+
+def atomic_facts(bio: str) -> list[tuple[str, str, str]]:
+    """The world's fact extractor (``lmlm.evaluate.metrics.FactExtractor``): (subject, relation, value) for each
+    complete sentence of a bio that states an attribute in one of the world's templates. A last sentence
+    with no full stop was cut off by the token budget ("She was born on 1"): it states nothing yet."""
+    facts = []
+    for sentence in re.split(r"(?<=\.)\s+", bio.strip()):
+        sentence = sentence.strip()
+        for relation, pattern in _PATTERNS:
+            m = pattern.match(sentence)
+            if m:
+                facts.append((m.group("subject").strip(), relation, m.group("value").strip()))
+                break
+    return facts
 
 @dataclass
 class Person:

@@ -1,11 +1,11 @@
-"""Scoring rules with no model in them: completion matching and atomic facts of synthetic bios."""
+"""Scoring rules with no model in them: completion matching, and whether a fact stated of a person is true."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
-from lmlm.world import PRONOUNS, TEMPLATES
 
 _NON_WORD = re.compile(r"[^\w\s]")
 
@@ -27,38 +27,16 @@ def completion_correct(generated: str, answer: str, n_words: int = 5) -> bool:
     return bool(gold) and f" {gold} " in f" {window} "
 
 
-def _template_patterns() -> list[tuple[str, re.Pattern]]:
-    """One regex per sentence template of the world, capturing subject and value."""
-    patterns = []
-    for relation, templates in TEMPLATES.items():
-        for template in templates:
-            regex = re.escape(template)
-            for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
-                regex = regex.replace(re.escape(slot), group, 1)
-            patterns.append((relation, re.compile(r"^" + regex + r"$")))
-    return patterns
+# Words that stand for a text's subject: exact factuality counts a fact stated of one of them as stated of the person.
+SUBJECT_PRONOUNS = frozenset({"he", "his", "she", "her", "they", "their"})
 
-
-_PATTERNS = _template_patterns()
-_SUBJECT_PRONOUNS = {w for pair in PRONOUNS.values() for w in pair}
-
-
-def atomic_facts(bio: str) -> list[tuple[str, str, str]]:
-    """(subject, relation, value) for each complete sentence of a synthetic bio that states an attribute.
-    A last sentence with no full stop was cut off by the token budget ("She was born on 1"): it states nothing yet."""
-    facts = []
-    for sentence in re.split(r"(?<=\.)\s+", bio.strip()):
-        sentence = sentence.strip()
-        for relation, pattern in _PATTERNS:
-            m = pattern.match(sentence)
-            if m:
-                facts.append((m.group("subject").strip(), relation, m.group("value").strip()))
-                break
-    return facts
+FactExtractor = Callable[[str], list[tuple[str, str, str]]]
+"""Reads the facts a text states, as (subject, relation, value). Exact factuality needs one that knows how the text
+states its facts: the synthetic world supplies ``lmlm.world.atomic_facts`` for its bios; real text needs a judge."""
 
 
 def fact_supported(fact: tuple[str, str, str], person: str, truth: dict[str, str]) -> bool:
     """Is a fact stated in a bio of ``person`` true of ``person``? A sentence about someone else is not."""
     subject, relation, value = fact
-    about = subject.lower() in _SUBJECT_PRONOUNS or _fold(subject).removesuffix(" s") == _fold(person)
+    about = subject.lower() in SUBJECT_PRONOUNS or _fold(subject).removesuffix(" s") == _fold(person)
     return about and relation in truth and _fold(value) == _fold(truth[relation])

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from lmlm.corpus import atomic_write
+from lmlm.files import atomic_write
 
 ROWS = [  # (label, path in the report, kind)
     ("completion, train people", ("completion_train",), "acc"),

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from lmlm import markup
-from lmlm.errors import NotFound
+from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
-from lmlm.evaluate.metrics import atomic_facts, completion_correct, fact_supported
+from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported
 from lmlm.generate import LMLM, LookupTokens
-from lmlm.metrics import perplexities, token_nll
+from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
 
@@ -32,11 +32,12 @@ def _is_lmlm(model: LMLM) -> bool:
 # --- knowledge completion ------------------------------------------------------------------------------------
 
 
-def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch_size: int = 64) -> dict:
-    """T-REx-style completion: correct when the answer is in the first 5 words after the prefix."""
+def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch_size: int = 64, **options) -> dict:
+    """T-REx-style completion: correct when the answer is in the first 5 words after the prefix.
+    ``options``: generation options (``GenerationConfig`` fields) over the suite's own, here and in every suite."""
     lmlm = _is_lmlm(model)
     inputs = [p["prompt"] + (FORCED_CALL if lmlm else "") for p in prompts]
-    results = model.generate(inputs, batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm)
+    results = model.generate(inputs, batch_size=batch_size, **{"max_new_tokens": max_new_tokens, "use_lookups": lmlm, **options})
     records = []
     for p, r in zip(prompts, results):
         records.append({**p, "generated": r.text, "raw": r.raw, "correct": completion_correct(r.text, p["answer"]),
@@ -53,20 +54,23 @@ def _mean(values) -> float:
 
 
 def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32, fallback: str = "abstain",
-               judge: LLMJudge | None = None) -> dict:
+               judge: LLMJudge | None = None, extract_facts: FactExtractor | None = None, **options) -> dict:
     """FactScore-style: the share of atomic facts in generated bios that the ground truth supports:
-    checked exactly against the synthetic world's attributes, or, with ``judge``, by an LLM given the
-    prompt's ``facts`` (else the KB's facts about the person). An LMLM whose KB has no answer for a
+    read by ``extract_facts`` (the synthetic world's, for its bios) and checked exactly against the prompt's
+    ``facts``, or, with ``judge``, judged by an LLM given the prompt's ``facts`` (else the KB's facts about
+    the person). An LMLM whose KB has no answer for a
     call does as ``fallback`` says: by default it stops, as the reference's FactScore run does,
     rather than state ``top1_anyway``'s nearest fact, which is another fact's value."""
+    if (judge is None) == (extract_facts is None):
+        raise LmlmError("factuality needs either a fact extractor (exact scoring) or a judge")
     lmlm = _is_lmlm(model)
-    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens, use_lookups=lmlm,
-                             fallback=fallback)
+    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size,
+                             **{"max_new_tokens": max_new_tokens, "use_lookups": lmlm, "fallback": fallback, **options})
     records, supported, total, unjudged = [], 0, 0, 0
     for p, r in zip(prompts, results):
         bio = f"{p['person']} is{r.text}"
         if judge is None:
-            facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in atomic_facts(bio)]
+            facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in extract_facts(bio)]
         else:
             knowledge = list(p["facts"].items()) if p.get("facts") else [(t.relation, t.value) for t in _kb_facts(model, p["person"])]
             judged = judge.judge(p["person"], bio, knowledge)
@@ -183,13 +187,13 @@ def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int)
 # --- forgetting --------------------------------------------------------------------------------------------------------
 
 
-def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dict]) -> dict:
+def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dict], **options) -> dict:
     """The audit: FULL (KB intact), DEL-ON (the forget set's facts deleted, lookups on) and DEL-OFF
     (lookups off) on the forget set, and the retain set before and after. Leakage under DEL-ON counts
     correct answers whose looked-up value came from another fact (a near neighbour) and correct
     answers given with no lookup supplying them (the weights)."""
     kb = model.kb
-    full_forget, full_retain = completion(model, forget_prompts), completion(model, retain_prompts)
+    full_forget, full_retain = completion(model, forget_prompts, **options), completion(model, retain_prompts, **options)
     with tempfile.TemporaryDirectory() as tmp:
         from lmlm.kb import SqliteKB
 
@@ -202,10 +206,10 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
         for person in sorted({p["person"] for p in forget_prompts}):
             deleted.forget(person, exact=True)  # exactly the forget-set person: a shortened name could also fit retain-set people
         del_model = LMLM(model.model, model.tokenizer, deleted)
-        del_forget, del_retain = completion(del_model, forget_prompts), completion(del_model, retain_prompts)
+        del_forget, del_retain = completion(del_model, forget_prompts, **options), completion(del_model, retain_prompts, **options)
         deleted.close()
     off_model = LMLM(model.model, model.tokenizer, None)
-    del_off = completion(off_model, forget_prompts)
+    del_off = completion(off_model, forget_prompts, **options)
     near, weights = 0, 0
     for record in del_forget["records"]:
         if record["correct"]:

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lmlm import markup
-from lmlm.corpus import atomic_write, read_corpus
+from lmlm.corpus import read_corpus
+from lmlm.files import atomic_write
 from lmlm.errors import LmlmError
 from lmlm.kb.fields import row_problem
 

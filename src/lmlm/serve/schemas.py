@@ -1,20 +1,23 @@
 """The request bodies of the API, as pydantic models that refuse what the server cannot honour.
 
 Every number is bounded: a huge int overflows torch or SQLite, an infinite or extreme float turns the
-sampling distribution into inf/nan or noise. The ranges are in the README's Serving section.
+sampling distribution into inf/nan or noise. The generation options, their defaults and ranges are made
+from ``GenerationConfig``'s fields (``lmlm.options``); the ranges are in the README's Serving section.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-TOKENS_MAX = 1_000_000  # far above any server cap: the cap's own message names the limit
-TEMPERATURE_MAX = 2.0  # OpenAI's
-PENALTY_RANGE = (0.5, 5.0)
-SEED_MAX = 2**63 - 1
+from lmlm.config import BOUNDS
+from lmlm.options import generation_config, generation_fields, surface_default
+
+N_MAX = 1_000_000  # OpenAI's n: far above 1, the only value served, so that its own message explains
 
 
 class _Body(BaseModel):
@@ -40,39 +43,52 @@ def _lone_surrogate(text: str) -> int | None:
     return None
 
 
-class GenerateOptions(_Body):
-    max_new_tokens: int = Field(64, ge=1, le=TOKENS_MAX)
-    do_sample: bool = False
-    temperature: float = Field(1.0, gt=0, le=TEMPERATURE_MAX)
-    top_k: int = Field(0, ge=0, le=TOKENS_MAX)
-    top_p: float = Field(1.0, gt=0, le=1)
-    repetition_penalty: float = Field(1.2, ge=PENALTY_RANGE[0], le=PENALTY_RANGE[1])
-    max_lookups: int = Field(5, ge=0, le=1000)
-    fallback: Literal["top1_anyway", "unknown", "abstain"] = "top1_anyway"
-    use_lookups: bool = True
-    lookup_mode: Literal["default", "reference"] = "default"
-    seed: int | None = Field(None, ge=0, le=SEED_MAX)  # a sampled request with a seed gives the same text whatever else runs
+def _request_field(f: dataclasses.Field, surface: str, **changes) -> tuple[object, object]:
+    """The pydantic (type, Field) of a generation option on ``surface``: its choices, bounds and default."""
+    meta, default = f.metadata, changes.get("default", surface_default(f, surface))
+    kind = Literal[meta["choices"]] if "choices" in meta else typing.get_type_hints(generation_config())[f.name]
+    if default is None:
+        kind = kind | None
+    bounds = {name: meta[name] for name in BOUNDS if name in meta}
+    bounds.update(changes.get("bounds", {}))
+    return kind, Field(default, **bounds)
+
+
+def _options(surface: str) -> dict[str, tuple[object, object]]:
+    return {f.name: _request_field(f, surface) for f in generation_fields(surface)}
+
+
+GenerateOptions = create_model("GenerateOptions", __base__=_Body, **_options("api"))
+GenerateOptions.__doc__ = "The generation options of /v1/generate: GenerationConfig's fields marked for the API."
 
 
 class GenerateRequest(GenerateOptions):
     prompt: str | list[str]
 
 
-class CompletionRequest(_Body):
+def _openai_sampling() -> dict[str, tuple[object, object]]:
+    """OpenAI's own names and defaults for options the engine has, with the engine's bounds; OpenAI's
+    temperature may be 0 (greedy) and is unset by default, as is its top_p."""
+    fields = {f.name: f for f in generation_fields("api")}
+    return {"max_tokens": _request_field(fields["max_new_tokens"], "api", default=16),  # OpenAI's default
+            "temperature": _request_field(fields["temperature"], "api", default=None, bounds={"gt": None, "ge": 0}),
+            "top_p": _request_field(fields["top_p"], "api", default=None),
+            "seed": _request_field(fields["seed"], "api")}
+
+
+class _OpenAIBody(_Body):
     """OpenAI's completions body; fields it has that an LMLM cannot honour are refused, others ignored."""
 
     model_config = ConfigDict(extra="allow")
     model: str | None = None
     prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1, le=TOKENS_MAX)  # OpenAI's default
-    temperature: float | None = Field(None, ge=0, le=TEMPERATURE_MAX)
-    top_p: float | None = Field(None, gt=0, le=1)
-    n: int = Field(1, ge=1, le=TOKENS_MAX)
+    n: int = Field(1, ge=1, le=N_MAX)
     stream: bool = False
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=SEED_MAX)
-    use_lookups: bool = True  # lmlm's own, through the SDK's extra_body
-    fallback: Literal["top1_anyway", "unknown", "abstain"] = "top1_anyway"
+
+
+CompletionRequest = create_model("CompletionRequest", __base__=_OpenAIBody, **_openai_sampling(), **_options("completions"))
+CompletionRequest.__doc__ = _OpenAIBody.__doc__ + " lmlm's own options come through the SDK's extra_body."
 
 
 class NewTriplet(_Body):

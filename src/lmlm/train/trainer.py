@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import Trainer, TrainerCallback
 
-from lmlm.metrics import dataset_perplexities
+from lmlm.perplexity import dataset_perplexities
 
 
 class TrainingSpeed(TrainerCallback):
@@ -54,7 +54,7 @@ class StopAfter(TrainerCallback):
 
 class LMLMTrainer(Trainer):
     """The HF ``Trainer`` that appends every log row to ``log_path`` (with the speed on loss rows) and
-    evaluates the perplexity variants of ``lmlm.metrics`` on ``eval_data``."""
+    evaluates the perplexity variants of ``lmlm.perplexity`` on ``eval_data``."""
 
     def __init__(self, *args, log_path: Path, tokens_per_step: int, eval_data=None, eval_blocks: int = 64, **kwargs):
         super().__init__(*args, **kwargs)
