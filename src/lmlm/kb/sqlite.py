@@ -4,25 +4,21 @@ next lookup sees."""
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lmlm.errors import Ambiguous, LmlmError, NotFound
-from lmlm.kb import index as vindex
 from lmlm.kb.encoder import Encoder, EncoderChoice
 from lmlm.kb.fields import field_problem, query_key, row_problem, storable_text
-from lmlm.kb.index import IndexFiles
+from lmlm.kb.index import IndexFiles, describe
 from lmlm.kb.normalize import normalize_key
 from lmlm.kb.protocol import LookupResult, Mode, Triplet
 from lmlm.kb.resolver import Resolver, Thresholds
 from lmlm.kb.statistics import RelationStatistics
 from lmlm.kb.storage import BUSY_TIMEOUT_S, ImportStats, Store
 from lmlm.kb.vectors import Vectors
-
-log = logging.getLogger(__name__)
 
 _DEFAULTS = Thresholds()
 
@@ -184,7 +180,7 @@ class SqliteKB:
             out["file_bytes"] = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
             out["encoder"] = self.store.get_meta("encoder")
             if "entities" in self.indexes.loaded:
-                out["entity_index"] = vindex.describe(self.indexes.loaded["entities"])
+                out["entity_index"] = describe(self.indexes.loaded["entities"])
             return out
 
     def triplets(self, live_only: bool = True):

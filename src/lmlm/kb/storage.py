@@ -12,7 +12,6 @@ the next nearest fact.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import time
@@ -27,8 +26,6 @@ from lmlm.errors import Busy, LmlmError
 from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
 from lmlm.kb.normalize import name_variants, normalize_key
 from lmlm.kb.protocol import Triplet
-
-log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 # How long a write waits for another writer (a bulk import holds the lock for its whole file) before Busy.

@@ -11,9 +11,8 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmlm.kb import index as vindex
 from lmlm.kb.encoder import RELATION_TEMPLATE, EncoderChoice
-from lmlm.kb.index import IndexFiles
+from lmlm.kb.index import IndexFiles, build_index
 from lmlm.kb.storage import Store
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ class Vectors:
     def _build_index(self, table: str, dim: int) -> faiss.Index:
         count = self.store.vector_count(table)
         log.info("building the %s index over %d vectors", table, count)
-        return vindex.build_index(dim, lambda: self.store.iter_vectors(table), count)
+        return build_index(dim, lambda: self.store.iter_vectors(table), count)
 
     def embed_added(self, ids: dict[str, int]) -> None:
         """Vectors for the rows one add made (table -> row id), put into the open indexes. Only these rows are
