@@ -241,14 +241,14 @@ def _train(args) -> None:
 
 
 def _generate(args) -> None:
-    from lmlm.generate import LMLM
+    from lmlm.engine import LMLM
 
     lmlm = LMLM.from_pretrained(args.model, kb=args.kb, use_lookups=not args.no_lookups, compile=args.compile, draft_model=args.draft_model)
     options = {"max_new_tokens": args.max_new_tokens, "use_lookups": not args.no_lookups, "fallback": args.fallback,
                "do_sample": args.temperature > 0, "temperature": args.temperature or 1.0, "top_k": args.top_k, "top_p": args.top_p,
                "repetition_penalty": args.repetition_penalty, "max_lookups": args.max_lookups, "truncate_prompt": args.truncate}
     if args.input:
-        from lmlm.generate import generate_file
+        from lmlm.engine import generate_file
 
         count = generate_file(lmlm, args.input, args.output, batch_size=args.batch_size, **options)
         print(f"wrote {count} results to {args.output}")
@@ -337,7 +337,7 @@ def _eval(args) -> None:
     from lmlm.evaluate import suites
     from lmlm.evaluate.judge import LLMJudge
     from lmlm.evaluate.report import write_report
-    from lmlm.generate import LMLM
+    from lmlm.engine import LMLM
 
     if args.judge_url and not args.judge_model:
         raise LmlmError("--judge-url needs --judge-model")
