@@ -215,10 +215,10 @@ class LookupEngine:
         elif cfg.ngram_drafts and not cfg.do_sample:
             for row in (rows[i] for i in batch.active if not rows[i].draft):
                 row.draft = text_proposal(row.tokens, cfg.draft_tokens, self.tokens, self.ngrams, batch.stops)[: row.room(cfg)]
-        self._answer_drafted_calls(batch)
+        self.answer_drafted_calls(batch)
         return proposed
 
-    def _answer_drafted_calls(self, batch: Batch):
+    def answer_drafted_calls(self, batch: Batch):
         """A draft that closes a call with <|db_return|> is looked up now, and its answer (and the draft of the
         value's repeat) joins the draft: if the model takes the call, the answer is in the cache in the same
         forward, a forward sooner than when the model's own <|db_return|> is answered. Only calls whose entity
