@@ -128,7 +128,8 @@ def test_a_call_answered_from_the_kb_is_fed_back_token_by_token(tokenizer, kb):
     results = LookupEngine(model, tokenizer, kb).generate(prompts, GREEDY, on_token=lambda *event: streamed.append(event))
     assert set(model.widths[1:]) == {1}
     ada = results[0]
-    assert text_of(tokenizer, ada.token_ids) == " in <|db_entity|> Ada Ashby<|db_relationship|> Birth City<|db_return|> Paris<|db_end|> Paris.<|end_of_text|>"
+    call = " in <|db_entity|> Ada Ashby<|db_relationship|> Birth City<|db_return|>"
+    assert text_of(tokenizer, ada.token_ids) == call + " Paris<|db_end|> Paris.<|end_of_text|>"
     assert ada.text == " in Paris." and [p.value for p in ada.lookups] == ["Paris"]
     forced = [token for row, token, was_forced in streamed if row == 0 and was_forced]
     assert forced == tokenizer.encode(" Paris", add_special_tokens=False) + [LookupTokens(tokenizer).end]
@@ -166,7 +167,8 @@ def test_fact_segments_come_from_the_engine(tokenizer, kb):
 def test_a_call_the_kb_cannot_answer_gets_the_fallback(tokenizer, kb, fallback, raw, text):
     result = LookupEngine(ScriptedLM(tokenizer), tokenizer, kb).generate(["Nobody Known was born"], GenerationConfig(fallback=fallback))[0]
     assert result.raw == " in <|db_entity|> Nobody Known<|db_relationship|> Birth City<|db_return|>" + raw and result.text == text
-    assert [(p.entity, p.value, p.tier, p.triplet_id) for p in result.lookups] == [("Nobody Known", raw.split("<")[0].strip(), "none", None)]
+    value = raw.split("<")[0].strip()
+    assert [(p.entity, p.value, p.tier, p.triplet_id) for p in result.lookups] == [("Nobody Known", value, "none", None)]
 
 
 def test_the_fallback_is_decided_in_one_place(kb):
@@ -293,7 +295,9 @@ def test_the_draft_models_placeholders_are_settled_out(tokenizer, kb):
 def test_choose_applies_top_k_and_top_p():
     probs = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
     scores = probs.log().repeat(400, 1)
-    draw = lambda **options: set(choose(scores, GenerationConfig(do_sample=True, **options), sampling_generator(0, "cpu")).tolist())  # noqa: E731
+    def draw(**options) -> set[int]:
+        return set(choose(scores, GenerationConfig(do_sample=True, **options), sampling_generator(0, "cpu")).tolist())
+
     assert draw() == {0, 1, 2, 3}
     assert draw(top_k=2) == {0, 1}
     assert draw(top_p=0.5) == {0, 1}  # 0.4 + 0.3 reach it
@@ -318,5 +322,6 @@ def test_the_engine_samples_with_top_k(tokenizer, kb):
     cfg = GenerationConfig(max_new_tokens=60, use_lookups=False, repetition_penalty=1.0, do_sample=True, top_k=2, seed=1)
     sampled = engine.generate(["Ada"], cfg)[0].token_ids
     assert set(sampled) == set(words[:2])
-    assert set(engine.generate(["Ada"], GenerationConfig(max_new_tokens=10, use_lookups=False, repetition_penalty=1.0))[0].token_ids) == {words[0]}
+    greedy = GenerationConfig(max_new_tokens=10, use_lookups=False, repetition_penalty=1.0)
+    assert set(engine.generate(["Ada"], greedy)[0].token_ids) == {words[0]}
     assert set(engine.generate(["Ada"], GenerationConfig(**{**vars(cfg), "top_k": 0}))[0].token_ids) == set(words)
