@@ -21,7 +21,7 @@ the weights, so (b) cannot beat its forwards times a bare one-token step: the be
 step (eager and compiled) and reports the ceiling it puts on b/a. It also times steps of 2 to 8
 positions (a token and its draft): what verifying a draft costs on this machine.
 
-All runs share one model, whose linear weights the first engine stores column-major (lmlm.generate), so
+All runs share one model, whose linear weights the first engine stores column-major (lmlm.engine.layout), so
 (a) and (d) run on that layout too: what it buys the engine it buys them. An eager step of 1 and of 32
 rows is also timed with the weights as transformers loads them (row-major), to show what the layout buys.
 
@@ -55,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmlm.data import build_dataset, documents  # noqa: E402
 from lmlm.draft import distill  # noqa: E402
-from lmlm.generate import GenerationConfig, LookupEngine, LookupTokens, _Track, reference_loop  # noqa: E402
+from lmlm.engine import GenerationConfig, LookupEngine, LookupTokens, reference_loop  # noqa: E402
+from lmlm.engine.cache import CacheTrack  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_reference_db  # noqa: E402
 from lmlm.ngrams import NgramTable  # noqa: E402
@@ -116,7 +117,7 @@ def step_seconds(cases: dict, ids: list[int], repeats: int = 20) -> dict:
     tokens after ``ids`` (retracted after), cases in turns."""
     tracks = {}
     for name, (model, decode, rows, width) in cases.items():
-        tracks[name] = _Track(model, decode, 0, rows, len(ids) + repeats * width + 1, torch.device("cpu")), rows, width
+        tracks[name] = CacheTrack(model, decode, 0, rows, len(ids) + repeats * width + 1, torch.device("cpu")), rows, width
         tracks[name][0].step([ids] * rows)
     times = defaultdict(list)
     for _ in range(repeats):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from live_server import serving, tiny_lmlm_copy
 
-from lmlm.generate import LMLM
+from lmlm.engine import LMLM
 from lmlm.kb import SqliteKB
 from lmlm.serve import ServeConfig, create_app
 

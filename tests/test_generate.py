@@ -14,8 +14,9 @@ from lmlm import markup
 from lmlm.data import documents
 from lmlm.draft import chosen_labels, distill
 from lmlm.errors import LmlmError
-from lmlm.generate import (LMLM, GenerationConfig, LookupEngine, LookupTokens, _Row, choose, encode_text, query_of, reference_loop,
-                            sampling_generator, strip_calls)
+from lmlm.engine import (LMLM, GenerationConfig, LookupEngine, LookupTokens, choose, encode_text, query_of, reference_loop,
+                          sampling_generator, strip_calls)
+from lmlm.engine.calls import answer_calls
 from lmlm.kb import SqliteKB
 from lmlm.models import TokenIds, build_model
 from lmlm.ngrams import NgramTable
@@ -265,14 +266,15 @@ def test_drafted_calls_are_answered_once_the_model_wrote_the_entity(model, token
     t = engine.tokens
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     prompt, name, relation = encode("She was born in"), encode(" Ada Ashby"), encode(" Birth City")
-    named = _Row(prompt + [t.entity] + name, draft=[t.relationship, *relation, t.ret])
-    unnamed = _Row(prompt, draft=[t.entity, *name, t.relationship, *relation, t.ret])
-    for row in (named, unnamed):
-        row.queue = list(row.draft)
-    engine._draft_answers([named, unnamed], [0, 1], cfg)
+    batch = engine.start_batch([prompt + [t.entity] + name, prompt], cfg)
+    named, unnamed = batch.rows
+    named.draft = [t.relationship, *relation, t.ret]
+    unnamed.draft = [t.entity, *name, t.relationship, *relation, t.ret]
+    engine.answer_drafted_calls(batch)
     assert named.draft_call is not None and named.draft_call[0] == len(relation) + 1
-    assert named.draft[len(relation) + 2 :] == named.draft_call[1].forced + named.draft_call[1].repeat == named.queue[len(relation) + 2 :]
-    assert unnamed.draft_call is None and unnamed.draft == unnamed.queue == [t.entity, *name, t.relationship, *relation]
+    assert named.draft[len(relation) + 2 :] == named.draft_call[1].forced + named.draft_call[1].repeat
+    assert (named.draft_call[1].lookup.entity, named.draft_call[1].lookup.relation) == ("Ada Ashby", "Birth City")
+    assert unnamed.draft_call is None and unnamed.draft == [t.entity, *name, t.relationship, *relation]
 
 
 def test_ngram_table_needs_the_same_tokenizer(model, tokenizer, kb):
@@ -283,7 +285,7 @@ def test_ngram_table_needs_the_same_tokenizer(model, tokenizer, kb):
 def test_draft_model_needs_the_same_vocabulary(model, tokenizer, kb):
     other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer) + 1, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                          intermediate_size=64))
-    with pytest.raises(LmlmError, match="share the tokenizer"):
+    with pytest.raises(LmlmError, match="share the model's tokenizer"):
         LookupEngine(model, tokenizer, kb, draft_model=other)
     with pytest.raises(LmlmError, match="share the model's tokenizer"):
         distill(model, other, tokenizer, kb, ["The"])
@@ -313,14 +315,18 @@ def test_compiled_steps_give_the_same_tokens(model, tokenizer, kb, drafts, ngram
 
 def test_provenance_spans_and_clean_text(model, tokenizer, kb):
     tokens = LookupTokens(tokenizer)
-    for result in LookupEngine(model, tokenizer, kb).generate(PROMPTS, GenerationConfig(max_new_tokens=40)):
-        for p in result.lookups:
-            start, end = p.token_span
-            if end <= len(result.token_ids):
-                assert result.token_ids[end - 1] == tokens.end
-                if result.token_ids[start] == tokens.entity:
-                    assert p.value in tokenizer.decode(result.token_ids[start:end]) or p.value == "unknown"
-        assert markup.DB_ENTITY not in result.text and markup.DB_END not in result.text
+    results = LookupEngine(model, tokenizer, kb).generate(PROMPTS, GenerationConfig(max_new_tokens=40))
+    # every call but one that max_new_tokens cut short (its span runs past the end) is whole in the tokens
+    whole = [(i, r, p) for i, r in enumerate(results) for p in r.lookups if p.token_span[1] <= len(r.token_ids)]
+    assert len(whole) >= 2
+    for i, result, p in whole:
+        start, end = p.token_span
+        assert tokenizer.decode(result.token_ids[start:end]).endswith(f" {p.value}<|db_end|>")
+    # a call with an entity starts at its <|db_entity|>, or at 0 when the prompt holds it (a call without one starts at its <|db_return|>)
+    named = [(i, r, p) for i, r, p in whole if p.entity]
+    assert named and all(r.token_ids[p.token_span[0]] == tokens.entity or (p.token_span[0] == 0 and PROMPTS[i].endswith("Birth"))
+                         for i, r, p in named)
+    assert all(markup.DB_ENTITY not in r.text and markup.DB_END not in r.text for r in results)
 
 
 def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb):
@@ -328,13 +334,17 @@ def test_calls_without_entity_or_relation_use_the_fallback(model, tokenizer, kb)
     planted = [tokenizer.encode(text, add_special_tokens=False) for text in
                ("x<|db_relationship|> Birth Date<|db_return|>", "x <|db_entity|> Ada<|db_return|>", "<|db_return|>")]
     for fallback, expected in (("unknown", " unknown"), ("top1_anyway", " unknown"), ("abstain", "")):
-        for answer in engine._answer(planted, GenerationConfig(fallback=fallback)):
+        for answer in answer_calls(planted, kb, tokenizer, tokens, GenerationConfig(fallback=fallback)):
             assert answer.forced[-1] == tokens.end and tokenizer.decode(answer.forced[:-1]) == expected
             assert answer.repeat == []  # a fallback's "unknown" is not drafted as the text that follows
             assert answer.abstains == (fallback == "abstain") and answer.lookup.tier == "none"
-    # and through generate: biases that make the model write stray lookup tokens; nothing may crash
-    for fallback in ("unknown", "abstain", "top1_anyway"):
-        engine.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))
+    # and through generate: biases that make the model write stray <|db_return|>s, calls without an entity
+    for fallback, value in (("unknown", "unknown"), ("top1_anyway", "unknown"), ("abstain", "")):
+        results = engine.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=30, entity_bias=-50.0, lookup_bias=50.0, fallback=fallback))
+        lookups = [p for r in results for p in r.lookups]
+        assert lookups and all((p.entity, p.value, p.tier) == ("", value, "none") for p in lookups)
+    asked = [r for r in results if r.lookups]  # the abstaining run's: an abstention closes the call and ends the row
+    assert asked and all(len(r.lookups) == 1 and r.token_ids[-1] == tokens.end for r in asked)
 
 
 def test_query_parsing_from_ids(tokenizer):
@@ -351,7 +361,10 @@ def test_query_parsing_from_ids(tokenizer):
 def test_sampling_is_seeded(model, tokenizer, kb):
     engine = LookupEngine(model, tokenizer, kb)
     cfg = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, top_k=50, top_p=0.9, seed=3)
-    assert [r.token_ids for r in engine.generate(PROMPTS[:3], cfg)] == [r.token_ids for r in engine.generate(PROMPTS[:3], cfg)]
+    sampled = [r.token_ids for r in engine.generate(PROMPTS[:3], cfg)]
+    assert sampled == [r.token_ids for r in engine.generate(PROMPTS[:3], cfg)]
+    assert sampled != [r.token_ids for r in engine.generate(PROMPTS[:3], replace(cfg, seed=4))]  # the seed is used
+    assert sampled != [r.token_ids for r in engine.generate(PROMPTS[:3], replace(cfg, do_sample=False))]  # and so is do_sample
 
 
 def test_streaming_sees_every_token(model, tokenizer, kb):

@@ -311,7 +311,7 @@ class GenerateArgs:
 
 
 def _generate(args) -> None:
-    from lmlm.generate import LMLM, generate_file
+    from lmlm.engine import LMLM, generate_file
 
     run, options = _load(GenerateArgs, args), generation_options(args, "cli")
     lmlm = LMLM.from_pretrained(run.model, kb=run.kb, use_lookups=options["use_lookups"], compile=run.compile, draft_model=run.draft_model)

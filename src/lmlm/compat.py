@@ -16,7 +16,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
 from lmlm import markup
-from lmlm.generate import GenerationConfig, LookupEngine
+from lmlm.engine import GenerationConfig, LookupEngine, choose_value
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import read_reference_db
 from lmlm.options import compat_keywords
@@ -45,12 +45,12 @@ class DatabaseManager:
         call = text.rsplit(markup.DB_ENTITY, 1)[-1]
         entity, _, relation = call.partition(markup.DB_RELATIONSHIP)
         relation = relation.split(markup.DB_RETURN, 1)[0]
-        result = self.kb.lookup(entity.strip(), relation.strip())
-        if result.value is not None:
-            return result.value
-        if threshold is not None and threshold <= 0 and result.nearest is not None:
-            return result.nearest.value
-        raise DatabaseLookupError(f"no fact for ({entity.strip()!r}, {relation.strip()!r})")
+        # a threshold of 0 or less takes the nearest fact, as the engine's top1_anyway fallback does
+        fallback = "top1_anyway" if threshold is not None and threshold <= 0 else "abstain"
+        chosen = choose_value(self.kb.lookup(entity.strip(), relation.strip()), fallback)
+        if chosen.triplet is None:
+            raise DatabaseLookupError(f"no fact for ({entity.strip()!r}, {relation.strip()!r})")
+        return chosen.value
 
 
 class LlamaForLMLM(LlamaForCausalLM):

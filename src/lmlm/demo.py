@@ -22,7 +22,7 @@ from lmlm.data import build_dataset, documents
 from lmlm.errors import LmlmError
 from lmlm.evaluate import suites
 from lmlm.evaluate.report import table, write_report
-from lmlm.generate import LMLM
+from lmlm.engine import LMLM
 from lmlm.ngrams import NgramsConfig, build_ngrams
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb

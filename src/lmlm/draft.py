@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from lmlm.engine import LMLM, GenerationConfig, LookupEngine, LookupTokens, check_same_vocabulary
 from lmlm.errors import LmlmError
 from lmlm.files import atomic_directory
-from lmlm.generate import LMLM, GenerationConfig, LookupEngine, LookupTokens
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ def distill(model, draft, tokenizer, kb, prompts: Sequence[str], steps: int = 30
     """Fine-tune ``draft`` (in place) on ``model``'s output for ``prompts``; returns it, in eval mode."""
     from transformers import Trainer, TrainingArguments
 
-    vocab = {name: m.get_output_embeddings().weight.shape[0] for name, m in (("model", model), ("draft model", draft))}
-    if len(set(vocab.values())) > 1:
-        raise LmlmError(f"the draft model must share the model's tokenizer, but their vocabularies differ: {vocab}")
+    check_same_vocabulary(model, draft)
     if not prompts:
         raise LmlmError("no prompts to distill on")
     examples = model_outputs(model, tokenizer, kb, prompts, new_tokens, batch_size)

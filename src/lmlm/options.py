@@ -14,7 +14,7 @@ SURFACES = ("cli", "eval", "api", "completions", "compat")
 
 def generation_config():
     """The ``GenerationConfig`` class: the one import of it here, so that its module can move."""
-    from lmlm.generate import GenerationConfig
+    from lmlm.engine import GenerationConfig
 
     return GenerationConfig
 

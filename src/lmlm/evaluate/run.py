@@ -31,7 +31,7 @@ def run_eval(cfg: EvalConfig, options: dict | None = None) -> dict:
     (``GenerationConfig`` fields) that override the suite's own choices. Returns {"metrics", "records"}."""
     from lmlm.corpus import read_corpus
     from lmlm.evaluate.report import write_report
-    from lmlm.generate import LMLM
+    from lmlm.engine import LMLM
 
     if cfg.judge_url and not cfg.judge_model:
         raise LmlmError("--judge-url needs --judge-model")

@@ -19,7 +19,7 @@ from lmlm import markup
 from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported
-from lmlm.generate import LMLM, LookupTokens
+from lmlm.engine import LMLM, LookupTokens
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
@@ -167,7 +167,7 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
 
 def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int):
     """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>."""
-    from lmlm.generate import encode_text, query_of
+    from lmlm.engine import choose_value, encode_text, query_of
 
     written = [tokens.entity]
     logits = lm(input_ids=torch.tensor([[tokens.entity]]), past_key_values=cache, use_cache=True).logits[0, -1]
@@ -176,8 +176,7 @@ def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int)
         logits = lm(input_ids=torch.tensor([[written[-1]]]), past_key_values=cache, use_cache=True).logits[0, -1]
     if written[-1] == tokens.ret:
         entity, relation, _ = query_of(written, tokens, tokenizer)
-        result = kb.lookup(entity, relation)
-        value = result.value if result.value is not None else (result.nearest.value if result.nearest else "unknown")
+        value = choose_value(kb.lookup(entity, relation), "top1_anyway").value
         forced = encode_text(tokenizer, " " + value) + [tokens.end]
     else:
         forced = [tokens.end]

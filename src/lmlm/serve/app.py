@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from lmlm.errors import LmlmError, NotFound
-from lmlm.generate import LMLM
+from lmlm.engine import LMLM
 from lmlm.kb import KnowledgeBase
 from lmlm.serve.auth import Gate, guard
 from lmlm.serve.batcher import Batcher

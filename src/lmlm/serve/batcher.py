@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lmlm.generate import LMLM, GenerationConfig, GenerationResult
+from lmlm.engine import LMLM, GenerationConfig, GenerationResult
 
 log = logging.getLogger(__name__)
 

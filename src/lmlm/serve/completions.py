@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException, params
 from fastapi.responses import StreamingResponse
 
 from lmlm.errors import LmlmError
-from lmlm.generate import GenerationConfig, GenerationResult, LookupTokens, _inside_call
+from lmlm.engine import GenerationConfig, GenerationResult, LookupTokens, inside_call
 from lmlm.serve.errors import error_body, internal_message
 from lmlm.serve.generation import Generation
 from lmlm.serve.schemas import CompletionRequest, GenerateOptions
@@ -104,7 +104,7 @@ async def _stream(gen: Generation, prompts: list[str], prompt_ids: list[list[int
     events: asyncio.Queue = asyncio.Queue()
     engine = gen.lmlm.engine
     decode = functools.partial(engine.tokenizer.decode, skip_special_tokens=True)
-    rows = [_VisibleText(decode, engine.tokens, _inside_call(ids, engine.tokens)) for ids in prompt_ids]
+    rows = [_VisibleText(decode, engine.tokens, inside_call(ids, engine.tokens)) for ids in prompt_ids]
     sent = [""] * len(prompts)
 
     def on_token(row: int, token: int, forced: bool) -> None:  # on the engine thread

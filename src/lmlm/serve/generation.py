@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException
 
-from lmlm.generate import LMLM, GenerationConfig, GenerationResult
+from lmlm.engine import LMLM, GenerationConfig, GenerationResult
 from lmlm.serve.batcher import Batcher, TokenCallback
 from lmlm.serve.config import ServeConfig
 from lmlm.serve.schemas import GenerateOptions

@@ -4,8 +4,7 @@ segments for the web page to highlight.
 
 from __future__ import annotations
 
-from lmlm import markup
-from lmlm.generate import GenerationResult
+from lmlm.engine import GenerationResult
 
 
 def triplet_json(t) -> dict:
@@ -19,24 +18,13 @@ def result_json(result: GenerationResult) -> dict:
 def fact_segments(result: GenerationResult) -> list[dict]:
     """The clean text in pieces, for display: ``{"text"}`` plain, or ``{"text", "fact": i}`` where lookup i's
     value is written (the model's copy right after the call), or ``{"text": "", "fact": i}`` for a lookup
-    whose value the model did not copy (or whose call the token budget cut short)."""
-    segments, pending = [], list(enumerate(result.lookups))
-    doc = markup.parse(result.raw)
-    fact = None
-    for seg in doc.segments:
-        if isinstance(seg, markup.Lookup):
-            if fact is not None:
-                segments.append({"text": "", "fact": fact})
-            fact = _match(seg, pending)
-            continue
-        if fact is not None:
-            segments += _after_call(seg, fact, result.lookups[fact].value)
-            fact = None
-        else:
-            segments.append({"text": seg})
-    if fact is not None:
-        segments.append({"text": "", "fact": fact})
-    segments += [{"text": "", "fact": i} for i, _ in pending]  # calls cut short by max_new_tokens
+    whose value the model did not copy (or whose call the token budget cut short). The engine says where
+    each call stood in the text (``text_offsets``), so nothing is parsed again."""
+    segments, start, fact = [], 0, None
+    for i, offset in enumerate([*result.text_offsets, len(result.text)]):
+        piece = result.text[start:offset]
+        segments += [{"text": piece}] if fact is None else _after_call(piece, fact, result.lookups[fact].value)
+        start, fact = offset, i
     return [s for s in segments if s["text"] or "fact" in s]
 
 
@@ -47,13 +35,3 @@ def _after_call(text: str, fact: int, value: str) -> list[dict]:
     if value and body.startswith(value):
         return [{"text": lead}, {"text": value, "fact": fact}, {"text": body[len(value) :]}]
     return [{"text": "", "fact": fact}, {"text": text}]
-
-
-def _match(lookup: markup.Lookup, pending: list) -> int | None:
-    """The index of the provenance record of a call parsed from the raw text (the next one with its value)."""
-    value = markup.normalize_whitespace(lookup.value)
-    for k, (i, p) in enumerate(pending):
-        if markup.normalize_whitespace(p.value) == value:
-            del pending[: k + 1]
-            return i
-    return None

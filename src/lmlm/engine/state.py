@@ -1,0 +1,71 @@
+"""The state the engine's loop carries: one ``RowState`` per prompt, and the ``Batch`` that holds them
+with what every step reads (the tokens each row has seen, its lookups so far, the stop tokens, the
+options and the stream)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lmlm.engine.calls import ForcedAnswer
+from lmlm.engine.config import GenerationConfig, Provenance
+
+TokenCallback = Callable[[int, int, bool], None]  # (row, token id, forced)
+
+
+@dataclass
+class RowState:
+    prompt: list[int]
+    generated: list[int] = field(default_factory=list)
+    lookups: list[Provenance] = field(default_factory=list)
+    # tokens to feed before the row chooses again: its prompt, then its last chosen token and a call's forced answer
+    forced_tokens: deque[int] = field(default_factory=deque)
+    # fed on trial after the forced tokens: the value's repeat, or a draft model's or an n-gram's proposal
+    draft: list[int] = field(default_factory=list)
+    # a call the draft closes: the index of its <|db_return|> in the draft, and the answer that follows it there
+    draft_call: tuple[int, ForcedAnswer] | None = None
+    done: bool = False
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.prompt + self.generated
+
+    def room(self, cfg: GenerationConfig) -> int:
+        """How many tokens a draft may still hold: the model's own next token comes after it."""
+        return cfg.max_new_tokens - len(self.generated) - 1
+
+
+@dataclass
+class Batch:
+    """One ``generate`` call's rows, and the tensors every step of it reads."""
+    rows: list[RowState]
+    active: list[int]  # the rows still generating, in the order of the cache's batch rows
+    seen: torch.Tensor  # [rows, vocab]: the tokens each row has seen, for the repetition penalty
+    lookups_done: torch.Tensor  # [rows]: the calls each row has made, for max_lookups
+    stops: set[int]
+    cfg: GenerationConfig
+    generator: torch.Generator | None = None
+    on_token: TokenCallback | None = None
+
+    @property
+    def wide(self) -> bool:
+        """With up to WIDE_STEP_MAX_ROWS rows a step feeds each row all its tokens, drafts included."""
+        return len(self.active) <= WIDE_STEP_MAX_ROWS
+
+    def append(self, i: int, tokens: list[int], forced: bool):
+        """Add tokens to row ``i``'s output: seen from now on, and streamed."""
+        self.rows[i].generated += tokens
+        self.seen[i, tokens] = True
+        if self.on_token:
+            for token in tokens:
+                self.on_token(i, token, forced)
+
+
+# With up to this many rows a forward is bound by reading the weights, so extra positions are nearly free:
+# a row's forced value (and the draft of its repeat) is fed in one step. With more rows, positions cost
+# compute and the left padding of the other rows, so forced tokens are fed one per step: every step then
+# stays one token wide (and compiled, when asked). Measured in benchmarks/generate_speed.py.
+WIDE_STEP_MAX_ROWS = 8
