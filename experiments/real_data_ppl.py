@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmlm.corpus import read_corpus  # noqa: E402
 from lmlm.data import build_dataset, documents  # noqa: E402
-from lmlm.evaluate import suites  # noqa: E402
 from lmlm.engine import LMLM  # noqa: E402
+from lmlm.evaluate import suites  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_annotated  # noqa: E402
 from lmlm.tokenizer import train_tokenizer  # noqa: E402

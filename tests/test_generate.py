@@ -13,10 +13,20 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Llam
 from lmlm import markup
 from lmlm.data import documents
 from lmlm.draft import chosen_labels, distill
-from lmlm.errors import LmlmError
-from lmlm.engine import (LMLM, GenerationConfig, LookupEngine, LookupTokens, choose, encode_text, query_of, reference_loop,
-                          sampling_generator, strip_calls)
+from lmlm.engine import (
+    LMLM,
+    GenerationConfig,
+    LookupEngine,
+    LookupTokens,
+    choose,
+    encode_text,
+    query_of,
+    reference_loop,
+    sampling_generator,
+    strip_calls,
+)
 from lmlm.engine.calls import answer_calls
+from lmlm.errors import LmlmError
 from lmlm.kb import SqliteKB
 from lmlm.models import TokenIds, build_model
 from lmlm.ngrams import NgramTable

@@ -64,8 +64,8 @@ def tiny(tmp_path_factory):
 def test_forgetting_suite_acts_on_exact_entities(tiny, tmp_path):
     """The forget set names "John Smith"; the KB holds only the retain-set "John Adam Smith". The audit must
     not erase him in John Smith's place: it says the forget-set person is not in the KB."""
-    from lmlm.evaluate import suites
     from lmlm.engine import LMLM
+    from lmlm.evaluate import suites
 
     checkpoint, kb_path = tiny
     with SqliteKB(kb_path) as kb:

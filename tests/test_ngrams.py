@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlm.errors import LmlmError
 from lmlm.engine import repeated_ngram
+from lmlm.errors import LmlmError
 from lmlm.ngrams import NgramTable
 
 TEXT = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6], [7, 2, 3, 9]]

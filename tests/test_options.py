@@ -11,6 +11,7 @@ import pytest
 from conftest import run_cli
 
 from lmlm import cli, compat
+from lmlm.cli import parsing
 from lmlm.config import BOUNDS
 from lmlm.options import SURFACES, generation_config, generation_fields, surface_default
 from lmlm.serve.schemas import CompletionRequest, GenerateOptions
@@ -43,7 +44,7 @@ def test_each_cli_field_is_a_generate_flag_with_the_dataclass_default(f):
     action = _options("generate")[f.name]
     assert action.option_strings == [f.metadata.get("flag", "--" + f.name.replace("_", "-"))]
     assert action.help.startswith(f.metadata["help"])
-    options = cli.generation_options(_parsed("generate", "--model", "m"), "cli")
+    options = parsing.generation_options(_parsed("generate", "--model", "m"), "cli")
     assert options[f.name] == f.default
     assert surface_default(f, "cli") == f.default
 
@@ -52,7 +53,7 @@ def test_each_cli_field_is_a_generate_flag_with_the_dataclass_default(f):
 def test_each_eval_field_is_an_eval_flag_that_left_out_leaves_the_suites_choice(f):
     assert f.name in _options("eval")
     args = _parsed("eval", "factuality", "--model", "m", "--data", "d")
-    assert getattr(args, f.name) is None and cli.generation_options(args, "eval") == {}
+    assert getattr(args, f.name) is None and parsing.generation_options(args, "eval") == {}
 
 
 @pytest.mark.parametrize("f", generation_fields("api"), ids=lambda f: f.name)

@@ -70,8 +70,9 @@ def test_stop_after_counts_the_steps_from_where_the_run_starts():
 
 
 def test_trainer_logs_every_row_with_the_speed_since_the_last_loss(tmp_path, monkeypatch):
-    import lmlm.train.trainer
     from transformers import TrainerControl, TrainerState
+
+    import lmlm.train.trainer
 
     ticks = iter(range(10**6))  # one second per clock reading
     monkeypatch.setattr(lmlm.train.trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))

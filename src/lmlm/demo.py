@@ -19,13 +19,13 @@ from lmlm.annotate.clean import clean_examples
 from lmlm.annotate.run import annotate_aligned
 from lmlm.corpus import read_corpus, write_corpus
 from lmlm.data import build_dataset, documents
+from lmlm.engine import LMLM
 from lmlm.errors import LmlmError
 from lmlm.evaluate import suites
 from lmlm.evaluate.report import table, write_report
-from lmlm.engine import LMLM
-from lmlm.ngrams import NgramsConfig, build_ngrams
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
+from lmlm.ngrams import NgramsConfig, build_ngrams
 from lmlm.tokenizer import train_tokenizer
 from lmlm.train import TrainConfig, launch_training
 from lmlm.world import atomic_facts, make_world, read_people
@@ -85,36 +85,12 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed))
     echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
 
-    def annotate():
-        annotated = annotate_aligned(world / "corpus.jsonl", out / "annotated.jsonl", kb=world / "kb.json")
-        kept, report = clean_examples(read_corpus(out / "annotated.jsonl").examples)
-        write_corpus(out / "train.jsonl", kept)
-        return {**annotated, "clean": report}
-
-    annotation = stage(2, "annotate", annotate)
+    annotation = stage(2, "annotate", lambda: _annotate(out, world))
     echo(f"      {annotation['lookups']} lookups in {annotation['passages']} passages, {annotation['passages_per_second']} passages/s; "
          f"{annotation['clean']['examples_out']} kept after cleaning")
     stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
 
-    def train_both():
-        """Both models at once, one core each: small matmuls gain little from a second thread."""
-        corpus = [out / "train.jsonl"]
-        tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=plan.vocab_size)
-        runs = {}
-        for mode in ("lmlm", "standard"):
-            build_dataset(corpus, tokenizer, mode, out / f"data-{mode}", block_size=plan.block_size)
-            cfg = TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model=plan.model, max_steps=plan.steps, batch_size=plan.batch_size,
-                              lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed)
-            runs[mode] = launch_training(cfg, out / f"train-{mode}.log")
-        follow_training(runs, out, plan.steps, show=progress)
-        metrics = {}
-        for mode in runs:
-            metrics[mode] = json.loads((out / mode / "lmlm_training.json").read_text())["metrics"]
-            echo(f"      {mode}: final train loss {metrics[mode]['train_loss']:.3f} after {metrics[mode]['steps']} steps")
-        build_ngrams(NgramsConfig(model=str(out / "lmlm"), corpus=[str(c) for c in corpus]))  # the engine drafts from it
-        return metrics
-
-    training = stage(4, "train", train_both)
+    training = stage(4, "train", lambda: _train_both(out, plan, seed, echo, progress))
     report = stage(5, "evaluate", lambda: _evaluate(out, world, plan, rng, echo))
     report["training"] = training
     report["plan"] = asdict(plan)
@@ -127,6 +103,32 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     if quick:
         echo(SMOKE_NOTE)
     return report
+
+
+def _annotate(out: Path, world: Path) -> dict:
+    annotated = annotate_aligned(world / "corpus.jsonl", out / "annotated.jsonl", kb=world / "kb.json")
+    kept, report = clean_examples(read_corpus(out / "annotated.jsonl").examples)
+    write_corpus(out / "train.jsonl", kept)
+    return {**annotated, "clean": report}
+
+
+def _train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool) -> dict:
+    """Both models at once, one core each: small matmuls gain little from a second thread."""
+    corpus = [out / "train.jsonl"]
+    tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=plan.vocab_size)
+    runs = {}
+    for mode in ("lmlm", "standard"):
+        build_dataset(corpus, tokenizer, mode, out / f"data-{mode}", block_size=plan.block_size)
+        cfg = TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model=plan.model, max_steps=plan.steps, batch_size=plan.batch_size,
+                          lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed)
+        runs[mode] = launch_training(cfg, out / f"train-{mode}.log")
+    follow_training(runs, out, plan.steps, show=progress)
+    metrics = {}
+    for mode in runs:
+        metrics[mode] = json.loads((out / mode / "lmlm_training.json").read_text())["metrics"]
+        echo(f"      {mode}: final train loss {metrics[mode]['train_loss']:.3f} after {metrics[mode]['steps']} steps")
+    build_ngrams(NgramsConfig(model=str(out / "lmlm"), corpus=[str(c) for c in corpus]))  # the engine drafts from it
+    return metrics
 
 
 PROGRESS_UPDATES = 100  # log rows per training: the progress line moves about once per 1% of the steps

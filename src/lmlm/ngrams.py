@@ -30,8 +30,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lmlm import markup
-from lmlm.files import atomic_write
 from lmlm.errors import LmlmError
+from lmlm.files import atomic_write
 
 log = logging.getLogger(__name__)
 

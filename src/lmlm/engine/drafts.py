@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from lmlm.engine.cache import CacheTrack
-from lmlm.engine.config import GenerationConfig, LookupTokens
+from lmlm.engine.config import LookupTokens
 from lmlm.engine.layout import column_major_linears, compiled
 from lmlm.engine.sampling import process_logits
 from lmlm.engine.state import Batch

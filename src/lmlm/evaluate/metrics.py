@@ -6,7 +6,6 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-
 _NON_WORD = re.compile(r"[^\w\s]")
 
 

@@ -30,8 +30,8 @@ def run_eval(cfg: EvalConfig, options: dict | None = None) -> dict:
     """Run ``cfg.suite``; write its report to ``cfg.out`` if given. ``options`` are generation options
     (``GenerationConfig`` fields) that override the suite's own choices. Returns {"metrics", "records"}."""
     from lmlm.corpus import read_corpus
-    from lmlm.evaluate.report import write_report
     from lmlm.engine import LMLM
+    from lmlm.evaluate.report import write_report
 
     if cfg.judge_url and not cfg.judge_model:
         raise LmlmError("--judge-url needs --judge-model")

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from lmlm import markup
+from lmlm.engine import LMLM, LookupTokens
 from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported
-from lmlm.engine import LMLM, LookupTokens
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY

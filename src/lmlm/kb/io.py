@@ -13,8 +13,8 @@ from pathlib import Path
 
 from lmlm import markup
 from lmlm.corpus import read_corpus
-from lmlm.files import atomic_write
 from lmlm.errors import LmlmError
+from lmlm.files import atomic_write
 from lmlm.kb.fields import row_problem
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from fastapi import Depends, FastAPI, Query, params
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from lmlm.errors import LmlmError, NotFound
 from lmlm.engine import LMLM
+from lmlm.errors import LmlmError, NotFound
 from lmlm.kb import KnowledgeBase
 from lmlm.serve.auth import Gate, guard
 from lmlm.serve.batcher import Batcher

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from fastapi import FastAPI, HTTPException, params
 from fastapi.responses import StreamingResponse
 
-from lmlm.errors import LmlmError
 from lmlm.engine import GenerationConfig, GenerationResult, LookupTokens, inside_call
+from lmlm.errors import LmlmError
 from lmlm.serve.errors import error_body, internal_message
 from lmlm.serve.generation import Generation
 from lmlm.serve.schemas import CompletionRequest, GenerateOptions
