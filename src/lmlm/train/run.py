@@ -145,9 +145,11 @@ def _resume_point(cfg: TrainConfig, out: Path, trainer) -> str | None:
 
 def launch_training(cfg: TrainConfig, log_path: Path) -> subprocess.Popen:
     """``lmlm train`` with ``cfg`` in a process of its own on one core, so two models train at once."""
-    args = [sys.executable, "-m", "lmlm", "train"]
-    for key, value in asdict(cfg).items():
-        if value is not None and value != "":
-            args += ["--" + key.replace("_", "-"), str(value)]
+    import yaml
+
+    # the config goes as a file, not as flags, so that every field type (bools, lists) reads back as it was
+    config_file = log_path.with_suffix(".yaml")
+    config_file.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False), encoding="utf-8")
+    args = [sys.executable, "-m", "lmlm", "train", "--config", str(config_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=env)
