@@ -575,3 +575,18 @@ def _relations(kb, entity: str) -> set[str]:
         return {t.relation for t in kb.facts(entity)}
     except NotFound:
         return set()
+
+
+def test_generate_cli_json_gives_each_lookups_tier_under_constraints(model, tokenizer, kb, tmp_path):
+    from conftest import run_cli
+
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    prompts = PROMPTS[:3]
+    proc = run_cli("generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "40",
+                   "--constrain-lookups", "relation", "--constrain-margin", "1000", *prompts, check=True)
+    printed = [json.loads(line)["lookups"] for line in proc.stdout.splitlines()]
+    cfg = GenerationConfig(max_new_tokens=40, constrain_lookups="relation", constrain_margin=1000.0)
+    expected = [[p.to_dict() for p in r.lookups] for r in LookupEngine(model, tokenizer, kb).generate(prompts, cfg)]
+    assert printed == expected and any(printed)
+    assert all(set(p) >= {"tier", "relation", "value"} for lookups in printed for p in lookups)
