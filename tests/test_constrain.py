@@ -108,3 +108,19 @@ def test_constraints_off_change_nothing(tokenizer, kb):
     off = engine(tokenizer, kb).generate(prompts, GenerationConfig(max_new_tokens=40, constrain_lookups="off", constrain_margin=0.0))
     assert [r.token_ids for r in off] == [r.token_ids for r in plain]
     assert only_lookup(off[0]).relation == "Residence"
+
+
+def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_facts(tokenizer, kb):
+    from lmlm.engine import LMLM
+    from lmlm.evaluate.suites import call_accuracy
+
+    lmlm = LMLM(ScriptedLM(tokenizer, LMLMScript(tokenizer, STORIES)), tokenizer, kb)
+    docs = [{"annotated_text": "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|> Lyon<|db_end|> Lyon."},
+            {"annotated_text": "Bram Oakley lives in <|db_entity|> Bram Oakley<|db_relationship|> Home City<|db_return|> Rome<|db_end|> Rome."}]
+    off = call_accuracy(lmlm, docs, "off")
+    assert [r["written"][1] for r in off["records"]] == ["Residence", "Home City"]  # the gold KB's resolver decides Ada's
+    held = call_accuracy(lmlm, docs, "relation", margin=1000.0)
+    assert held["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "calls": 2}
+    assert [r["written"] for r in held["records"]] == [["Ada Ashby", "Home City", "Lyon"], ["Bram Oakley", "Home City", "Rome"]]
+    missed = call_accuracy(lmlm, docs[:1], "relation")  # the default margin: the model did not mean "Home City"
+    assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "calls": 1}
