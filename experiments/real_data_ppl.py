@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lmlm.corpus import read_corpus  # noqa: E402
 from lmlm.data import build_dataset, documents  # noqa: E402
 from lmlm.engine import LMLM  # noqa: E402
+from lmlm.engine.config import CONSTRAINTS  # noqa: E402
 from lmlm.evaluate import suites  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_annotated  # noqa: E402
@@ -62,6 +63,9 @@ def main() -> None:
                   "lmlm": suites.perplexity(lmlm, docs, dynamic_docs=args.dynamic_docs)["metrics"],
                   "standard": suites.perplexity(standard, docs)["metrics"]}
         report["lmlm"]["dynamic_docs"] = min(args.dynamic_docs, len(docs))
+        calls = {mode: suites.call_accuracy(lmlm, docs[: args.dynamic_docs], mode)["metrics"] for mode in CONSTRAINTS}
+        report["lmlm"]["call_accuracy"] = {mode: m["call_accuracy"] for mode, m in calls.items()}
+        report["lmlm"]["call_hit_rate"] = {mode: m["call_hit_rate"] for mode, m in calls.items()}
         kb.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

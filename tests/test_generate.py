@@ -26,7 +26,7 @@ from lmlm.engine import (
     strip_calls,
 )
 from lmlm.engine.calls import answer_calls
-from lmlm.errors import LmlmError
+from lmlm.errors import LmlmError, NotFound
 from lmlm.kb import SqliteKB
 from lmlm.models import TokenIds, build_model
 from lmlm.ngrams import NgramTable
@@ -566,3 +566,37 @@ def test_distill_cli(model, tokenizer, kb, tmp_path):
     assert proc.returncode != 0 and "d1: exists and is not empty" in proc.stderr
     generate = ["generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "16", "--batch-size", "1", *PROMPTS[:3]]
     assert run_cli(*generate, "--draft-model", tmp_path / "d1", check=True).stdout == run_cli(*generate, check=True).stdout
+
+
+def test_constraints_off_equal_the_reference_loop_and_relation_holds_calls_to_the_kb(model, tokenizer, kb):
+    engine = LookupEngine(model, tokenizer, kb)
+    off = GenerationConfig(max_new_tokens=40, constrain_lookups="off")
+    for prompt, result in zip(PROMPTS, engine.generate(PROMPTS, off)):
+        assert result.token_ids == reference_loop(model, tokenizer, kb, prompt, off), prompt
+    held = engine.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=40, constrain_lookups="relation", constrain_margin=1000.0))
+    known = [(p, _relations(kb, p.entity)) for r in held for p in r.lookups if _relations(kb, p.entity)]
+    assert known  # an entity the KB does not know leaves its call unconstrained
+    for p, relations in known:  # a written entity the KB knows gets one of its own relations, word for word
+        assert p.relation in relations, p
+
+
+def _relations(kb, entity: str) -> set[str]:
+    try:
+        return {t.relation for t in kb.facts(entity)}
+    except NotFound:
+        return set()
+
+
+def test_generate_cli_json_gives_each_lookups_tier_under_constraints(model, tokenizer, kb, tmp_path):
+    from conftest import run_cli
+
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    prompts = PROMPTS[:3]
+    proc = run_cli("generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "40",
+                   "--constrain-lookups", "relation", "--constrain-margin", "1000", *prompts, check=True)
+    printed = [json.loads(line)["lookups"] for line in proc.stdout.splitlines()]
+    cfg = GenerationConfig(max_new_tokens=40, constrain_lookups="relation", constrain_margin=1000.0)
+    expected = [[p.to_dict() for p in r.lookups] for r in LookupEngine(model, tokenizer, kb).generate(prompts, cfg)]
+    assert printed == expected and any(printed)
+    assert all(set(p) >= {"tier", "relation", "value"} for lookups in printed for p in lookups)

@@ -7,7 +7,7 @@ from lmlm.kb import KnowledgeBase, SqliteKB
 from lmlm.kb.encoder import HashingEncoder
 
 ROWS = [("Ada Maria Lovelace", "Birthplace", "London"), ("Liu Wen", "Occupation", "engineer")]
-MEMBERS = {"lookup", "lookup_many", "add", "update", "delete", "forget", "facts", "search", "stats"}
+MEMBERS = {"lookup", "lookup_many", "add", "update", "delete", "forget", "facts", "search", "stats", "entity_names", "version"}
 
 
 def test_sqlite_kb_satisfies_the_knowledge_base_protocol(tmp_path):

@@ -20,6 +20,7 @@ from lmlm.annotate.run import annotate_aligned
 from lmlm.corpus import read_corpus, write_corpus
 from lmlm.data import build_dataset, documents
 from lmlm.engine import LMLM
+from lmlm.engine.config import CONSTRAINTS
 from lmlm.errors import LmlmError
 from lmlm.evaluate import suites
 from lmlm.evaluate.report import table, write_report
@@ -211,6 +212,9 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
         echo(f"      {name}: perplexity")
         r["ppl"] = suites.perplexity(model, heldout, dynamic_docs=plan.dynamic_docs)["metrics"]
     echo("      lmlm: forgetting audit")
+    calls = {mode: suites.call_accuracy(models["lmlm"], heldout[: plan.dynamic_docs], mode)["metrics"] for mode in CONSTRAINTS}
+    report["lmlm"]["call_accuracy"] = {mode: m["call_accuracy"] for mode, m in calls.items()}
+    report["lmlm"]["call_hit_rate"] = {mode: m["call_hit_rate"] for mode, m in calls.items()}
     forget = suites.forgetting(models["lmlm"], forget_prompts, retain_prompts)
     report["lmlm"]["forget"] = forget["metrics"]
     report["records"]["forget"] = forget["records"][:40]

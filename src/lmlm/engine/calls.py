@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmlm.engine.config import GenerationConfig, LookupTokens, Provenance
+from lmlm.kb.protocol import NO_ANSWER
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,14 @@ class ForcedAnswer:
     abstains: bool  # the row closes its call and stops
 
 
-def answer_calls(calls: list[list[int]], kb, tokenizer, tokens: LookupTokens, cfg: GenerationConfig) -> list[ForcedAnswer]:
-    """Read the query of each call (token ids that end with its <|db_return|>), look all of them up at once."""
+def answer_calls(calls: list[list[int]], kb, tokenizer, tokens: LookupTokens, cfg: GenerationConfig,
+                 misses: list[bool] | None = None) -> list[ForcedAnswer]:
+    """Read the query of each call (token ids that end with its <|db_return|>), look all of them up at once.
+    A call that constrained decoding gave up on (``misses``) is not asked: it gets no match."""
     queries = [query_of(ids, tokens, tokenizer) for ids in calls]
-    results = kb.lookup_many([(q[0], q[1]) for q in queries], mode=cfg.lookup_mode)
+    misses = misses or [False] * len(calls)
+    asked = iter(kb.lookup_many([(q[0], q[1]) for q, miss in zip(queries, misses) if not miss], mode=cfg.lookup_mode))
+    results = [NO_ANSWER if miss else next(asked) for miss in misses]
     answers = []
     for (entity, relation, start), result in zip(queries, results):
         chosen = choose_value(result, cfg.fallback)

@@ -9,6 +9,7 @@ from lmlm import markup
 from lmlm.errors import LmlmError
 
 FALLBACKS = ("top1_anyway", "unknown", "abstain")
+CONSTRAINTS = ("off", "relation", "entity_relation")
 
 
 @dataclass
@@ -48,6 +49,12 @@ class GenerationConfig:
         "surfaces": ("cli", "api", "completions", "compat"), "compat": {"name": "enable_dblookup"}})
     lookup_mode: str = field(default="default", metadata={
         "help": "the KB's lookup mode", "choices": ("default", "reference"), "surfaces": ("cli", "api")})
+    constrain_lookups: str = field(default="off", metadata={
+        "help": "hold a call's relation to those its entity has in the KB (relation), and its entity to the KB's names too "
+                "(entity_relation)", "choices": CONSTRAINTS, "surfaces": ("cli", "eval", "api")})
+    constrain_margin: float = field(default=5.0, metadata={
+        "help": "nats the constrained call may fall below the model's own choice before the call ends as a miss",
+        "ge": 0, "le": 1000, "surfaces": ("cli", "api")})
     stop_token_ids: tuple[int, ...] = field(default=(), metadata={"help": "token ids that end a row, besides eos", "surfaces": ()})
     truncate_prompt: bool = field(default=False, metadata={
         "help": "keep the last tokens of a prompt that does not fit the context, instead of refusing it", "flag": "--truncate",
@@ -65,6 +72,8 @@ class GenerationConfig:
     def __post_init__(self):
         if self.fallback not in FALLBACKS:
             raise LmlmError(f"unknown fallback {self.fallback!r}: expected one of {', '.join(FALLBACKS)}")
+        if self.constrain_lookups not in CONSTRAINTS:
+            raise LmlmError(f"unknown constrain_lookups {self.constrain_lookups!r}: expected one of {', '.join(CONSTRAINTS)}")
 
 
 @dataclass

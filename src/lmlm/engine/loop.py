@@ -33,6 +33,7 @@ import torch
 from lmlm.engine.cache import CacheTrack
 from lmlm.engine.calls import ForcedAnswer, answer_calls, inside_call, strip_calls
 from lmlm.engine.config import GenerationConfig, GenerationResult, LookupTokens
+from lmlm.engine.constrain import CallConstraints
 from lmlm.engine.drafts import Drafter, check_same_vocabulary, text_proposal
 from lmlm.engine.layout import column_major_linears, compiled
 from lmlm.engine.sampling import choose, process_logits, sampling_generator
@@ -62,6 +63,7 @@ class LookupEngine:
         # retracted again, and drafted calls that were taken (answered in the forward that verified them)
         self.draft_stats = {"drafted": 0, "rejected": 0, "calls": 0}
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        self.constraints = CallConstraints(kb, tokenizer, self.tokens) if kb is not None else None
 
     @property
     def vocab(self) -> int:
@@ -109,11 +111,20 @@ class LookupEngine:
         calls = [i for i, r in enumerate(rows) if cfg.use_lookups and r.prompt[-1] == self.tokens.ret]
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) - (i in calls) for i, r in enumerate(rows)], device=device)
         generator = sampling_generator(cfg.seed, device) if cfg.do_sample else None
-        batch = Batch(rows, list(range(len(rows))), seen, lookups_done, {self.tokens.eos, *cfg.stop_token_ids}, cfg, generator, on_token)
+        constraining = self.constraining(cfg)
+        if constraining:
+            for row in rows:
+                for k, token in enumerate(row.prompt):
+                    row.follow(token, k, self.tokens)
+        batch = Batch(rows, list(range(len(rows))), seen, lookups_done, {self.tokens.eos, *cfg.stop_token_ids}, cfg, generator, on_token,
+                      self.tokens if constraining else None)
         if calls:
             self.force_answers(batch, calls)
         batch.active = [i for i, r in enumerate(rows) if not r.done]  # an abstention can end a row before its first step
         return batch
+
+    def constraining(self, cfg: GenerationConfig) -> bool:
+        return cfg.constrain_lookups != "off" and cfg.use_lookups and self.constraints is not None
 
     def run(self, batch: Batch):
         """Step until every row is done."""
@@ -177,7 +188,10 @@ class LookupEngine:
             at = [logits.shape[1] - 1 - len(rows[i].draft) + cursor[i] for i in ids]  # a draft's first guess sits on <|db_end|>
             new_tokens = torch.tensor([len(rows[i].generated) for i in ids], device=logits.device)
             scores = process_logits(logits[index, at], batch.seen[ids], batch.lookups_done[ids], self.tokens, batch.cfg, new_tokens)
-            chosen = choose(scores, batch.cfg, batch.generator).tolist()
+            if batch.tokens is not None:
+                chosen = self.constraints.choose(batch, ids, scores)
+            else:
+                chosen = choose(scores, batch.cfg, batch.generator).tolist()
             playing = [(b, i) for b, i, token in zip(index, ids, chosen) if self._accept_draft(batch, b, i, token, cursor, rejected)]
         self.draft_stats["drafted"] += sum(len(rows[i].draft) for _, i in ready)
         self.draft_stats["rejected"] += sum(rejected.values())
@@ -215,8 +229,18 @@ class LookupEngine:
         elif cfg.ngram_drafts and not cfg.do_sample:
             for row in (rows[i] for i in batch.active if not rows[i].draft):
                 row.draft = text_proposal(row.tokens, cfg.draft_tokens, self.tokens, self.ngrams, batch.stops)[: row.room(cfg)]
+        if batch.tokens is not None:
+            self.cut_drafts_at_calls(batch)
         self.answer_drafted_calls(batch)
         return proposed
+
+    def cut_drafts_at_calls(self, batch: Batch):
+        """Under constraints a draft stops before its first lookup token: a drafted call would be answered before
+        the constraint could make it a miss. Drafted tokens inside a call's name are verified under the mask."""
+        for row in (batch.rows[i] for i in batch.active):
+            cut = next((k for k, t in enumerate(row.draft) if t in self.tokens.calls), None)
+            if cut is not None:
+                del row.draft[cut:]
 
     def answer_drafted_calls(self, batch: Batch):
         """A draft that closes a call with <|db_return|> is looked up now, and its answer (and the draft of the
@@ -245,7 +269,8 @@ class LookupEngine:
         """Look up the calls the ``asking`` rows just closed; write each answer into the row and queue it to be
         fed (with, when steps are wide and decoding is greedy, the draft of the value's repeat)."""
         cfg = batch.cfg
-        for i, answer in zip(asking, self._look_up([batch.rows[i].tokens for i in asking], cfg)):
+        misses = [batch.rows[i].call_miss for i in asking]
+        for i, answer in zip(asking, self._look_up([batch.rows[i].tokens for i in asking], cfg, misses)):
             row = batch.rows[i]
             forced = self.write_answer(batch, i, answer)
             if batch.wide and cfg.draft_values and not cfg.do_sample and not row.done and row.room(cfg) > 0:
@@ -264,8 +289,8 @@ class LookupEngine:
         row.done = answer.abstains or len(row.generated) >= cfg.max_new_tokens
         return forced
 
-    def _look_up(self, calls: list[list[int]], cfg: GenerationConfig) -> list[ForcedAnswer]:
-        return answer_calls(calls, self.kb, self.tokenizer, self.tokens, cfg)
+    def _look_up(self, calls: list[list[int]], cfg: GenerationConfig, misses: list[bool] | None = None) -> list[ForcedAnswer]:
+        return answer_calls(calls, self.kb, self.tokenizer, self.tokens, cfg, misses)
 
     def _result(self, row: RowState) -> GenerationResult:
         ids = [t for t in row.generated if t != self.tokens.eos]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmlm.engine.calls import ForcedAnswer
-from lmlm.engine.config import GenerationConfig, Provenance
+from lmlm.engine.config import GenerationConfig, LookupTokens, Provenance
 
 TokenCallback = Callable[[int, int, bool], None]  # (row, token id, forced)
 
@@ -28,6 +28,21 @@ class RowState:
     # a call the draft closes: the index of its <|db_return|> in the draft, and the answer that follows it there
     draft_call: tuple[int, ForcedAnswer] | None = None
     done: bool = False
+    # the open call, for constrained decoding: the indexes in ``tokens`` of its <|db_entity|> and <|db_relationship|>
+    call_start: int | None = None
+    relation_start: int | None = None
+    call_cost: float = 0.0  # what the constraint has cost the open call, in nats
+    call_miss: bool = False  # the cost passed the margin: the call is answered as a miss
+    call_trie: tuple[int, dict | None] | None = None  # the trie of the part being written, by where that part starts
+
+    def follow(self, token: int, position: int, tokens: LookupTokens):
+        """Track the open call as ``token`` is written at ``position`` of ``tokens``."""
+        if token == tokens.entity:
+            self.call_start, self.relation_start, self.call_cost, self.call_miss = position, None, 0.0, False
+        elif token == tokens.relationship and self.call_start is not None:
+            self.relation_start = position
+        elif token in (tokens.ret, tokens.end):
+            self.call_start = self.relation_start = None
 
     @property
     def tokens(self) -> list[int]:
@@ -49,6 +64,7 @@ class Batch:
     cfg: GenerationConfig
     generator: torch.Generator | None = None
     on_token: TokenCallback | None = None
+    tokens: LookupTokens | None = None  # when set, each row follows its open call (constrained decoding reads it)
 
     @property
     def wide(self) -> bool:
@@ -57,7 +73,11 @@ class Batch:
 
     def append(self, i: int, tokens: list[int], forced: bool):
         """Add tokens to row ``i``'s output: seen from now on, and streamed."""
-        self.rows[i].generated += tokens
+        row = self.rows[i]
+        if self.tokens is not None:
+            for k, token in enumerate(tokens, start=len(row.prompt) + len(row.generated)):
+                row.follow(token, k, self.tokens)
+        row.generated += tokens
         self.seen[i, tokens] = True
         if self.on_token:
             for token in tokens:

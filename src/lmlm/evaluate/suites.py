@@ -229,3 +229,50 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
     }
     records = [{"setting": "del_on", **r} for r in del_forget["records"]] + [{"setting": "del_off", **r} for r in del_off["records"]]
     return {"metrics": metrics, "records": records}
+
+
+# --- call accuracy ---------------------------------------------------------------------------------------------
+
+
+def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", margin: float = 5.0, max_call_tokens: int = 32) -> dict:
+    """How often the model's own call finds the gold fact: each annotated document is teacher-forced up to each
+    gold call's <|db_entity|>, the model writes the entity and relation greedily (under ``constrain``), the
+    call is looked up in a KB of that document's gold facts, and the value is scored against the gold value.
+    ``hit_rate`` is the share of calls the KB answered (a match, not the fallback)."""
+    from lmlm.engine import GenerationConfig, LookupEngine
+    from lmlm.kb import SqliteKB
+
+    cfg = GenerationConfig(max_new_tokens=max_call_tokens, constrain_lookups=constrain, constrain_margin=margin,
+                           fallback="unknown", ngram_drafts=False)
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, doc in enumerate(documents):
+            text = markup.convert(doc["annotated_text"], "special")
+            gold, prompts = markup.triplets(text), _prompts_at_calls(text)
+            if not gold or len(gold) != len(prompts):  # a malformed call: its place in the text is unclear
+                continue
+            with SqliteKB(Path(tmp) / f"doc{n}.sqlite", encoder=model.kb.encoder, create=True) as kb:
+                kb.import_triplets(gold)
+                kb.embed()
+                results = LookupEngine(model.model, model.tokenizer, kb).generate(prompts, cfg)
+            records += [_scored_call(fact, result) for fact, result in zip(gold, results)]
+    return {"metrics": {"call_accuracy": _mean(r["right"] for r in records), "call_hit_rate": _mean(r["hit"] for r in records),
+                        "calls": len(records)}, "records": records}
+
+
+def _prompts_at_calls(text: str) -> list[str]:
+    """The text up to and with each call's <|db_entity|>."""
+    ends, at = [], text.find(markup.DB_ENTITY)
+    while at >= 0:
+        ends.append(at + len(markup.DB_ENTITY))
+        at = text.find(markup.DB_ENTITY, ends[-1])
+    return [text[:end] for end in ends]
+
+
+def _scored_call(fact: tuple[str, str, str], result) -> dict:
+    entity, relation, value = fact
+    call = result.lookups[0] if result.lookups else None  # the call the prompt opened is the row's first
+    hit = call is not None and call.triplet_id is not None and call.tier != "nearest"
+    right = hit and call.value.strip().casefold() == value.strip().casefold()
+    return {"gold": [entity, relation, value], "written": [call.entity, call.relation, call.value] if call else None,
+            "hit": hit, "right": right}

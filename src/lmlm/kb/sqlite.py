@@ -47,6 +47,7 @@ class SqliteKB:
         self.vectors = Vectors(self.store, self.encoders, self.indexes, self._lock)
         self.statistics = RelationStatistics(self.store)
         self.resolver = Resolver(self.store, self.vectors, self.statistics, self.thresholds)
+        self._edits = 0  # entity-set edits made through this object; other connections' commits show in data_version
 
     def close(self) -> None:
         self.store.close()
@@ -94,6 +95,7 @@ class SqliteKB:
             self.store.insert_triplets(padded, stats)
         self.indexes.clear()
         self.statistics.forget_cached()
+        self._edits += 1
         return stats
 
     def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet:
@@ -104,6 +106,7 @@ class SqliteKB:
             with self.store.transaction():
                 triplet, entity_id, relation_id = self._insert_fact(entity, relation, value, source, example_id)
             self.statistics.forget_cached()
+            self._edits += 1
         self.vectors.embed_added({"entities": entity_id, "relations": relation_id, "triplet_vec": triplet.id})
         return triplet
 
@@ -142,7 +145,9 @@ class SqliteKB:
         with self._lock:
             entity_id = self._one_entity(entity, exact)
             with self.store.transaction():
-                return self.store.forget_entity(entity_id)
+                erased = self.store.forget_entity(entity_id)
+            self._edits += 1
+            return erased
 
     def _one_entity(self, entity: str, exact: bool) -> int:
         if not query_key(entity):
@@ -182,6 +187,17 @@ class SqliteKB:
             if "entities" in self.indexes.loaded:
                 out["entity_index"] = describe(self.indexes.loaded["entities"])
             return out
+
+    def entity_names(self) -> list[str]:
+        """The names of the entities that are not forgotten (for constrained decoding's entity trie)."""
+        with self._lock:
+            return self.store.entity_names()
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever an entity may have been added or forgotten, here or by another connection to the file:
+        what caches of ``entity_names`` key on."""
+        with self._lock:
+            return self._edits, self.store.data_version()
 
     def triplets(self, live_only: bool = True):
         return self.store.iter_triplets(live_only)

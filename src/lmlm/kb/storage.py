@@ -270,6 +270,13 @@ class Store:
         rows = self.conn.execute(f"SELECT id, name, forgotten FROM entities WHERE id IN ({','.join('?' * len(ids))})", ids)
         return {i: (n, bool(f)) for i, n, f in rows}
 
+    def entity_names(self) -> list[str]:
+        return [name for (name,) in self.conn.execute("SELECT name FROM entities WHERE forgotten=0")]
+
+    def data_version(self) -> int:
+        """SQLite's counter of commits by other connections to the file."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
     def facts_of(self, entity_id: int) -> list[tuple[Triplet, str, bytes | None]]:
         """Every triplet row of an entity (tombstones included), with its relation key and vector."""
         rows = self.conn.execute(

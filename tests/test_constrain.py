@@ -1,0 +1,126 @@
+"""KB-constrained lookup decoding, fast: the scripted LM of ``test_engine_unit`` (it writes the calls of its
+stories, whatever the KB holds) with a real tokenizer and a real SQLite KB."""
+
+from __future__ import annotations
+
+import pytest
+from test_engine_unit import LMLMScript, ScriptedLM
+
+from lmlm.engine import GenerationConfig, LookupEngine
+from lmlm.kb import SqliteKB
+from lmlm.kb.encoder import HashingEncoder
+from lmlm.tokenizer import train_tokenizer
+
+STORIES = [
+    "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Residence<|db_return|>",
+    "Ada Ashbe moved to <|db_entity|> Ada Ashbe<|db_relationship|> Home City<|db_return|>",
+    "Bram Oakley lives in <|db_entity|> Bram Oakley<|db_relationship|> Home City<|db_return|>",
+]
+FREE = dict(max_new_tokens=40, ngram_drafts=False, draft_values=False, fallback="unknown")
+LOOSE = dict(FREE, constrain_margin=1000.0)  # the margin never ends a call: the constraint alone decides
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([*STORIES, "Paris Rome Lyon Birth City. unknown"], vocab_size=300)
+
+
+@pytest.fixture
+def kb(tmp_path):
+    kb = SqliteKB(tmp_path / "kb.sqlite", encoder=HashingEncoder(), create=True)
+    kb.import_triplets([("Ada Ashby", "Home City", "Lyon"), ("Bram Oakley", "Home City", "Rome")])
+    yield kb
+    kb.close()
+
+
+def engine(tokenizer, kb):
+    return LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, STORIES)), tokenizer, kb)
+
+
+def only_lookup(result):
+    assert len(result.lookups) == 1, result.raw
+    return result.lookups[0]
+
+
+def test_relation_is_held_to_the_entitys_relations(tokenizer, kb):
+    lm = engine(tokenizer, kb)
+    free = only_lookup(lm.generate(["Ada Ashby lives in"], GenerationConfig(**FREE))[0])
+    assert free.relation == "Residence"  # the model's own relation, which the KB does not hold
+    held = only_lookup(lm.generate(["Ada Ashby lives in"], GenerationConfig(**LOOSE, constrain_lookups="relation"))[0])
+    assert (held.relation, held.value, held.tier) == ("Home City", "Lyon", "exact")
+
+
+def test_entity_relation_holds_the_entity_to_the_kbs_names(tokenizer, kb):
+    lm = engine(tokenizer, kb)
+    relation_only = only_lookup(lm.generate(["Ada Ashbe moved to"], GenerationConfig(**LOOSE, constrain_lookups="relation"))[0])
+    assert relation_only.entity == "Ada Ashbe"
+    held = only_lookup(lm.generate(["Ada Ashbe moved to"], GenerationConfig(**LOOSE, constrain_lookups="entity_relation"))[0])
+    assert (held.entity, held.relation, held.value) == ("Ada Ashby", "Home City", "Lyon")
+
+
+def test_a_call_the_model_did_not_mean_ends_as_a_miss(tokenizer, kb):
+    # the scripted model puts 20 nats between its own token and any other: past the default margin of 5
+    result = engine(tokenizer, kb).generate(["Ada Ashby lives in"], GenerationConfig(**FREE, constrain_lookups="relation"))[0]
+    lookup = only_lookup(result)
+    assert (lookup.relation, lookup.value, lookup.tier, lookup.triplet_id) == ("Residence", "unknown", "none", None)
+    abstained = engine(tokenizer, kb).generate(["Ada Ashby lives in"], GenerationConfig(**dict(FREE, fallback="abstain"),
+                                                                                        constrain_lookups="relation"))[0]
+    assert only_lookup(abstained).value == ""
+    assert abstained.token_ids[-1] == lm_end(tokenizer)  # the row closed its call and stopped
+
+
+def lm_end(tokenizer):
+    return tokenizer.convert_tokens_to_ids("<|db_end|>")
+
+
+def test_an_edit_to_the_entity_is_seen_by_the_next_constraint(tokenizer, kb):
+    lm = engine(tokenizer, kb)
+    cfg = GenerationConfig(**LOOSE, constrain_lookups="relation")
+    assert only_lookup(lm.generate(["Ada Ashby lives in"], cfg)[0]).relation == "Home City"
+    kb.add("Ada Ashby", "Residence", "Paris")
+    after = only_lookup(lm.generate(["Ada Ashby lives in"], cfg)[0])
+    assert (after.relation, after.value) == ("Residence", "Paris")
+
+
+def test_a_new_entity_is_seen_by_the_next_entity_constraint(tokenizer, kb):
+    lm = engine(tokenizer, kb)
+    cfg = GenerationConfig(**LOOSE, constrain_lookups="entity_relation")
+    assert only_lookup(lm.generate(["Ada Ashbe moved to"], cfg)[0]).entity == "Ada Ashby"
+    kb.add("Ada Ashbe", "Home City", "Paris")
+    after = only_lookup(lm.generate(["Ada Ashbe moved to"], cfg)[0])
+    assert (after.entity, after.value) == ("Ada Ashbe", "Paris")
+
+
+@pytest.mark.parametrize("drafts", [False, True])
+def test_each_row_of_a_batch_has_its_own_constraint(tokenizer, kb, drafts):
+    cfg = GenerationConfig(**dict(LOOSE, ngram_drafts=drafts, draft_values=drafts), constrain_lookups="entity_relation")
+    prompts = ["Ada Ashby lives in", "Ada Ashbe moved to", "Bram Oakley lives in"]
+    batch = engine(tokenizer, kb).generate(prompts, cfg)
+    alone = [engine(tokenizer, kb).generate([p], cfg)[0] for p in prompts]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
+    assert [(p.entity, p.relation, p.value) for r in batch for p in r.lookups] == [
+        ("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Home City", "Lyon"), ("Bram Oakley", "Home City", "Rome")]
+
+
+def test_constraints_off_change_nothing(tokenizer, kb):
+    prompts = ["Ada Ashby lives in", "Ada Ashbe moved to", "Bram Oakley lives in"]
+    plain = engine(tokenizer, kb).generate(prompts, GenerationConfig(max_new_tokens=40))
+    off = engine(tokenizer, kb).generate(prompts, GenerationConfig(max_new_tokens=40, constrain_lookups="off", constrain_margin=0.0))
+    assert [r.token_ids for r in off] == [r.token_ids for r in plain]
+    assert only_lookup(off[0]).relation == "Residence"
+
+
+def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_facts(tokenizer, kb):
+    from lmlm.engine import LMLM
+    from lmlm.evaluate.suites import call_accuracy
+
+    lmlm = LMLM(ScriptedLM(tokenizer, LMLMScript(tokenizer, STORIES)), tokenizer, kb)
+    docs = [{"annotated_text": "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|> Lyon<|db_end|> Lyon."},
+            {"annotated_text": "Bram Oakley lives in <|db_entity|> Bram Oakley<|db_relationship|> Home City<|db_return|> Rome<|db_end|> Rome."}]
+    off = call_accuracy(lmlm, docs, "off")
+    assert [r["written"][1] for r in off["records"]] == ["Residence", "Home City"]  # the gold KB's resolver decides Ada's
+    held = call_accuracy(lmlm, docs, "relation", margin=1000.0)
+    assert held["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "calls": 2}
+    assert [r["written"] for r in held["records"]] == [["Ada Ashby", "Home City", "Lyon"], ["Bram Oakley", "Home City", "Rome"]]
+    missed = call_accuracy(lmlm, docs[:1], "relation")  # the default margin: the model did not mean "Home City"
+    assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "calls": 1}
