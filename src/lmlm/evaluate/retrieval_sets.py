@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lmlm import markup
 from lmlm.errors import LmlmError
+from lmlm.files import read_jsonl
 
 ABSENT = "absent"
 
@@ -286,20 +287,7 @@ def read_handwritten(path: str | os.PathLike) -> list[Query]:
     (a list of stored values, or "absent")."""
     path = Path(path)
     queries = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise LmlmError(f"{path}: no such file") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmlmError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
-        missing = [k for k in ("kind", "entity", "relation", "expected") if k not in row]
-        if missing:
-            raise LmlmError(f"{path}:{lineno}: missing {', '.join(missing)}")
+    for lineno, row in read_jsonl(path, ("kind", "entity", "relation", "expected")):
         expected = row["expected"]
         if expected != ABSENT and not (isinstance(expected, list) and expected and all(isinstance(v, str) for v in expected)):
             raise LmlmError(f'{path}:{lineno}: expected must be "absent" or a non-empty list of values')

@@ -8,13 +8,12 @@ import logging
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from lmlm import markup
 from lmlm.corpus import read_corpus
 from lmlm.errors import LmlmError
-from lmlm.files import atomic_write
+from lmlm.files import atomic_write, load_json, read_jsonl, reading
 from lmlm.kb.fields import row_problem
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 def read_reference_db(path: str | os.PathLike) -> Iterator[tuple]:
     """``{"entities", "relationships", "return_values", "triplets": [[e, r, v], ...]}``."""
     path = Path(path)
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("triplets"), list):
         raise LmlmError(f'{path}: expected a database object with a "triplets" list')
     return _reference_rows(path, data)
@@ -43,57 +42,17 @@ def _noted(row: tuple, where: str) -> tuple:
     return row
 
 
-@contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    """The ways a path can fail to be a readable UTF-8 file, as one-line errors that name it."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise LmlmError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LmlmError(f"{path}: is a directory, expected a file") from None
-    except PermissionError:
-        raise LmlmError(f"{path}: permission denied") from None
-    except UnicodeDecodeError as e:
-        raise LmlmError(f"{path}: not UTF-8 text ({e.reason})") from None
-
-
-def _load_json(path: Path):
-    try:
-        with _reading(path):
-            return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LmlmError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-
-
 def read_jsonl_triplets(path: str | os.PathLike) -> Iterator[tuple]:
     """One ``{"entity", "relation", "value"[, "source", "example_id"]}`` object per line."""
     path = Path(path)
-    for lineno, row in _read_jsonl(path, ("entity", "relation", "value")):
+    for lineno, row in read_jsonl(path, ("entity", "relation", "value")):
         fields = row["entity"], row["relation"], row["value"], row.get("source", path.name), _str_or_none(row.get("example_id"))
         yield _noted(fields, f"{path}:{lineno}")
 
 
 def read_queries(path: str | os.PathLike) -> list[tuple[str, str]]:
     """Lines of ``{"entity", "relation"}``."""
-    return [(row["entity"], row["relation"]) for _, row in _read_jsonl(Path(path), ("entity", "relation"))]
-
-
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of each non-blank line."""
-    with _reading(path), path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LmlmError(f"{path}:{lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise LmlmError(f"{path}:{lineno}: expected a JSON object")
-            if missing := [k for k in required if k not in row]:
-                raise LmlmError(f"{path}:{lineno}: missing {', '.join(map(repr, missing))}")
-            yield lineno, row
+    return [(row["entity"], row["relation"]) for _, row in read_jsonl(Path(path), ("entity", "relation"))]
 
 
 def read_annotated(path: str | os.PathLike) -> Iterator[tuple]:
@@ -109,10 +68,10 @@ def read_any(path: str | os.PathLike) -> Iterator[tuple]:
     """A reference database JSON, JSONL triplets, or an annotated corpus, told apart by content."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        with _reading(path), path.open(encoding="utf-8") as f:
+        with reading(path), path.open(encoding="utf-8") as f:
             first = next((line for line in f if line.strip()), "")
         return read_annotated(path) if '"annotated_text"' in first else read_jsonl_triplets(path)
-    data = _load_json(path)
+    data = load_json(path)
     if isinstance(data, dict) and "triplets" in data:
         return read_reference_db(path)
     return read_annotated(path)
