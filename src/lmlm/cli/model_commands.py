@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lmlm.cli.parsing import from_config_file, generation_options, load_args
 from lmlm.config import add_arguments
@@ -43,6 +44,10 @@ def _generate(args) -> None:
     from lmlm.engine import LMLM, generate_file
 
     run, options = load_args(GenerateArgs, args), generation_options(args, "cli")
+    if run.input and not run.output:
+        raise LmlmError("--input needs --output, the JSONL file to write the results to")
+    if run.output and Path(run.output).is_dir():
+        raise LmlmError(f"{run.output}: is a directory; --output is the JSONL file to write")
     lmlm = LMLM.from_pretrained(run.model, kb=run.kb, use_lookups=options["use_lookups"], compile=run.compile, draft_model=run.draft_model)
     if run.input:
         count = generate_file(lmlm, run.input, run.output, batch_size=run.batch_size, **options)

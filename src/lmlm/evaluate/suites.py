@@ -242,8 +242,11 @@ def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", ma
     from lmlm.engine import GenerationConfig, LookupEngine
     from lmlm.kb import SqliteKB
 
+    if model.kb is None:
+        raise LmlmError("call accuracy needs the model's KB (its encoder embeds each document's gold facts)")
+    # a long document keeps its last tokens before the call: the call's context is what matters
     cfg = GenerationConfig(max_new_tokens=max_call_tokens, constrain_lookups=constrain, constrain_margin=margin,
-                           fallback="unknown", ngram_drafts=False)
+                           fallback="unknown", ngram_drafts=False, truncate_prompt=True)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, doc in enumerate(documents):

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from lmlm.errors import LmlmError
+
 if TYPE_CHECKING:
     from lmlm.kb.storage import Store
 
@@ -41,7 +43,8 @@ class SentenceEncoder:
         hf_logging.disable_progress_bar()
         self.name = model
         self.batch_size = batch_size
-        self.model = SentenceTransformer(_resolve(model), device=device)
+        # only what is on disk: the KB never downloads a model while it runs
+        self.model = SentenceTransformer(_resolve(model), device=device, local_files_only=True)
         self.dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -83,9 +86,15 @@ class HashingEncoder:
 def load_encoder(name: str = DEFAULT_ENCODER) -> Encoder:
     """Encoders by name: 'hashing-trigram-DIM', or a sentence-transformers model."""
     if name.startswith("hashing-trigram-"):
-        return HashingEncoder(int(name.rsplit("-", 1)[1]))
+        dim = name.removeprefix("hashing-trigram-")
+        if not dim.isdigit() or int(dim) < 1:
+            raise LmlmError(f"encoder {name!r}: expected 'hashing-trigram-DIM' with DIM a positive whole number")
+        return HashingEncoder(int(dim))
     log.info("loading sentence encoder %s", name)
-    return SentenceEncoder(name)
+    try:
+        return SentenceEncoder(name)
+    except (OSError, ValueError) as e:  # not a folder, and not a model sentence-transformers can find offline
+        raise LmlmError(f"encoder {name!r}: cannot load it ({str(e).splitlines()[0]})") from None
 
 
 class EncoderChoice:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -119,7 +120,7 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
         raise LmlmError(f"{out}: is a directory, expected a knowledge base file")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.building")
-    for stale in out.parent.glob(tmp.name + "*"):
+    for stale in out.parent.glob(glob.escape(tmp.name) + "*"):
         stale.unlink()
     _remove_killed_builds(out)
     try:
@@ -130,11 +131,11 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
             report["stats"] = kb.stats()
         for suffix in ("-wal", "-shm"):
             Path(f"{out}{suffix}").unlink(missing_ok=True)
-        for index_file in out.parent.glob(f"{tmp.name}.*.faiss"):
+        for index_file in out.parent.glob(f"{glob.escape(tmp.name)}.*.faiss"):
             os.replace(index_file, out.parent / index_file.name.replace(tmp.name, out.name, 1))
         os.replace(tmp, out)
     finally:
-        for leftover in out.parent.glob(tmp.name + "*"):
+        for leftover in out.parent.glob(glob.escape(tmp.name) + "*"):
             leftover.unlink()
     return report
 
@@ -142,7 +143,7 @@ def build(paths: list[str | os.PathLike], out: str | os.PathLike, encoder: str |
 def _remove_killed_builds(out: Path) -> None:
     """Remove the temp files (``.OUT.PID.building*``) of earlier builds into ``out`` whose process is gone."""
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(\d+)\.building")
-    for leftover in out.parent.glob(f".{out.name}.*.building*"):
+    for leftover in out.parent.glob(f".{glob.escape(out.name)}.*.building*"):
         match = pattern.match(leftover.name)
         if match and not _process_alive(int(match.group(1))):
             log.info("removing %s, left by a build that was killed", leftover)
