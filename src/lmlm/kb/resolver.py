@@ -2,9 +2,9 @@
 
 Default mode, per query (DESIGN.md section 3):
   1. exact: the normalized keys of both match a stored triplet;
-  2. fuzzy, triplet-aware: resolve the entity (exact key, then a name variant, then a sentence-vector
-     neighbour whose name contains every word of the query), then match the relation among that
-     entity's own relations by sentence-vector similarity;
+  2. fuzzy, triplet-aware: resolve the entity (exact key, then an alias rewrite of ``aliases``, then a
+     sentence-vector neighbour whose name contains every word of the query or is spelt almost alike),
+     then match the relation among that entity's own relations by sentence-vector similarity;
   3. none.
 A query that resolves to a forgotten entity or a deleted fact gets ``none``: tombstones are part of
 the search, so nothing answers in their place.
@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from rapidfuzz import fuzz
 
 from lmlm.kb import index as vindex
+from lmlm.kb.aliases import query_alias_keys, transliterated_key
 from lmlm.kb.fields import query_key
-from lmlm.kb.normalize import compact_key, normalize_key, query_forms, shortened_name, sibling_relations
+from lmlm.kb.normalize import compact_key, normalize_key, shortened_name, sibling_relations
 from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode, Tier, Triplet
 from lmlm.kb.statistics import RelationStatistics
 from lmlm.kb.storage import Store
@@ -33,6 +35,9 @@ ALIAS_SCORE = 0.95
 ENTITY_NEIGHBOURS = 8
 REFERENCE_NEIGHBOURS = 16
 TIE_MARGIN = 0.02  # facts of several entities scoring within this of the best fit equally well
+# A neighbour whose transliterated name is this alike to the asked one (rapidfuzz ratio) is the same name
+# misspelt; lower, names that differ in one word ("John Smith" / "Joan Smith") would meet.
+SPELLING_SIMILARITY = 0.9
 
 Candidate = tuple[int, float, bool]  # (entity id, score, forgotten)
 
@@ -98,12 +103,13 @@ class Resolver:
         return [self._best_fact(c, r, vectors[q]) if c else NO_ANSWER for (_, r), q, c in zip(pairs, questions, candidates)]
 
     def named_candidates(self, entity: str) -> list[Candidate]:
-        """The entities ``entity`` names: the exact key, else a lossless rewrite of the query (no
-        parenthetical, "Last, First" turned round), else a stored entity's shortened name."""
-        key, forms = normalize_key(entity), query_forms(entity)
+        """The entities ``entity`` names: the exact key, else a rewrite of the query (no parenthetical, "Last,
+        First" turned round, transliterated, no article, given names as initials) that is a stored name, else
+        one that is a stored entity's alias (``aliases``). Rewrites are only tried when the exact key misses."""
+        key = normalize_key(entity)
         for score, found in ((1.0, lambda: self.store.entities_by_key([key])),
-                             (REWRITE_SCORE, lambda: self.store.entities_by_key(forms)),
-                             (ALIAS_SCORE, lambda: self.store.entities_by_alias(forms))):
+                             (REWRITE_SCORE, lambda: self.store.entities_by_key(query_alias_keys(entity, initials=True))),
+                             (ALIAS_SCORE, lambda: self.store.entities_by_alias(query_alias_keys(entity, initials=False)))):
             if rows := found():
                 return [(i, score, f) for i, _, f in rows]
         return []
@@ -119,7 +125,7 @@ class Resolver:
                 if eid < 0 or score < self.thresholds.entity or int(eid) not in rows:
                     continue
                 name, forgotten = rows[int(eid)]
-                if shortened_name(entity, name):
+                if shortened_name(entity, name) or spelt_alike(entity, name):
                     found.append((int(eid), float(score), forgotten))
             out.append(found)
         return out
@@ -186,6 +192,11 @@ class Resolver:
         if score >= self.thresholds.reference:
             return LookupResult(top.value, top, score, "fuzzy")
         return LookupResult(None, None, score, "none", top)
+
+
+def spelt_alike(asked: str, name: str) -> bool:
+    """Is ``asked`` ``name`` misspelt? Compared transliterated, so "Dvorak" and "Dvořák" are alike too."""
+    return fuzz.ratio(transliterated_key(asked), transliterated_key(name)) >= SPELLING_SIMILARITY * 100
 
 
 def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray, distinct: set[str]) -> list[tuple[float, str, Triplet]]:
