@@ -3,7 +3,7 @@
 Default mode, per query (DESIGN.md section 3):
   1. exact: the normalized keys of both match a stored triplet;
   2. fuzzy, triplet-aware: resolve the entity (exact key, then an alias rewrite of ``aliases``, then a
-     sentence-vector neighbour whose name contains every word of the query or is spelt almost alike),
+     sentence-vector neighbour whose name contains every word of the query),
      then match the relation among that entity's own relations by sentence-vector similarity;
   3. none.
 A query that resolves to a forgotten entity or a deleted fact gets ``none``: tombstones are part of
@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from rapidfuzz import fuzz
 
 from lmlm.kb import index as vindex
-from lmlm.kb.aliases import query_alias_keys, transliterated_key
+from lmlm.kb.aliases import query_alias_keys
 from lmlm.kb.fields import query_key
 from lmlm.kb.normalize import compact_key, normalize_key, shortened_name, sibling_relations
 from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode, Tier, Triplet
@@ -35,9 +34,6 @@ ALIAS_SCORE = 0.95
 ENTITY_NEIGHBOURS = 8
 REFERENCE_NEIGHBOURS = 16
 TIE_MARGIN = 0.02  # facts of several entities scoring within this of the best fit equally well
-# A neighbour whose transliterated name is this alike to the asked one (rapidfuzz ratio) is the same name
-# misspelt; lower, names that differ in one word ("John Smith" / "Joan Smith") would meet.
-SPELLING_SIMILARITY = 0.9
 
 Candidate = tuple[int, float, bool]  # (entity id, score, forgotten)
 
@@ -125,7 +121,7 @@ class Resolver:
                 if eid < 0 or score < self.thresholds.entity or int(eid) not in rows:
                     continue
                 name, forgotten = rows[int(eid)]
-                if shortened_name(entity, name) or spelt_alike(entity, name):
+                if shortened_name(entity, name):
                     found.append((int(eid), float(score), forgotten))
             out.append(found)
         return out
@@ -192,11 +188,6 @@ class Resolver:
         if score >= self.thresholds.reference:
             return LookupResult(top.value, top, score, "fuzzy")
         return LookupResult(None, None, score, "none", top)
-
-
-def spelt_alike(asked: str, name: str) -> bool:
-    """Is ``asked`` ``name`` misspelt? Compared transliterated, so "Dvorak" and "Dvořák" are alike too."""
-    return fuzz.ratio(transliterated_key(asked), transliterated_key(name)) >= SPELLING_SIMILARITY * 100
 
 
 def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray, distinct: set[str]) -> list[tuple[float, str, Triplet]]:
