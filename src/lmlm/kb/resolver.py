@@ -2,9 +2,9 @@
 
 Default mode, per query (DESIGN.md section 3):
   1. exact: the normalized keys of both match a stored triplet;
-  2. fuzzy, triplet-aware: resolve the entity (exact key, then a name variant, then a sentence-vector
-     neighbour whose name contains every word of the query), then match the relation among that
-     entity's own relations by sentence-vector similarity;
+  2. fuzzy, triplet-aware: resolve the entity (exact key, then an alias rewrite of ``aliases``, then a
+     sentence-vector neighbour whose name contains every word of the query),
+     then match the relation among that entity's own relations by sentence-vector similarity;
   3. none.
 A query that resolves to a forgotten entity or a deleted fact gets ``none``: tombstones are part of
 the search, so nothing answers in their place.
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmlm.kb import index as vindex
+from lmlm.kb.aliases import query_alias_keys
 from lmlm.kb.fields import query_key
-from lmlm.kb.normalize import compact_key, normalize_key, query_forms, shortened_name, sibling_relations
+from lmlm.kb.normalize import compact_key, normalize_key, shortened_name, sibling_relations
 from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode, Tier, Triplet
 from lmlm.kb.statistics import RelationStatistics
 from lmlm.kb.storage import Store
@@ -98,12 +99,13 @@ class Resolver:
         return [self._best_fact(c, r, vectors[q]) if c else NO_ANSWER for (_, r), q, c in zip(pairs, questions, candidates)]
 
     def named_candidates(self, entity: str) -> list[Candidate]:
-        """The entities ``entity`` names: the exact key, else a lossless rewrite of the query (no
-        parenthetical, "Last, First" turned round), else a stored entity's shortened name."""
-        key, forms = normalize_key(entity), query_forms(entity)
+        """The entities ``entity`` names: the exact key, else a rewrite of the query (no parenthetical, "Last,
+        First" turned round, transliterated, no article, given names as initials) that is a stored name, else
+        one that is a stored entity's alias (``aliases``). Rewrites are only tried when the exact key misses."""
+        key = normalize_key(entity)
         for score, found in ((1.0, lambda: self.store.entities_by_key([key])),
-                             (REWRITE_SCORE, lambda: self.store.entities_by_key(forms)),
-                             (ALIAS_SCORE, lambda: self.store.entities_by_alias(forms))):
+                             (REWRITE_SCORE, lambda: self.store.entities_by_key(query_alias_keys(entity, initials=True))),
+                             (ALIAS_SCORE, lambda: self.store.entities_by_alias(query_alias_keys(entity, initials=False)))):
             if rows := found():
                 return [(i, score, f) for i, _, f in rows]
         return []

@@ -24,7 +24,8 @@ import numpy as np
 
 from lmlm.errors import Busy, LmlmError
 from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
-from lmlm.kb.normalize import name_variants, normalize_key
+from lmlm.kb.aliases import stored_alias_keys
+from lmlm.kb.normalize import normalize_key
 from lmlm.kb.protocol import Triplet
 
 SCHEMA_VERSION = "1"
@@ -153,7 +154,7 @@ class Store:
         if create:
             row = self.conn.execute("INSERT INTO entities(key, name) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id", (key, name)).fetchone()
             if row:
-                self.conn.executemany("INSERT OR IGNORE INTO aliases(key, entity_id) VALUES (?, ?)", [(v, row[0]) for v in name_variants(name)])
+                self.conn.executemany("INSERT OR IGNORE INTO aliases(key, entity_id) VALUES (?, ?)", [(v, row[0]) for v in stored_alias_keys(name)])
                 return row[0]
             self.conn.execute("UPDATE entities SET forgotten=0 WHERE key=? AND forgotten=1", (key,))
         row = self.conn.execute("SELECT id FROM entities WHERE key=?", (key,)).fetchone()
