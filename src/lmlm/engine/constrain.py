@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from lmlm.engine.calls import encode_text
 from lmlm.engine.config import GenerationConfig, LookupTokens
 from lmlm.engine.sampling import choose
 from lmlm.engine.state import Batch, RowState
@@ -58,7 +57,11 @@ class CallConstraints:
         self._entities: tuple[object, dict] | None = None
 
     def _names_trie(self, names) -> dict:
-        return build_trie(encode_text(self.tokenizer, " " + name) for name in names)
+        spelled = [" " + name for name in names]
+        if not spelled:
+            return build_trie([])
+        # one batched call: the fast tokenizer spells many names far quicker than one encode each
+        return build_trie(self.tokenizer(spelled, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def relation_trie(self, entity: str) -> dict | None:
         """The trie of the relations ``entity`` holds now (None for an entity the KB does not know)."""

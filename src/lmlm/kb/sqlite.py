@@ -103,10 +103,11 @@ class SqliteKB:
         if problem := row_problem(entity, relation, value, source, example_id):
             raise LmlmError(problem)
         with self._lock:
+            new_name = not self.store.holds_live_entity(entity)
             with self.store.transaction():
                 triplet, entity_id, relation_id = self._insert_fact(entity, relation, value, source, example_id)
             self.statistics.forget_cached()
-            self._edits += 1
+            self._edits += new_name  # only a new or revived entity changes the set of names (and its trie in the engine)
         self.vectors.embed_added({"entities": entity_id, "relations": relation_id, "triplet_vec": triplet.id})
         return triplet
 

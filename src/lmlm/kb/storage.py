@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from lmlm.errors import Busy, LmlmError
-from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
 from lmlm.kb.aliases import stored_alias_keys
+from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
 from lmlm.kb.normalize import normalize_key
 from lmlm.kb.protocol import Triplet
 
@@ -147,6 +147,9 @@ class Store:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # --- writes (call inside ``transaction()``) --------------------------------------------
+
+    def holds_live_entity(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM entities WHERE key=? AND forgotten=0", (normalize_key(name),)).fetchone() is not None
 
     def entity_id(self, name: str, create: bool = True) -> int | None:
         """The entity under ``name``'s key; with ``create``, made if missing, and revived if forgotten."""
