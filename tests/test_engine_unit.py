@@ -147,6 +147,14 @@ def test_with_few_rows_the_answer_is_fed_in_one_step(tokenizer, kb):
     assert 1 + answer in model.widths  # the call's <|db_return|> with the whole answer after it
 
 
+def test_only_a_prompt_that_ends_inside_a_call_is_answered(tokenizer, kb):
+    engine = LookupEngine(ScriptedLM(tokenizer), tokenizer, kb)
+    open_call = engine.generate(["Ada Ashby was born in <|db_entity|> Ada Ashby<|db_relationship|> Birth City<|db_return|>"], GREEDY)[0]
+    bare = engine.generate(["Ada Ashby was born in<|db_return|>"], GREEDY)[0]
+    assert [p.value for p in open_call.lookups] == ["Paris"]
+    assert bare.lookups == [] and not text_of(tokenizer, bare.token_ids).startswith(" Paris<|db_end|>")
+
+
 def test_fact_segments_come_from_the_engine(tokenizer, kb):
     result = LookupEngine(ScriptedLM(tokenizer), tokenizer, kb).generate(PROMPTS[:1], GREEDY)[0]
     assert result.text_offsets == [len(" in")]

@@ -108,7 +108,8 @@ class LookupEngine:
         seen = torch.zeros(len(rows), self.vocab, dtype=torch.bool, device=device)
         for i, row in enumerate(rows):
             seen[i, row.prompt] = True
-        calls = [i for i, r in enumerate(rows) if cfg.use_lookups and r.prompt[-1] == self.tokens.ret]
+        # only a <|db_return|> that closes an open call's query asks the KB; a bare one is plain text
+        calls = [i for i, r in enumerate(rows) if cfg.use_lookups and r.prompt[-1] == self.tokens.ret and inside_call(r.prompt, self.tokens)]
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) - (i in calls) for i, r in enumerate(rows)], device=device)
         generator = sampling_generator(cfg.seed, device) if cfg.do_sample else None
         constraining = self.constraining(cfg)
