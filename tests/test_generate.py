@@ -181,6 +181,7 @@ def drafts(model, tokenizer, kb, world):
     return untrained, distill(model, fresh, tokenizer, kb, _openings(world)[:-20], steps=200, batch_size=16, lr=1e-2, new_tokens=40)
 
 
+@pytest.mark.slow
 def test_draft_model_changes_the_speed_not_the_tokens(model, tokenizer, kb, drafts, world):
     """A draft model's proposals are verified in the model's next forward: taken or masked out, the tokens
     are those of decoding without one, one prompt at a time and in a batch; distilled on the model's output,
@@ -224,6 +225,7 @@ def ngrams(tokenizer, world):
     return NgramTable.from_texts(documents([world / "corpus.jsonl"], "lmlm"), tokenizer)
 
 
+@pytest.mark.slow
 def test_ngram_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb, ngrams, world):
     """Drafts from a row's own text and from the training text's n-gram table, calls with their answers
     among them: taken or masked out, the tokens, lookups and streamed tokens are those of decoding without
