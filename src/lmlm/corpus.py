@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lmlm import markup
 from lmlm.errors import LmlmError
-from lmlm.files import atomic_write
+from lmlm.files import atomic_write, reading
 
 
 @dataclass
@@ -28,14 +28,8 @@ class Corpus:
 def read_corpus(path: str | os.PathLike, require: tuple[str, ...] = ("annotated_text",)) -> Corpus:
     """Read a reference JSON or JSONL corpus; every example must have the ``require`` string fields."""
     path = Path(path)
-    try:
+    with reading(path):
         raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LmlmError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LmlmError(f"{path}: is a directory, expected a corpus file") from None
-    except UnicodeDecodeError as e:
-        raise LmlmError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if path.suffix == ".jsonl" or (raw.lstrip().startswith("{") and _looks_like_jsonl(raw)):
         corpus = Corpus(path, _parse_jsonl(path, raw), jsonl=True)
     else:
