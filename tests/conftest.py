@@ -28,3 +28,12 @@ def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"lmlm {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def fails_cleanly(proc, *needles):
+    """The CLI refused: exit 2 and one line on stderr, no traceback, naming each of ``needles``."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr

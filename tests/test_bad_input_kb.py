@@ -7,21 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import fails_cleanly, run_cli
 
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build
 
 HUGE_ID = "99999999999999999999"
 BAD_BYTE = os.fsdecode(b"Bad \xff")  # what Python makes of an argument that is not UTF-8: a lone surrogate
-
-
-def _fails_cleanly(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
 
 
 def _kb_file(kind: str, tmp_path):
@@ -56,7 +48,7 @@ def test_every_kb_command_refuses_a_file_that_is_not_a_kb(tmp_path, command, kin
     before = sorted(p.name for p in tmp_path.iterdir())
     content = path.read_bytes() if path.is_file() else None
     args = [a.format(kb=path, tmp=tmp_path) for a in command]
-    _fails_cleanly(run_cli("kb", *args), path.name, NOT_A_KB[kind])
+    fails_cleanly(run_cli("kb", *args), path.name, NOT_A_KB[kind])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made, no -wal or -shm beside it
     assert (path.read_bytes() if path.is_file() else None) == content
 
@@ -84,7 +76,7 @@ INPUTS = {"missing": "no such file", "binary": "not UTF-8 text", "latin1_jsonl":
 def test_build_and_import_refuse_unreadable_input_and_leave_nothing(tmp_path, command, kind):
     src = _input_file(kind, tmp_path)
     out = tmp_path / "new" / "kb.sqlite"
-    _fails_cleanly(run_cli("kb", command, src, "--out", out, "--no-embed"), src.name, INPUTS[kind])
+    fails_cleanly(run_cli("kb", command, src, "--out", out, "--no-embed"), src.name, INPUTS[kind])
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
@@ -113,7 +105,7 @@ BAD_EDITS = [
 @pytest.mark.parametrize("args, message", BAD_EDITS, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(BAD_EDITS)])
 def test_bad_edits_are_refused_and_change_nothing(good_kb, args, message):
     before = good_kb.read_bytes()
-    _fails_cleanly(run_cli("kb", args[0], good_kb, *args[1:]), message)
+    fails_cleanly(run_cli("kb", args[0], good_kb, *args[1:]), message)
     with SqliteKB(good_kb) as kb:
         assert [t[1:4] for t in kb.triplets()] == [("John Adam Smith", "Birthplace", "Leeds"), ("John Paul Smith", "Birthplace", "York"),
                                                    ("Liu Wen", "Child", "Mei"), ("Liu Wen", "Child", "Jun")]
@@ -140,7 +132,7 @@ def test_a_row_sqlite_cannot_store_is_skipped_and_named_the_rest_kept(tmp_path):
 def test_a_failed_import_into_an_existing_kb_keeps_it(tmp_path, good_kb):
     before = good_kb.read_bytes()
     bad = _input_file("latin1_jsonl", tmp_path)
-    _fails_cleanly(run_cli("kb", "import", bad, "--out", good_kb, "--no-embed"), "t.jsonl", "not UTF-8 text")
+    fails_cleanly(run_cli("kb", "import", bad, "--out", good_kb, "--no-embed"), "t.jsonl", "not UTF-8 text")
     assert good_kb.read_bytes() == before
 
 

@@ -3,19 +3,11 @@
 import json
 
 import pytest
-from conftest import run_cli
-
-
-def _fails_cleanly(proc, *needles):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
+from conftest import fails_cleanly, run_cli
 
 
 def test_missing_file(tmp_path):
-    _fails_cleanly(run_cli("markup", "check", tmp_path / "nope.json"), "nope.json", "no such file")
+    fails_cleanly(run_cli("markup", "check", tmp_path / "nope.json"), "nope.json", "no such file")
 
 
 @pytest.mark.parametrize(
@@ -28,26 +20,26 @@ def test_missing_file(tmp_path):
 def test_invalid_json_names_line_and_column(tmp_path, name, content, where):
     path = tmp_path / name
     path.write_text(content)
-    _fails_cleanly(run_cli("markup", "check", path), f"{name}{where}", "invalid JSON")
+    fails_cleanly(run_cli("markup", "check", path), f"{name}{where}", "invalid JSON")
 
 
 def test_example_without_annotated_text_is_named(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"examples": [{"text": "a", "annotated_text": "a"}, {"text": "b"}]}))
-    _fails_cleanly(run_cli("markup", "check", path), "example 1", "missing 'annotated_text'")
+    fails_cleanly(run_cli("markup", "check", path), "example 1", "missing 'annotated_text'")
 
 
 def test_convert_never_overwrites_its_input(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"annotated_text": "[dblookup(\'E\', \'R\') -> V] V"}\n')
-    _fails_cleanly(run_cli("markup", "convert", path, "--to", "special", "--out", path), "overwrite")
+    fails_cleanly(run_cli("markup", "convert", path, "--to", "special", "--out", path), "overwrite")
     assert path.read_text() == '{"annotated_text": "[dblookup(\'E\', \'R\') -> V] V"}\n'
 
 
 def test_failed_convert_leaves_no_output(tmp_path):
     src, out = tmp_path / "c.json", tmp_path / "out.json"
     src.write_text('{"examples": [{"text": "b"}]}')
-    _fails_cleanly(run_cli("markup", "convert", src, "--to", "special", "--out", out))
+    fails_cleanly(run_cli("markup", "convert", src, "--to", "special", "--out", out))
     assert list(tmp_path.iterdir()) == [src]
 
 
