@@ -79,6 +79,16 @@ def test_each_compat_field_takes_the_references_keyword_and_default(f):
     assert getattr(compat._generation_config({keyword: given}, "top1_anyway"), f.name) == given
 
 
+@pytest.mark.parametrize("f", generation_fields("serve"), ids=lambda f: f.name)
+def test_each_serve_field_is_a_serve_flag_that_sets_the_servers_default_only_when_given(f):
+    base = ("serve", "--model", "m", "--kb", "k")
+    assert f.name in _options("serve")
+    assert parsing.generation_options(_parsed(*base), "serve") == {}
+    given = _another_value(f)
+    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    assert parsing.generation_options(_parsed(*base, flag, str(given)), "serve") == {f.name: given}
+
+
 def _another_value(f: dataclasses.Field):
     """A valid value of the field other than its default."""
     if "choices" in f.metadata:
@@ -94,6 +104,8 @@ def test_no_surface_has_a_generation_option_of_its_own():
     assert list(GenerateOptions.model_fields) == [f.name for f in generation_fields("api")]
     assert set(CompletionRequest.model_fields) - OPENAI_FIELDS == {f.name for f in generation_fields("completions")}
     assert sorted(name for name, _ in compat.compat_keywords().values()) == sorted(f.name for f in generation_fields("compat"))
+    group = next(g for g in _stage("serve")._action_groups if g.title == "generation defaults")
+    assert [a.dest for a in group._group_actions] == [f.name for f in generation_fields("serve")]
 
 
 def test_the_cli_checks_an_option_against_the_bounds_of_its_field():

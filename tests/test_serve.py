@@ -12,7 +12,8 @@ from live_server import serving, tiny_lmlm_copy
 
 from lmlm.engine import LMLM
 from lmlm.kb import SqliteKB
-from lmlm.serve import ServeConfig, create_app
+from lmlm.serve import Batcher, GenerateRequest, ServeConfig, create_app
+from lmlm.serve.generation import Generation
 
 PROMPTS = ["Amara Lindworth was born in", "Juno Yarnlowe was born in", "Juno Yarnlowe holds", "Amara Lindworth holds"]
 
@@ -47,6 +48,13 @@ def test_generate_returns_text_raw_lookups_and_fact_segments(url, lmlm):
     assert all(s["text"] in ("", other["lookups"][s["fact"]]["value"]) for s in other["segments"] if "fact" in s)
     many = httpx.post(f"{url}/v1/generate", json={"prompt": PROMPTS, "max_new_tokens": 16}).json()["results"]
     assert [r["text"] for r in many] == [r.text for r in lmlm.generate(PROMPTS, max_new_tokens=16)]
+
+
+def test_a_servers_generation_default_applies_only_where_a_request_leaves_the_option_out(lmlm):
+    gen = Generation(lmlm, Batcher(lmlm, 4, 1.0), ServeConfig(), "tiny", {"constrain_lookups": "entity_relation"})
+    left_out, _ = gen.plan(GenerateRequest(prompt="Ada"), ["Ada"])
+    chosen, _ = gen.plan(GenerateRequest(prompt="Ada", constrain_lookups="off"), ["Ada"])
+    assert (left_out.constrain_lookups, chosen.constrain_lookups) == ("entity_relation", "off")
 
 
 def test_concurrent_requests_share_engine_batches_and_get_their_own_answers(url, lmlm):

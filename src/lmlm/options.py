@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-SURFACES = ("cli", "eval", "api", "completions", "compat")
+SURFACES = ("cli", "eval", "api", "completions", "compat", "serve")  # serve: a server-wide default for requests
 
 
 def generation_config():

@@ -125,7 +125,8 @@ def _serve(args) -> None:
     def announce() -> None:
         print(f"lmlm: serving {run.model} on http://{config.bind_host}:{run.port}/ (API at /v1, page at /)", file=sys.stderr)
 
-    serve(run.model, run.kb, host=config.bind_host, port=run.port, config=config, on_ready=announce)
+    serve(run.model, run.kb, host=config.bind_host, port=run.port, config=config, on_ready=announce,
+          defaults=generation_options(args, "serve"))
 
 
 def _declare_serve(p) -> None:
@@ -133,6 +134,8 @@ def _declare_serve(p) -> None:
 
     add_arguments(p, ServeArgs, required=True)
     add_arguments(p, ServeConfig)
+    group = p.add_argument_group("generation defaults", "for requests that leave the option out")
+    add_arguments(group, generation_config(), generation_fields("serve"))
 
 
 def add_model_commands(stages) -> None:

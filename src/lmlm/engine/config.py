@@ -51,10 +51,10 @@ class GenerationConfig:
         "help": "the KB's lookup mode", "choices": ("default", "reference"), "surfaces": ("cli", "api")})
     constrain_lookups: str = field(default="off", metadata={
         "help": "hold a call's relation to those its entity has in the KB (relation), and its entity to the KB's names too "
-                "(entity_relation)", "choices": CONSTRAINTS, "surfaces": ("cli", "eval", "api")})
+                "(entity_relation)", "choices": CONSTRAINTS, "surfaces": ("cli", "eval", "api", "serve")})
     constrain_margin: float = field(default=5.0, metadata={
         "help": "nats the constrained call may fall below the model's own choice before the call ends as a miss",
-        "ge": 0, "le": 1000, "surfaces": ("cli", "api")})
+        "ge": 0, "le": 1000, "surfaces": ("cli", "api", "serve")})
     stop_token_ids: tuple[int, ...] = field(default=(), metadata={"help": "token ids that end a row, besides eos", "surfaces": ()})
     truncate_prompt: bool = field(default=False, metadata={
         "help": "keep the last tokens of a prompt that does not fit the context, instead of refusing it", "flag": "--truncate",

@@ -36,7 +36,8 @@ WEB = Path(__file__).parent.parent / "web"
 SQLITE_ID_MAX = 2**63 - 1
 
 
-def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = "lmlm") -> FastAPI:
+def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = "lmlm", defaults: dict | None = None) -> FastAPI:
+    """``defaults``: generation options (of the ``serve`` surface) that a request leaving them out gets."""
     config = config or ServeConfig()
     if lmlm.kb is None:
         raise LmlmError("serving needs a knowledge base")
@@ -55,7 +56,7 @@ def create_app(lmlm: LMLM, config: ServeConfig | None = None, model_name: str = 
     install_error_handlers(app)
     reads = Depends(guard(config, write=False))
     writes = Depends(guard(config, write=True))
-    gen = Generation(lmlm, batcher, config, model_name)
+    gen = Generation(lmlm, batcher, config, model_name, dict(defaults or {}))
     _add_generate_routes(app, gen, reads)
     add_completions_route(app, gen, reads)
     _add_kb_routes(app, lmlm.kb, reads, writes)
@@ -122,7 +123,7 @@ def _existing_id(triplet_id: int) -> int:
 
 
 def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
-          on_ready: Callable[[], None] | None = None) -> None:
+          on_ready: Callable[[], None] | None = None, defaults: dict | None = None) -> None:
     """Load the model and KB, then serve them; ``on_ready`` runs once both are loaded, so a broken model
     or KB is reported alone, never after a "serving" line."""
     import uvicorn
@@ -134,7 +135,7 @@ def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config
     lmlm = LMLM.from_pretrained(model, kb=SqliteKB(kb))
     lmlm.kb.embed()  # vectors and indexes now, not on the first request
     config = dataclasses.replace(config or ServeConfig(), bind_host=host)
-    app = create_app(lmlm, config, model_name=Path(model).name)
+    app = create_app(lmlm, config, model_name=Path(model).name, defaults=defaults)
     log.info("serving %s with %s on http://%s:%d", model, kb, host, port)
     if on_ready is not None:
         on_ready()

@@ -8,7 +8,7 @@ apply different limits or seeds.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import HTTPException
 
@@ -24,11 +24,13 @@ class Generation:
     batcher: Batcher
     config: ServeConfig
     model_name: str
+    defaults: dict = field(default_factory=dict)  # the server's generation options for requests that leave them out
 
     def plan(self, body: GenerateOptions, prompts: list[str]) -> tuple[GenerationConfig, list[list[int]]]:
         """The engine config of a request within the caps, and its prompts' token ids."""
         self._check_limits(prompts, body.max_new_tokens)
         chosen = {name: getattr(body, name) for name in GenerateOptions.model_fields}
+        chosen.update({name: value for name, value in self.defaults.items() if name not in body.model_fields_set})
         chosen["seed"] = secrets.randbits(63) if body.seed is None else body.seed
         cfg = GenerationConfig(**chosen)
         return cfg, self.lmlm.engine.encode_prompts(prompts, cfg)  # a prompt too long for the context fails here, alone
