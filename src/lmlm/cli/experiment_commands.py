@@ -32,4 +32,5 @@ def add_experiment_commands(stages) -> None:
     group = stages.add_parser("experiment", help="the paper's experiments at CPU scale, each with a report and charts")
     experiments = group.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     for name, (help_text, module, config, function) in EXPERIMENTS.items():
-        experiments.add_parser(name, help=help_text, declare=from_config_file(module, config)).set_defaults(run=_runner(module, config, function))
+        parser = experiments.add_parser(name, help=help_text, declare=from_config_file(module, config))
+        parser.set_defaults(run=_runner(module, config, function))

@@ -109,7 +109,8 @@ class LookupEngine:
         for i, row in enumerate(rows):
             seen[i, row.prompt] = True
         # only a <|db_return|> that closes an open call's query asks the KB; a bare one is plain text
-        calls = [i for i, r in enumerate(rows) if cfg.answers_calls and r.prompt[-1] == self.tokens.ret and inside_call(r.prompt, self.tokens)]
+        calls = [i for i, r in enumerate(rows)
+                 if cfg.answers_calls and r.prompt[-1] == self.tokens.ret and inside_call(r.prompt, self.tokens)]
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) - (i in calls) for i, r in enumerate(rows)], device=device)
         generator = sampling_generator(cfg.seed, device) if cfg.do_sample else None
         constraining = self.constraining(cfg)

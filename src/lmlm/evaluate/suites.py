@@ -84,7 +84,7 @@ def factuality(model: LMLM, prompts: list[dict], batch_size: int = 32, judge: LL
     results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, **{**settings, "use_lookups": lmlm, **options})
     records, supported, total, unjudged, verdicts = [], 0, 0, 0, []
     for p, r in zip(prompts, results):
-        bio = f"{p['person']} is{r.text}"
+        bio, judged = f"{p['person']} is{r.text}", ()
         if judge is None:
             facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in extract_facts(bio)]
         else:
@@ -93,7 +93,7 @@ def factuality(model: LMLM, prompts: list[dict], batch_size: int = 32, judge: LL
             unjudged += judged is None
             facts = [list(f) for f in judged or []]
         supported, total = supported + sum(f[-1] for f in facts), total + len(facts)
-        verdicts.append(None if judge is not None and judged is None else [bool(f[-1]) for f in facts])
+        verdicts.append(None if judged is None else [bool(f[-1]) for f in facts])  # None: the judge's reply was unreadable
         records.append({"person": p["person"], "bio": bio, "raw": r.raw, "facts": facts, "lookups": [x.to_dict() for x in r.lookups]})
     metrics = {"factual_precision": supported / total if total else 0.0, "facts": total, "facts_per_bio": total / max(len(prompts), 1),
                "bios": len(prompts), **factscore(verdicts, FACTSCORE_GAMMA)}
