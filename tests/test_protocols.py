@@ -182,11 +182,27 @@ def test_a_bio_stops_at_a_failed_lookup(tiny, tmp_path_factory):
 # --- the database off, for any suite ------------------------------------------------------------------------------------
 
 
-def test_perplexity_without_the_database(model, tiny):
+def test_without_the_database_our_protocol_scores_the_weights_as_del_off_does(model, tiny):
+    """Ours: lookups banned and no call forced, the LMLM run as a Standard model is (the forgetting audit's DEL-OFF)."""
+    weights_only = LMLM(model.model, model.tokenizer, None)
+    prompts, bios = tiny[2][:6], tiny[3][:3]
     docs = [json.loads(line) for line in (tiny[0].parent / "world" / "eval" / "heldout_bios.jsonl").read_text().splitlines()][:3]
-    on, off = suites.perplexity(model, docs)["metrics"], suites.perplexity(model, docs, use_db=False)["metrics"]
-    assert off["static"] == on["static"] and off["normalized"] == on["normalized"]  # the documents' own values, no database
-    assert math.isfinite(off["dynamic"]) and off["dynamic"] != on["dynamic"]
+    off = suites.completion(model, prompts, use_db=False)
+    assert [r["raw"] for r in off["records"]] == [r["raw"] for r in suites.completion(weights_only, prompts)["records"]]
+    assert not any("<|db_entity|>" in r["raw"] for r in off["records"])
+    off_bios = suites.factuality(model, bios, extract_facts=atomic_facts, use_db=False)["records"]
+    assert [r["raw"] for r in off_bios] == [r["raw"] for r in suites.factuality(weights_only, bios, extract_facts=atomic_facts)["records"]]
+    assert suites.perplexity(model, docs, use_db=False)["metrics"] == suites.perplexity(weights_only, docs)["metrics"]
+
+
+def test_without_the_database_the_references_protocol_lets_calls_go_unanswered(model, tiny):
+    """The reference's runs without --enable_dblookup: no call forced, calls written and left unanswered; its T-REx
+    continuation stops at the model's own <|db_return|>."""
+    records = suites.completion(model, tiny[2][:8], protocol="reference", use_db=False)["records"]
+    assert not any(r["looked_up"] for r in records)
+    assert any(r["continuation"].rstrip().endswith("<|db_return|>") for r in records)
+    bios = suites.factuality(model, tiny[3][:3], extract_facts=atomic_facts, protocol="reference", use_db=False)["records"]
+    assert all(r["lookups"] == [] for r in bios) and any("<|db_return|>" in r["raw"] for r in bios)
 
 
 def test_eval_cli_takes_the_protocol_and_no_db(tiny, tmp_path):

@@ -48,8 +48,9 @@ class GenerationConfig:
         "help": "generate freely, with <|db_entity|> banned", "flag": "--no-lookups",
         "surfaces": ("cli", "api", "completions", "compat"), "compat": {"name": "enable_dblookup"}})
     use_db: bool = field(default=True, metadata={
-        "help": "the database-off ablation: the model still writes its calls, but no knowledge base answers them; the model "
-                "writes each value itself after <|db_return|> (the reference's runs without --enable_dblookup)", "flag": "--no-db",
+        "help": "the database off: the model's calls go unanswered and it writes each value itself after <|db_return|> (the "
+                "reference's runs without --enable_dblookup); lmlm eval under our protocol bans lookups instead (README, "
+                "Evaluation)", "flag": "--no-db",
         "surfaces": ("cli", "eval")})
     lookup_mode: str = field(default="default", metadata={
         "help": "the KB's lookup mode", "choices": ("default", "reference"), "surfaces": ("cli", "api")})

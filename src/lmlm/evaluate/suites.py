@@ -30,9 +30,13 @@ def _is_lmlm(model: LMLM) -> bool:
     return model.kb is not None
 
 
-def writes_calls(model: LMLM, options: dict) -> bool:
-    """Is the model run as an LMLM: with its KB, or with its database off (``use_db=False``), which needs none?"""
-    return _is_lmlm(model) or options.get("use_db") is False
+def writes_calls(model: LMLM, options: dict, protocol: str = "ours") -> bool:
+    """Is the model run as an LMLM, writing calls? With its KB, yes. With its database off (``use_db=False``), our
+    protocol bans lookups, as the forgetting audit's DEL-OFF does (the text shows what the weights know), and the
+    reference's lets the model write calls that nobody answers, as its runs without --enable_dblookup do."""
+    if options.get("use_db") is False:
+        return protocol == "reference"
+    return _is_lmlm(model)
 
 
 # --- knowledge completion ------------------------------------------------------------------------------------
@@ -47,7 +51,7 @@ def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch
     if protocol == "reference":
         from lmlm.evaluate.trex import reference_completion
 
-        return reference_completion(model, prompts, batch_size=batch_size, lmlm=writes_calls(model, options), **options)
+        return reference_completion(model, prompts, batch_size=batch_size, lmlm=writes_calls(model, options, protocol), **options)
     lmlm = writes_calls(model, options)
     inputs = [p["prompt"] + (FORCED_CALL if lmlm and force_call else "") for p in prompts]
     results = model.generate(inputs, batch_size=batch_size, **{"max_new_tokens": max_new_tokens, "use_lookups": lmlm, **options})
@@ -77,7 +81,7 @@ def factuality(model: LMLM, prompts: list[dict], batch_size: int = 32, judge: LL
     precision over all facts, and the reference's FactScore (length penalty, mean over bios, respond ratio)."""
     if (judge is None) == (extract_facts is None):
         raise LmlmError("factuality needs either a fact extractor (exact scoring) or a judge")
-    lmlm = writes_calls(model, options)
+    lmlm = writes_calls(model, options, protocol)
     longest = max((len(model.tokenizer.encode(p["prompt"])) for p in prompts), default=0)
     answers = lmlm and options.get("use_db", True) and options.get("use_lookups", True)
     settings = factuality_settings(protocol, longest, model.engine.context, answers_calls=answers)
@@ -118,12 +122,11 @@ def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_doc
     """Static, normalized and dynamic perplexity of an LMLM over held-out annotated documents; for a
     Standard model, the perplexity of the documents with the lookups stripped (the same T_org).
     Dynamic perplexity generates token by token, so ``dynamic_docs`` may score it on fewer documents.
-    Without the database (``use_db=False``) the model writes the values of its own calls in dynamic perplexity;
-    static and normalized perplexity read the documents' gold values, which no database supplies, and are the same."""
+    Without the database (``use_db=False``) an LMLM is scored as a Standard model is: on the text without calls."""
     docs = documents[:max_docs] if max_docs else documents
     tokenizer, lm = model.tokenizer, model.model
     tokens = LookupTokens(tokenizer)
-    lmlm = _is_lmlm(model) or not use_db
+    lmlm = _is_lmlm(model) and use_db
     nll, trained, org = [], [], []
     for doc in docs:
         text = markup.convert(doc["annotated_text"], "special") if lmlm else markup.strip(doc["annotated_text"])
@@ -138,7 +141,7 @@ def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_doc
         return {"metrics": {"standard": out["static"], "t_org_tokens": out["t_org"]}, "records": []}
     metrics = {"static": out["static"], "normalized": out["normalized"], "t_org_tokens": out["t_org"]}
     if dynamic:
-        metrics["dynamic"] = _dynamic_perplexity(model, docs[:dynamic_docs] if dynamic_docs else docs, use_db=use_db)
+        metrics["dynamic"] = _dynamic_perplexity(model, docs[:dynamic_docs] if dynamic_docs else docs)
     return {"metrics": metrics, "records": []}
 
 
@@ -154,14 +157,14 @@ def _masks(ids: list[int], tokens: LookupTokens) -> tuple[np.ndarray, np.ndarray
 
 
 @torch.no_grad()
-def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24, use_db: bool = True) -> float:
+def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24) -> float:
     """The model reads the original text token by token; wherever its most likely continuation is a
     call (<|db_entity|>, or the lone space that precedes one in the training text), it writes the call
     itself (greedy), the KB answers, and reading goes on. The NLL is taken over the original tokens
     only, in the context the model built."""
     from transformers import DynamicCache
 
-    tokenizer, lm, kb = model.tokenizer, model.model, model.kb if use_db else None
+    tokenizer, lm, kb = model.tokenizer, model.model, model.kb
     tokens = LookupTokens(tokenizer)
     step = lambda ids, cache: lm(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]  # noqa: E731
     total, count = 0.0, 0
@@ -186,19 +189,15 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
 
 
 def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int):
-    """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>.
-    Without a KB the model writes the value too, up to its own <|db_end|>."""
+    """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>."""
     from lmlm.engine import choose_value, encode_text, query_of
 
     written = [tokens.entity]
     logits = lm(input_ids=torch.tensor([[tokens.entity]]), past_key_values=cache, use_cache=True).logits[0, -1]
-    closing = tokens.ret if kb is not None else tokens.end
-    while written[-1] != closing and len(written) < max_tokens:
+    while written[-1] != tokens.ret and len(written) < max_tokens:
         written.append(int(logits.argmax()))
         logits = lm(input_ids=torch.tensor([[written[-1]]]), past_key_values=cache, use_cache=True).logits[0, -1]
-    if written[-1] == tokens.end:
-        return logits
-    if written[-1] == tokens.ret and kb is not None:
+    if written[-1] == tokens.ret:
         entity, relation, _ = query_of(written, tokens, tokenizer)
         value = choose_value(kb.lookup(entity, relation), "top1_anyway").value
         forced = encode_text(tokenizer, " " + value) + [tokens.end]

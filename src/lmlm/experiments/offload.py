@@ -9,8 +9,8 @@ of the world, so a call is answered whenever the model makes one; the fraction c
 The model at fraction 0 has no calls in its text: it is a Standard model (every token trained), evaluated as one.
 Completion lets each model choose whether to look a fact up (no call is forced after the prefix), since that
 choice is what the fraction teaches. Normalized perplexity is over held-out bios annotated at the model's own
-fraction (at 0, the plain perplexity). Database-off completion runs the same prompts with no database
-(``use_db=False``): what the weights alone know.
+fraction (at 0, the plain perplexity). Database-off completion runs the same prompts with lookups banned
+(``use_db=False`` under our protocol): what the weights alone know.
 """
 
 from __future__ import annotations
