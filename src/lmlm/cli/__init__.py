@@ -4,8 +4,8 @@ A stage with a config dataclass takes its options from the dataclass's fields (`
 generation options come from ``GenerationConfig`` (``lmlm.options``). A stage's options are declared
 only when that stage runs or shows its help, so ``lmlm --help`` and ``lmlm kb ...`` import no torch.
 
-``parsing`` holds what the stages share; ``kb_commands``, ``data_commands`` and ``model_commands`` each
-declare a group of stages and call the library for them.
+``parsing`` holds what the stages share; ``kb_commands``, ``data_commands``, ``model_commands`` and
+``experiment_commands`` each declare a group of stages and call the library for them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import sys
 
 from lmlm.cli.data_commands import add_data_commands
+from lmlm.cli.experiment_commands import add_experiment_commands
 from lmlm.cli.kb_commands import add_kb_commands, add_markup_commands
 from lmlm.cli.model_commands import add_model_commands
 from lmlm.cli.parsing import LazyParser
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kb_commands(stages)
     add_data_commands(stages)
     add_model_commands(stages)
+    add_experiment_commands(stages)
     return parser
 
 

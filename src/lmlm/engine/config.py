@@ -47,6 +47,11 @@ class GenerationConfig:
     use_lookups: bool = field(default=True, metadata={
         "help": "generate freely, with <|db_entity|> banned", "flag": "--no-lookups",
         "surfaces": ("cli", "api", "completions", "compat"), "compat": {"name": "enable_dblookup"}})
+    use_db: bool = field(default=True, metadata={
+        "help": "the database off: the model's calls go unanswered and it writes each value itself after <|db_return|> (the "
+                "reference's runs without --enable_dblookup); lmlm eval under our protocol bans lookups instead (README, "
+                "Evaluation)", "flag": "--no-db",
+        "surfaces": ("cli", "eval")})
     lookup_mode: str = field(default="default", metadata={
         "help": "the KB's lookup mode", "choices": ("default", "reference"), "surfaces": ("cli", "api")})
     constrain_lookups: str = field(default="off", metadata={
@@ -55,6 +60,9 @@ class GenerationConfig:
     constrain_margin: float = field(default=5.0, metadata={
         "help": "nats the constrained call may fall below the model's own choice before the call ends as a miss",
         "ge": 0, "le": 1000, "surfaces": ("cli", "api", "serve")})
+    lookup_free_budget: int = field(default=0, metadata={
+        "help": "end a row once its prompt and output, lookup calls left out, hold this many tokens (the reference's FactScore "
+                "budget; 0: only max_new_tokens counts)", "ge": 0, "surfaces": ()})
     stop_token_ids: tuple[int, ...] = field(default=(), metadata={"help": "token ids that end a row, besides eos", "surfaces": ()})
     truncate_prompt: bool = field(default=False, metadata={
         "help": "keep the last tokens of a prompt that does not fit the context, instead of refusing it", "flag": "--truncate",
@@ -68,6 +76,11 @@ class GenerationConfig:
     seed: int = field(default=0, metadata={
         "help": "the sampling seed", "ge": 0, "le": 2**63 - 1, "surfaces": ("cli", "api"),
         "api_default": None})  # an API request without a seed gets a fresh one: sampling is not reproducible unless asked
+
+    @property
+    def answers_calls(self) -> bool:
+        """A call the model closes with <|db_return|> is answered from the knowledge base."""
+        return self.use_lookups and self.use_db
 
     def __post_init__(self):
         if self.fallback not in FALLBACKS:

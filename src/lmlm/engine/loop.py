@@ -94,8 +94,8 @@ class LookupEngine:
         cfg = cfg or GenerationConfig()
         if not prompts:
             return []
-        if cfg.use_lookups and self.kb is None:
-            raise LmlmError("lookups are on but no knowledge base was given (pass kb=..., or use_lookups=False)")
+        if cfg.answers_calls and self.kb is None:
+            raise LmlmError("lookups are on but no knowledge base was given (pass kb=..., use_lookups=False, or use_db=False)")
         batch = self.start_batch(self.encode_prompts(prompts, cfg), cfg, on_token)
         self.run(batch)
         return [self._result(row) for row in batch.rows]
@@ -109,7 +109,8 @@ class LookupEngine:
         for i, row in enumerate(rows):
             seen[i, row.prompt] = True
         # only a <|db_return|> that closes an open call's query asks the KB; a bare one is plain text
-        calls = [i for i, r in enumerate(rows) if cfg.use_lookups and r.prompt[-1] == self.tokens.ret and inside_call(r.prompt, self.tokens)]
+        calls = [i for i, r in enumerate(rows)
+                 if cfg.answers_calls and r.prompt[-1] == self.tokens.ret and inside_call(r.prompt, self.tokens)]
         lookups_done = torch.tensor([r.prompt.count(self.tokens.ret) - (i in calls) for i, r in enumerate(rows)], device=device)
         generator = sampling_generator(cfg.seed, device) if cfg.do_sample else None
         constraining = self.constraining(cfg)
@@ -125,7 +126,7 @@ class LookupEngine:
         return batch
 
     def constraining(self, cfg: GenerationConfig) -> bool:
-        return cfg.constrain_lookups != "off" and cfg.use_lookups and self.constraints is not None
+        return cfg.constrain_lookups != "off" and cfg.answers_calls and self.constraints is not None
 
     def run(self, batch: Batch):
         """Step until every row is done."""
@@ -157,9 +158,11 @@ class LookupEngine:
             drafter.settle(active, [len(rows[i].draft) - rejected.get(b, 0) if i in proposed else 0 for b, i in enumerate(active)])
         for _, i in ready:
             rows[i].forced_tokens, rows[i].draft, rows[i].draft_call = deque([rows[i].generated[-1]]), [], None
-        asking = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and batch.cfg.use_lookups]
-        if asking:  # the answers enter the cache right after <|db_return|>
-            self.force_answers(batch, asking)
+        closed = [i for _, i in ready if not rows[i].done and rows[i].generated[-1] == self.tokens.ret and batch.cfg.use_lookups]
+        if closed and batch.cfg.use_db:  # the answers enter the cache right after <|db_return|>
+            self.force_answers(batch, closed)
+        elif closed:  # no database: the model writes the value itself, and the call counts towards max_lookups
+            batch.lookups_done[closed] += 1
         staying = [b for b, i in enumerate(active) if not rows[i].done]
         if len(staying) < len(active):
             batch.active = [active[b] for b in staying]
@@ -203,7 +206,7 @@ class LookupEngine:
         position: the token was the draft's; else the rest of the draft is counted in ``rejected``."""
         row, j = batch.rows[i], cursor[i]
         batch.append(i, [token], forced=False)
-        row.done = token in batch.stops or len(row.generated) >= batch.cfg.max_new_tokens
+        row.done = token in batch.stops or self.spent(row, batch.cfg)
         if j >= len(row.draft) or row.done:
             return False
         if token != row.draft[j]:
@@ -252,6 +255,10 @@ class LookupEngine:
         draft: the call waits for the model's own <|db_return|> (a draft must not run past an unanswered call)."""
         rows, cfg, ret = batch.rows, batch.cfg, self.tokens.ret
         closing = [i for i in batch.active if rows[i].draft[-1:] == [ret]] if cfg.use_lookups else []
+        if not cfg.use_db:  # nothing answers a call: the model's own <|db_return|> closes it, and is counted in ``step``
+            for i in closing:
+                rows[i].draft.pop()
+            return
         for i in closing:
             if self.tokens.relationship in rows[i].draft[1:]:  # the entity is drafted too
                 rows[i].draft.pop()
@@ -287,8 +294,14 @@ class LookupEngine:
         row.lookups.append(replace(answer.lookup, token_span=span))
         forced = answer.forced[: cfg.max_new_tokens - len(row.generated)]
         batch.append(i, forced, forced=True)
-        row.done = answer.abstains or len(row.generated) >= cfg.max_new_tokens
+        row.done = answer.abstains or self.spent(row, cfg)
         return forced
+
+    def spent(self, row: RowState, cfg: GenerationConfig) -> bool:
+        """The row has used its budget: ``max_new_tokens``, or the lookup-free budget, which counts the prompt."""
+        if len(row.generated) >= cfg.max_new_tokens:
+            return True
+        return cfg.lookup_free_budget > 0 and row.lookup_free_tokens(self.tokens) >= cfg.lookup_free_budget
 
     def _look_up(self, calls: list[list[int]], cfg: GenerationConfig, misses: list[bool] | None = None) -> list[ForcedAnswer]:
         return answer_calls(calls, self.kb, self.tokenizer, self.tokens, cfg, misses)

@@ -30,9 +30,9 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
             new_tokens = torch.full((input_ids.shape[0],), input_ids.shape[1] - prompt_len)
             return process_logits(scores, seen, (input_ids == tokens.ret).sum(1), tokens, cfg, new_tokens)
 
-    stops = [tokenizer.eos_token_id, *cfg.stop_token_ids] + ([tokens.ret] if cfg.use_lookups else [])
+    stops = [tokenizer.eos_token_id, *cfg.stop_token_ids] + ([tokens.ret] if cfg.answers_calls else [])
     while len(ids) - prompt_len < cfg.max_new_tokens:
-        if ids[-1] == tokens.ret and cfg.use_lookups:  # a call to answer: the model's, or the one that ends the prompt
+        if ids[-1] == tokens.ret and cfg.answers_calls:  # a call to answer: the model's, or the one that ends the prompt
             entity, relation, _ = query_of(ids, tokens, tokenizer)
             chosen = choose_value(kb.lookup(entity, relation, mode=cfg.lookup_mode), cfg.fallback)
             ids += (encode_text(tokenizer, " " + chosen.value) if chosen.value else []) + [tokens.end]
@@ -44,6 +44,6 @@ def reference_loop(model, tokenizer, kb, prompt: str, cfg: GenerationConfig | No
                              logits_processor=LogitsProcessorList([Shared()]), eos_token_id=stops,
                              pad_token_id=tokenizer.pad_token_id, repetition_penalty=None)
         ids = out[0].tolist()
-        if ids[-1] != tokens.ret or not cfg.use_lookups:
+        if ids[-1] != tokens.ret or not cfg.answers_calls:
             break
     return ids[prompt_len : prompt_len + cfg.max_new_tokens]

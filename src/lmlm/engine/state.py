@@ -34,6 +34,10 @@ class RowState:
     call_cost: float = 0.0  # what the constraint has cost the open call, in nats
     call_miss: bool = False  # the cost passed the margin: the call is answered as a miss
     call_trie: tuple[int, dict | None] | None = None  # the trie of the part being written, by where that part starts
+    # the lookup-free count: tokens outside calls among the first ``free_counted`` of ``tokens``, and whether they end in a call
+    free_tokens: int = 0
+    free_counted: int = 0
+    free_in_call: bool = False
 
     def follow(self, token: int, position: int, tokens: LookupTokens):
         """Track the open call as ``token`` is written at ``position`` of ``tokens``."""
@@ -43,6 +47,21 @@ class RowState:
             self.relation_start = position
         elif token in (tokens.ret, tokens.end):
             self.call_start = self.relation_start = None
+
+    def lookup_free_tokens(self, tokens: LookupTokens) -> int:
+        """How many of the row's tokens, prompt included, are outside lookup calls (the lone space in front of a call
+        is the call's, as in ``strip_calls``); counted on from where the last count stopped, as tokens only ever join."""
+        ids = self.tokens
+        for k in range(self.free_counted, len(ids)):
+            if ids[k] == tokens.entity:
+                self.free_tokens -= k > 0 and not self.free_in_call and ids[k - 1] == tokens.space
+                self.free_in_call = True
+            elif self.free_in_call:
+                self.free_in_call = ids[k] != tokens.end
+            else:
+                self.free_tokens += 1
+        self.free_counted = len(ids)
+        return self.free_tokens
 
     @property
     def tokens(self) -> list[int]:

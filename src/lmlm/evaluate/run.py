@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from lmlm.errors import LmlmError
+from lmlm.evaluate.protocols import PROTOCOLS
 
 SUITES = ("ppl", "completion", "factuality", "forget", "inject")
 
@@ -23,6 +24,9 @@ class EvalConfig:
     judge_url: str | None = field(default=None, metadata={
         "help": "factuality on real data: an OpenAI-compatible endpoint whose LLM judges the atomic facts"})
     judge_model: str | None = field(default=None, metadata={"help": "the judge's model name (with --judge-url)"})
+    protocol: str = field(default="ours", metadata={
+        "choices": PROTOCOLS, "help": "completion, inject and factuality: our settings and scoring, or the reference's "
+                                      "(its eval_trex.py and eval_factscore.py; README, Evaluation)"})
     out: str | None = field(default=None, metadata={"help": "write report.json, report.md and charts here"})
 
 
@@ -33,15 +37,28 @@ def run_eval(cfg: EvalConfig, options: dict | None = None) -> dict:
     from lmlm.engine import LMLM
     from lmlm.evaluate.report import write_report
 
+    options = options or {}
+    _check_combination(cfg, options)
+    rows = read_corpus(cfg.data, require=()).examples
+    no_db = options.get("use_db") is False
+    lmlm = LMLM.from_pretrained(cfg.model, kb=cfg.kb, use_lookups=cfg.kb is not None or no_db)
+    result = _run_suite(cfg, lmlm, rows, options)
+    if cfg.out:
+        side = "lmlm" if lmlm.kb is not None or no_db else "standard"
+        name = cfg.suite + ("_no_db" if no_db else "") + ("_reference" if cfg.protocol == "reference" else "")
+        write_report({side: {name: result["metrics"]}, "records": result["records"]}, cfg.out,
+                     title=f"lmlm eval {cfg.suite} ({cfg.protocol} protocol{', database off' if no_db else ''})")
+    return result
+
+
+def _check_combination(cfg: EvalConfig, options: dict) -> None:
     if cfg.judge_url and not cfg.judge_model:
         raise LmlmError("--judge-url needs --judge-model")
-    rows = read_corpus(cfg.data, require=()).examples
-    lmlm = LMLM.from_pretrained(cfg.model, kb=cfg.kb, use_lookups=cfg.kb is not None)
-    result = _run_suite(cfg, lmlm, rows, options or {})
-    if cfg.out:
-        side = "lmlm" if lmlm.kb is not None else "standard"
-        write_report({side: {cfg.suite: result["metrics"]}, "records": result["records"]}, cfg.out, title=f"lmlm eval {cfg.suite}")
-    return result
+    if cfg.protocol == "reference" and cfg.suite in ("ppl", "forget"):
+        raise LmlmError(f"--protocol reference: the reference has no protocol of its own for the {cfg.suite} suite "
+                        "(it has one for completion, inject and factuality)")
+    if options.get("use_db") is False and cfg.suite == "forget":
+        raise LmlmError("--no-db: the forget suite runs with the database off already (forget_del_off)")
 
 
 def _run_suite(cfg: EvalConfig, lmlm, rows: list[dict], options: dict) -> dict:
@@ -49,13 +66,14 @@ def _run_suite(cfg: EvalConfig, lmlm, rows: list[dict], options: dict) -> dict:
 
     first = slice(None, cfg.limit)
     if cfg.suite == "ppl":
-        return suites.perplexity(lmlm, rows, dynamic=cfg.dynamic, max_docs=cfg.limit)
+        return suites.perplexity(lmlm, rows, dynamic=cfg.dynamic, max_docs=cfg.limit, use_db=options.get("use_db", True))
     if cfg.suite in ("completion", "inject"):
         prompts = [r for r in rows if cfg.suite == "completion" or r.get("split") == "inject"][first]
-        return suites.completion(lmlm, prompts, **options)
+        return suites.completion(lmlm, prompts, protocol=cfg.protocol, **options)
     if cfg.suite == "factuality":
         judge = _judge(cfg)
-        return suites.factuality(lmlm, rows[first], judge=judge, extract_facts=None if judge else _world_facts(), **options)
+        return suites.factuality(lmlm, rows[first], judge=judge, extract_facts=None if judge else _world_facts(), protocol=cfg.protocol,
+                                 **options)
     if lmlm.kb is None:
         raise LmlmError("the forget suite needs --kb")
     return suites.forgetting(lmlm, [r for r in rows if r.get("split") == "forget"][first],

@@ -19,7 +19,8 @@ from lmlm import markup
 from lmlm.engine import LMLM, LookupTokens
 from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
-from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported
+from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported, factscore
+from lmlm.evaluate.protocols import FACTSCORE_GAMMA, factuality_settings
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
@@ -29,14 +30,30 @@ def _is_lmlm(model: LMLM) -> bool:
     return model.kb is not None
 
 
+def writes_calls(model: LMLM, options: dict, protocol: str = "ours") -> bool:
+    """Is the model run as an LMLM, writing calls? With its KB, yes. With its database off (``use_db=False``), our
+    protocol bans lookups, as the forgetting audit's DEL-OFF does (the text shows what the weights know), and the
+    reference's lets the model write calls that nobody answers, as its runs without --enable_dblookup do."""
+    if options.get("use_db") is False:
+        return protocol == "reference"
+    return _is_lmlm(model)
+
+
 # --- knowledge completion ------------------------------------------------------------------------------------
 
 
-def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch_size: int = 64, **options) -> dict:
-    """T-REx-style completion: correct when the answer is in the first 5 words after the prefix.
+def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch_size: int = 64, protocol: str = "ours",
+               force_call: bool = True, **options) -> dict:
+    """T-REx-style completion: correct when the answer is in the first 5 words after the prefix. An LMLM has
+    " <|db_entity|>" forced after the prefix unless ``force_call`` is off (then it decides where to look up).
+    ``protocol="reference"``: the reference's procedure and scoring (``lmlm.evaluate.trex``).
     ``options``: generation options (``GenerationConfig`` fields) over the suite's own, here and in every suite."""
-    lmlm = _is_lmlm(model)
-    inputs = [p["prompt"] + (FORCED_CALL if lmlm else "") for p in prompts]
+    if protocol == "reference":
+        from lmlm.evaluate.trex import reference_completion
+
+        return reference_completion(model, prompts, batch_size=batch_size, lmlm=writes_calls(model, options, protocol), **options)
+    lmlm = writes_calls(model, options)
+    inputs = [p["prompt"] + (FORCED_CALL if lmlm and force_call else "") for p in prompts]
     results = model.generate(inputs, batch_size=batch_size, **{"max_new_tokens": max_new_tokens, "use_lookups": lmlm, **options})
     records = []
     for p, r in zip(prompts, results):
@@ -53,22 +70,25 @@ def _mean(values) -> float:
 # --- factual precision of bios -------------------------------------------------------------------------------------
 
 
-def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch_size: int = 32, fallback: str = "abstain",
-               judge: LLMJudge | None = None, extract_facts: FactExtractor | None = None, **options) -> dict:
+def factuality(model: LMLM, prompts: list[dict], batch_size: int = 32, judge: LLMJudge | None = None,
+               extract_facts: FactExtractor | None = None, protocol: str = "ours", **options) -> dict:
     """FactScore-style: the share of atomic facts in generated bios that the ground truth supports:
     read by ``extract_facts`` (the synthetic world's, for its bios) and checked exactly against the prompt's
     ``facts``, or, with ``judge``, judged by an LLM given the prompt's ``facts`` (else the KB's facts about
-    the person). An LMLM whose KB has no answer for a
-    call does as ``fallback`` says: by default it stops, as the reference's FactScore run does,
-    rather than state ``top1_anyway``'s nearest fact, which is another fact's value."""
+    the person). The bios are generated with ``protocol``'s settings (``lmlm.evaluate.protocols``); under both,
+    an LMLM whose KB has no answer for a call stops, as the reference's FactScore run does, rather than state
+    ``top1_anyway``'s nearest fact, which is another fact's value. Both scoring rules are reported: ours, one
+    precision over all facts, and the reference's FactScore (length penalty, mean over bios, respond ratio)."""
     if (judge is None) == (extract_facts is None):
         raise LmlmError("factuality needs either a fact extractor (exact scoring) or a judge")
-    lmlm = _is_lmlm(model)
-    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size,
-                             **{"max_new_tokens": max_new_tokens, "use_lookups": lmlm, "fallback": fallback, **options})
-    records, supported, total, unjudged = [], 0, 0, 0
+    lmlm = writes_calls(model, options, protocol)
+    longest = max((len(model.tokenizer.encode(p["prompt"])) for p in prompts), default=0)
+    answers = lmlm and options.get("use_db", True) and options.get("use_lookups", True)
+    settings = factuality_settings(protocol, longest, model.engine.context, answers_calls=answers)
+    results = model.generate([p["prompt"] for p in prompts], batch_size=batch_size, **{**settings, "use_lookups": lmlm, **options})
+    records, supported, total, unjudged, verdicts = [], 0, 0, 0, []
     for p, r in zip(prompts, results):
-        bio = f"{p['person']} is{r.text}"
+        bio, judged = f"{p['person']} is{r.text}", ()
         if judge is None:
             facts = [list(f) + [fact_supported(f, p["person"], p["facts"])] for f in extract_facts(bio)]
         else:
@@ -77,9 +97,10 @@ def factuality(model: LMLM, prompts: list[dict], max_new_tokens: int = 96, batch
             unjudged += judged is None
             facts = [list(f) for f in judged or []]
         supported, total = supported + sum(f[-1] for f in facts), total + len(facts)
-        records.append({"person": p["person"], "bio": bio, "facts": facts})
+        verdicts.append(None if judged is None else [bool(f[-1]) for f in facts])  # None: the judge's reply was unreadable
+        records.append({"person": p["person"], "bio": bio, "raw": r.raw, "facts": facts, "lookups": [x.to_dict() for x in r.lookups]})
     metrics = {"factual_precision": supported / total if total else 0.0, "facts": total, "facts_per_bio": total / max(len(prompts), 1),
-               "bios": len(prompts)}
+               "bios": len(prompts), **factscore(verdicts, FACTSCORE_GAMMA)}
     if judge is not None:
         metrics["unjudged_bios"] = unjudged
     return {"metrics": metrics, "records": records}
@@ -97,16 +118,18 @@ def _kb_facts(model: LMLM, person: str) -> list:
 
 @torch.no_grad()
 def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_docs: int | None = None,
-               dynamic_docs: int | None = None) -> dict:
+               dynamic_docs: int | None = None, use_db: bool = True) -> dict:
     """Static, normalized and dynamic perplexity of an LMLM over held-out annotated documents; for a
     Standard model, the perplexity of the documents with the lookups stripped (the same T_org).
-    Dynamic perplexity generates token by token, so ``dynamic_docs`` may score it on fewer documents."""
+    Dynamic perplexity generates token by token, so ``dynamic_docs`` may score it on fewer documents.
+    Without the database (``use_db=False``) an LMLM is scored as a Standard model is: on the text without calls."""
     docs = documents[:max_docs] if max_docs else documents
     tokenizer, lm = model.tokenizer, model.model
     tokens = LookupTokens(tokenizer)
+    lmlm = _is_lmlm(model) and use_db
     nll, trained, org = [], [], []
     for doc in docs:
-        text = markup.convert(doc["annotated_text"], "special") if _is_lmlm(model) else markup.strip(doc["annotated_text"])
+        text = markup.convert(doc["annotated_text"], "special") if lmlm else markup.strip(doc["annotated_text"])
         ids = tokenizer.encode(text)
         labels_mask, org_mask = _masks(ids, tokens)
         nll.append(token_nll(lm, torch.tensor([ids]))[0].numpy())
@@ -114,7 +137,7 @@ def perplexity(model: LMLM, documents: list[dict], dynamic: bool = True, max_doc
         org.append(org_mask)
     flat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
     out = perplexities(flat(nll), flat(trained).astype(bool), flat(org).astype(bool))
-    if not _is_lmlm(model):
+    if not lmlm:
         return {"metrics": {"standard": out["static"], "t_org_tokens": out["t_org"]}, "records": []}
     metrics = {"static": out["static"], "normalized": out["normalized"], "t_org_tokens": out["t_org"]}
     if dynamic:

@@ -29,6 +29,13 @@ class TrainConfig:
     eval_blocks: int = field(default=64, metadata={"help": "blocks of eval_data used per evaluation"})
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: the final model only)"})
     log_every: int = field(default=10)
+    value_loss_every: int = field(default=0, metadata={
+        "help": "log the loss on the facts' value tokens of a fixed batch of training documents every N steps, as "
+                "value_loss in log.jsonl (memorization; 0: off)", "ge": 0})
+    value_loss_docs: int = field(default=32, metadata={"help": "documents in that batch: the first with a lookup call", "ge": 1})
+    value_loss_data: str | None = field(default=None, metadata={
+        "help": "the annotated corpus they come from (default: the dataset's sources); a Standard model's corpus must "
+                "still have its calls"})
     tensorboard: bool = field(default=False)
     fsdp: str = field(default="", metadata={"help": 'FSDP options for the Trainer, e.g. "full_shard auto_wrap"'})
     seed: int = field(default=0)

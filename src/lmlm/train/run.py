@@ -48,6 +48,8 @@ def train(cfg: TrainConfig):
                           processing_class=tokenizer, callbacks=[StopAfter(cfg.stop_after)], log_path=out / "log.jsonl",
                           tokens_per_step=cfg.batch_size * cfg.grad_accum * data.meta["block_size"], eval_data=eval_data,
                           eval_blocks=cfg.eval_blocks)
+    if cfg.value_loss_every:
+        trainer.add_callback(_value_loss(cfg, data, tokenizer, trainer.log))
     resume = _resume_point(cfg, out, trainer)
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step}
@@ -58,6 +60,14 @@ def train(cfg: TrainConfig):
         if trainer.is_world_process_zero():
             (out / "lmlm_training.json").write_text(json.dumps({"config": asdict(cfg), "data": data.meta, "metrics": metrics}, indent=1))
     return metrics, trainer.model
+
+
+def _value_loss(cfg: TrainConfig, data: PackedDataset, tokenizer, log):
+    from lmlm.train.value_loss import ValueLoss, ValueProbe
+
+    sources = [cfg.value_loss_data] if cfg.value_loss_data else data.meta["sources"]
+    probe = ValueProbe.from_corpus(sources, tokenizer, data.meta["mode"], cfg.value_loss_docs)
+    return ValueLoss(probe, cfg.value_loss_every, log)
 
 
 def _load_data(cfg: TrainConfig):
