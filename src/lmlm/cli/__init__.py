@@ -18,6 +18,7 @@ from lmlm.cli.data_commands import add_data_commands
 from lmlm.cli.kb_commands import add_kb_commands, add_markup_commands
 from lmlm.cli.model_commands import add_model_commands
 from lmlm.cli.parsing import LazyParser
+from lmlm.cli.unlearn_commands import add_unlearn_command
 from lmlm.errors import LmlmError
 
 
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_kb_commands(stages)
     add_data_commands(stages)
     add_model_commands(stages)
+    experiments = stages.add_parser("experiment", help="the paper's experiments at CPU scale")
+    add_unlearn_command(experiments.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT"))
     return parser
 
 
