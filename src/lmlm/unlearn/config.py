@@ -33,6 +33,8 @@ class UnlearnConfig:
     max_utility_drop: float = field(default=0.05, metadata={
         "help": "a learning rate counts as a method's best only if Model Utility stays within this of the model before "
                 "unlearning; the best is the one with the highest Forget Quality (if none stays within, the highest utility)", "ge": 0})
+    threads: int = field(default=1, metadata={"help": "torch threads: these small models gain little from a second one, and "
+                                                      "lose much when other jobs share the cores", "ge": 1})
     seed: int = field(default=0, metadata={"help": "the world, the models and the question sets follow it"})
 
 

@@ -4,9 +4,9 @@ Model Utility, a CPU-scale version of TOFU's (open-unlearning's ``model_utility`
 probability, ROUGE and truth ratio on the retain set, on real authors and on world facts) is the harmonic
 mean of six parts:
 
-    retain set     probability of the answer; greedy answer accuracy (every token of the stated value is the
-                   model's argmax: greedy decoding states it; the stand-in for ROUGE-L recall of a generated
-                   answer); truth ratio, ``true_better``
+    retain set     probability of the answer; greedy value accuracy (the share of the stated value's tokens
+                   that are the model's argmax, teacher-forced: the stand-in for ROUGE-L recall of a generated
+                   answer, a share of the reference recovered); truth ratio, ``true_better``
     world facts    probability with options; truth ratio, ``true_better`` (no KB: lookups off, for an LMLM too)
     held-out text  the per-token probability of held-out bios of retain-set people, 1 / perplexity
                    (an LMLM's with its gold lookups in context: 1 / static perplexity)

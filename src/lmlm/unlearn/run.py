@@ -46,7 +46,10 @@ class Setup:
 
 def run_unlearn(cfg: UnlearnConfig, echo: Callable[[str], None] = log.info) -> dict:
     """The whole experiment; writes ``report.json`` and ``unlearn.png`` into ``cfg.out`` and returns the report."""
+    import torch
+
     check_lists(cfg)
+    torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     setup = _prepare(cfg, echo)
     report = {"config": asdict(cfg), "forget_people": {str(f): len(s) for f, s in setup.forget_sets.items()}, "kinds": {}}

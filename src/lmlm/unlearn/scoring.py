@@ -1,5 +1,5 @@
-"""Teacher-forced scoring of answers: the mean NLL of an answer's tokens given the question, and whether the
-model's greedy choice at each of the stated value's tokens is that token (greedy decoding would state it).
+"""Teacher-forced scoring of answers: the mean NLL of an answer's tokens given the question, and the share of
+the stated value's tokens that are the model's greedy choice (1: greedy decoding would state the value).
 
 An LMLM answers with its call in context: the gold call (entity and relation, as static perplexity has
 them) and the value the KB returns for it, or "unknown" where the KB has none (the engine's ``unknown``
@@ -33,7 +33,7 @@ class Text:
 class Scores:
     nll: np.ndarray  # summed NLL of each text's scored tokens
     tokens: np.ndarray  # scored tokens per text
-    greedy: np.ndarray  # bool: every token of the value span is the model's argmax
+    greedy: np.ndarray  # the share of the value span's tokens that are the model's argmax
 
     @property
     def loss(self) -> np.ndarray:
@@ -54,7 +54,7 @@ def score(model, tokenizer, texts: list[Text], batch_size: int = 64) -> Scores:
     """Teacher-forced scores of ``texts``, in batches of right-padded rows."""
     model.eval()
     rows = [_encode(tokenizer, t) for t in texts]
-    nll, tokens, greedy = np.zeros(len(rows)), np.zeros(len(rows), dtype=int), np.zeros(len(rows), dtype=bool)
+    nll, tokens, greedy = np.zeros(len(rows)), np.zeros(len(rows), dtype=int), np.zeros(len(rows))
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         width = max(len(ids) for ids, _, _ in batch)
@@ -69,7 +69,7 @@ def score(model, tokenizer, texts: list[Text], batch_size: int = 64) -> Scores:
             n = len(row_ids) - 1  # predictions of tokens 1..n
             i = start + r
             nll[i], tokens[i] = token_nll[r, :n][scored[1:]].sum(), scored[1:].sum()
-            greedy[i] = bool(value[1:].any() and chosen[r, :n][value[1:]].all())
+            greedy[i] = chosen[r, :n][value[1:]].mean() if value[1:].any() else 0.0
     return Scores(nll, tokens, greedy)
 
 
