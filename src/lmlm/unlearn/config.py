@@ -12,9 +12,9 @@ class UnlearnConfig:
     """List fields are checked by ``check_lists`` (``lmlm.config`` bounds numbers, not lists)."""
 
     out: str = field(default="runs/unlearn", metadata={"help": "output folder: world, models, report.json, unlearn.png"})
-    people: int = field(default=300, metadata={"help": "people in the synthetic world (10%% of them form its forget split)", "ge": 20})
+    people: int = field(default=60, metadata={"help": "people in the synthetic world (10%% of them form its forget split)", "ge": 20})
     model: str = field(default="micro", metadata={"help": "model preset of every model trained (lmlm.models)"})
-    steps: int = field(default=1200, metadata={"help": "pretraining steps of each model: the full ones and the retain-only ones", "ge": 1})
+    steps: int = field(default=300, metadata={"help": "pretraining steps of each model: the full ones and the retain-only ones", "ge": 1})
     batch_size: int = field(default=16, metadata={"help": "pretraining blocks per step", "ge": 1})
     block_size: int = field(default=128, metadata={"help": "pretraining block length in tokens", "ge": 16})
     lr: float = field(default=5e-3, metadata={"help": "pretraining peak learning rate", "gt": 0})
@@ -23,7 +23,7 @@ class UnlearnConfig:
         "help": "forget-set sizes as fractions of the people, each above 0 and at most 0.1 (the world's forget split)"})
     methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES), metadata={
         "help": f"gradient unlearning methods to run, any of {', '.join(METHOD_NAMES)}"})
-    lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3], metadata={
+    lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3], metadata={
         "help": "the learning rates swept for each method (each above 0)"})
     epochs: float = field(default=5.0, metadata={"help": "unlearning epochs over the forget set", "gt": 0})
     unlearn_batch_size: int = field(default=8, metadata={"help": "forget sequences (and as many retain ones) per unlearning step", "ge": 1})
