@@ -261,6 +261,7 @@ def test_a_forget_size_past_the_forget_split_is_refused_in_one_line(tmp_path):
     fails_cleanly(run_cli("experiment", "unlearn", "--out", tmp_path / "u", "--methods", "GA", "DPO"), "methods", "DPO")
 
 
+@pytest.mark.slow  # about 35 s of CPU: eight trainings of 2 steps, four unlearning runs, their scoring
 def test_the_command_end_to_end_at_a_tiny_scale(tmp_path):
     out = tmp_path / "u"
     proc = run_cli("experiment", "unlearn", "--out", out, "--people", 20, "--steps", 2, "--block-size", 64, "--vocab-size", 300,
