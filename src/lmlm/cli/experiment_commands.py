@@ -8,6 +8,7 @@ import importlib
 import json
 
 from lmlm.cli.parsing import from_config_file, load_args
+from lmlm.cli.unlearn_commands import add_unlearn_command
 
 # name: (help, module, config dataclass, function)
 EXPERIMENTS = {
@@ -34,3 +35,4 @@ def add_experiment_commands(stages) -> None:
     for name, (help_text, module, config, function) in EXPERIMENTS.items():
         parser = experiments.add_parser(name, help=help_text, declare=from_config_file(module, config))
         parser.set_defaults(run=_runner(module, config, function))
+    add_unlearn_command(experiments)
