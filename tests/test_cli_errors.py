@@ -46,3 +46,15 @@ def test_failed_convert_leaves_no_output(tmp_path):
 def test_usage_errors_exit_2(tmp_path):
     proc = run_cli("markup", "convert", tmp_path / "x.json", "--to", "xml", "--out", tmp_path / "y.json")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--temperature", "0.7"), ("--top-p", "0.9"), ("--top-k", "5")])
+def test_a_sampling_option_without_do_sample_is_refused_not_ignored(flag, value):
+    fails_cleanly(run_cli("generate", "--model", "nowhere", flag, value, "x"), flag, "--do-sample")
+    sampled = run_cli("generate", "--model", "nowhere", "--do-sample", flag, value, "x")
+    fails_cleanly(sampled, "nowhere")  # past the options, to the missing model
+
+
+def test_generation_options_on_the_ppl_suite_are_refused_not_ignored(tmp_path):
+    fails_cleanly(run_cli("eval", "ppl", "--model", "nowhere", "--data", tmp_path / "d.jsonl", "--constrain-lookups", "relation"),
+                  "--constrain-lookups", "ppl")

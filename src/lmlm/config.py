@@ -9,8 +9,9 @@ one option per dataclass field on an argparse parser. A field's ``metadata`` say
     choices    the values a string may take
     flag       the option's name when it is not ``--field-name`` (``--no-lookups``)
     positional the field is a positional argument (``nargs`` in its value: "*", "+", "?")
-    surfaces   where a generation option is shown: "cli", "eval", "api", "completions", "compat"
+    surfaces   where a generation option is shown: "cli", "eval", "api", "completions", "compat", "serve"
                (``lmlm.options`` reads them; every field of ``GenerationConfig`` names its surfaces)
+    sampling   the option only acts when sampling (the CLI refuses it without ``--do-sample``)
     api_default, compat   a surface's own default or name, where the surface's convention differs
 
 A bool field is a bare flag: ``--field`` sets True, or ``--no-...`` sets False when the default is True.

@@ -8,6 +8,7 @@ import importlib
 import json
 
 from lmlm.config import add_arguments, load_config, overrides_from
+from lmlm.errors import LmlmError
 from lmlm.options import generation_config, generation_fields
 
 
@@ -44,7 +45,12 @@ def generation_options(args: argparse.Namespace, surface: str) -> dict:
     """The generation options of ``surface`` on the command line, checked: all of them for ``cli`` (left
     out, the default), only those given for ``eval`` (left out, the suite chooses)."""
     cfg = load_args(generation_config(), args)
-    return {f.name: getattr(cfg, f.name) for f in generation_fields(surface) if surface == "cli" or getattr(args, f.name) is not None}
+    fields = generation_fields(surface)
+    ignored = [f for f in fields if f.metadata.get("sampling") and getattr(args, f.name) is not None and not cfg.do_sample]
+    if ignored:
+        flag = ignored[0].metadata.get("flag", "--" + ignored[0].name.replace("_", "-"))
+        raise LmlmError(f"{flag} acts only when sampling: add --do-sample (without it, decoding is greedy)")
+    return {f.name: getattr(cfg, f.name) for f in fields if surface == "cli" or getattr(args, f.name) is not None}
 
 
 def from_config_file(module: str, name: str):

@@ -26,11 +26,11 @@ class GenerationConfig:
         "help": "eos is banned before this many new tokens (benchmarks use it to fix the length)", "ge": 0, "surfaces": ()})
     do_sample: bool = field(default=False, metadata={"help": "sample (default: greedy)", "surfaces": ("cli", "api", "compat")})
     temperature: float = field(default=1.0, metadata={
-        "help": "sampling temperature", "gt": 0, "le": 2.0, "surfaces": ("cli", "api", "compat")})  # OpenAI's cap
+        "help": "sampling temperature", "gt": 0, "le": 2.0, "sampling": True, "surfaces": ("cli", "api", "compat")})  # OpenAI's cap
     top_k: int = field(default=0, metadata={
-        "help": "sample among the k likeliest tokens (0: all)", "ge": 0, "le": 1_000_000, "surfaces": ("cli", "api")})
+        "help": "sample among the k likeliest tokens (0: all)", "ge": 0, "le": 1_000_000, "sampling": True, "surfaces": ("cli", "api")})
     top_p: float = field(default=1.0, metadata={
-        "help": "sample within this probability mass (nucleus)", "gt": 0, "le": 1, "surfaces": ("cli", "api", "compat"),
+        "help": "sample within this probability mass (nucleus)", "gt": 0, "le": 1, "sampling": True, "surfaces": ("cli", "api", "compat"),
         "compat": {"default": 0.9}})  # the reference's default
     repetition_penalty: float = field(default=1.2, metadata={
         "help": "divides the logits of tokens seen already (the reference's default)", "ge": 0.5, "le": 5.0,

@@ -57,6 +57,9 @@ def _check_combination(cfg: EvalConfig, options: dict) -> None:
     if cfg.protocol == "reference" and cfg.suite in ("ppl", "forget"):
         raise LmlmError(f"--protocol reference: the reference has no protocol of its own for the {cfg.suite} suite "
                         "(it has one for completion, inject and factuality)")
+    if cfg.suite == "ppl" and (ignored := sorted(set(options) - {"use_db"})):
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise LmlmError(f"{flags}: the ppl suite scores the text as it stands (its dynamic calls are greedy), so generation options do not apply")
     if options.get("use_db") is False and cfg.suite == "forget":
         raise LmlmError("--no-db: the forget suite runs with the database off already (forget_del_off)")
 
