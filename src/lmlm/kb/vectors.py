@@ -50,7 +50,7 @@ class Vectors:
             return self.indexes.loaded[table]
         self.embed_missing(table)
         encoder = self.encoders.record()
-        digest = self.store.content_digest(table, salt=encoder.name)
+        digest = lambda: self.store.content_digest(table, salt=encoder.name)  # noqa: E731  (an index kept in memory needs none)
         return self.indexes.open(table, digest, lambda: self._build_index(table, encoder.dim))
 
     def _build_index(self, table: str, dim: int) -> faiss.Index:
