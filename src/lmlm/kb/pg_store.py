@@ -73,11 +73,11 @@ class PgStore(PgSideTables):
             with self.pool.connection() as conn:
                 yield conn
 
-    def _rows(self, sql: str, params=()) -> list[tuple]:
+    def rows(self, sql: str, params=()) -> list[tuple]:
         with self._conn() as conn:
             return conn.execute(sql, params).fetchall()
 
-    def _one(self, sql: str, params=()):
+    def one(self, sql: str, params=()):
         with self._conn() as conn:
             return conn.execute(sql, params).fetchone()
 
@@ -147,10 +147,10 @@ class PgStore(PgSideTables):
     def current_version(self) -> int:
         if getattr(self._local, "version", None) is not None:
             return self._local.version
-        return self._one("SELECT version FROM kb_state WHERE id=1")[0]
+        return self.one("SELECT version FROM kb_state WHERE id=1")[0]
 
     def changes_between(self, after: int, upto: int) -> list[tuple[int, list[dict]]]:
-        return self._rows("SELECT version, detail FROM changes WHERE version > %s AND version <= %s ORDER BY version", (after, upto))
+        return self.rows("SELECT version, detail FROM changes WHERE version > %s AND version <= %s ORDER BY version", (after, upto))
 
     def schema_version(self) -> int:
         with self._conn() as conn:
@@ -159,11 +159,11 @@ class PgStore(PgSideTables):
     # --- meta ------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self._one("SELECT value FROM meta WHERE key=%s", (key,))
+        row = self.one("SELECT value FROM meta WHERE key=%s", (key,))
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._exec("INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
+        self.execute("INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
         if key == "encoder":
             self._note("vectors_cleared")
 
@@ -171,7 +171,7 @@ class PgStore(PgSideTables):
 
     def holds_live_entity(self, name: str) -> bool:
         key = normalize_key(name)
-        return self._one("SELECT 1 FROM entities WHERE md5(key)=%s AND key=%s AND NOT forgotten", (md5(key), key)) is not None
+        return self.one("SELECT 1 FROM entities WHERE md5(key)=%s AND key=%s AND NOT forgotten", (md5(key), key)) is not None
 
     def entity_id(self, name: str, create: bool = True) -> int | None:
         ids = self._entity_ids([name], create)
@@ -182,7 +182,7 @@ class PgStore(PgSideTables):
         if key not in self._relation_ids:
             if create:
                 self._insert_keys("relations", {key: name})
-            row = self._one("SELECT id FROM relations WHERE md5(key)=%s AND key=%s", (md5(key), key))
+            row = self.one("SELECT id FROM relations WHERE md5(key)=%s AND key=%s", (md5(key), key))
             if row is None:
                 return None
             self._relation_ids[key] = row[0]
@@ -190,7 +190,7 @@ class PgStore(PgSideTables):
 
     def _insert_keys(self, table: str, names: dict[str, str]) -> list[tuple[int, str]]:
         """Insert (key, name) rows not yet stored; returns (id, key) of those inserted."""
-        return self._rows(
+        return self.rows(
             f"INSERT INTO {table}(key, name) SELECT k, n FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(k, n, o)"
             " ORDER BY o ON CONFLICT DO NOTHING RETURNING id, key", (list(names), list(names.values())))
 
@@ -206,10 +206,10 @@ class PgStore(PgSideTables):
             made = self._insert_keys("entities", first)
             aliases = [(alias, eid) for eid, key in made for alias in stored_alias_keys(first[key])]
             if aliases:
-                self._exec("INSERT INTO aliases(key, entity_id) SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                self.execute("INSERT INTO aliases(key, entity_id) SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
                            ([a for a, _ in aliases], [e for _, e in aliases]))
-            self._exec("UPDATE entities SET forgotten=false WHERE md5(key)=ANY(%s) AND forgotten", (digests,))
-        found = {key: eid for eid, key in self._rows("SELECT id, key FROM entities WHERE md5(key)=ANY(%s)", (digests,))}
+            self.execute("UPDATE entities SET forgotten=false WHERE md5(key)=ANY(%s) AND forgotten", (digests,))
+        found = {key: eid for eid, key in self.rows("SELECT id, key FROM entities WHERE md5(key)=ANY(%s)", (digests,))}
         return {name: found[key] for name, key in keys.items() if key in found}
 
     def insert_triplets(self, rows: Iterable[tuple], stats: ImportStats, batch: int = 50_000) -> None:
@@ -293,24 +293,24 @@ class PgStore(PgSideTables):
     def entity_of(self, triplet_id: int) -> tuple[str, bool] | None:
         if not is_row_id(triplet_id):
             return None
-        return self._one("SELECT e.name, e.forgotten FROM triplets t JOIN entities e ON e.id=t.entity_id WHERE t.id=%s", (triplet_id,))
+        return self.one("SELECT e.name, e.forgotten FROM triplets t JOIN entities e ON e.id=t.entity_id WHERE t.id=%s", (triplet_id,))
 
     def forget_entity(self, entity_id: int) -> int:
-        self._exec("UPDATE entities SET forgotten=true WHERE id=%s", (entity_id,))
-        erased = self._exec("UPDATE triplets SET value=NULL, updated=%s WHERE entity_id=%s AND value IS NOT NULL", (time.time(), entity_id))
+        self.execute("UPDATE entities SET forgotten=true WHERE id=%s", (entity_id,))
+        erased = self.execute("UPDATE triplets SET value=NULL, updated=%s WHERE entity_id=%s AND value IS NOT NULL", (time.time(), entity_id))
         self._note("forget", entity_id=entity_id)
         return erased
 
     # --- reads --------------------------------------------------------------------------
 
     def fact(self, entity_id: int, relation_id: int, value: str) -> Triplet | None:
-        row = self._one("SELECT id, entity, relation, value FROM triplets WHERE entity_id=%s AND relation_id=%s AND md5(value)=%s AND value=%s",
+        row = self.one("SELECT id, entity, relation, value FROM triplets WHERE entity_id=%s AND relation_id=%s AND md5(value)=%s AND value=%s",
                         (entity_id, relation_id, md5(value), value))
         return Triplet(*row) if row else None
 
     def exact(self, entity_key: str, relation_key: str) -> tuple[Triplet, bool] | None:
         """The triplet under these keys (a live row before a tombstone, then the oldest) and whether its entity is forgotten."""
-        row = self._one(
+        row = self.one(
             "SELECT t.id, t.entity, t.relation, t.value, e.forgotten FROM entities e"
             " JOIN relations r ON md5(r.key)=%s AND r.key=%s JOIN triplets t ON t.entity_id=e.id AND t.relation_id=r.id"
             " WHERE md5(e.key)=%s AND e.key=%s ORDER BY t.value IS NULL, t.id LIMIT 1",
@@ -319,21 +319,21 @@ class PgStore(PgSideTables):
 
     def entities_by_key(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
         keys = [k for k in keys if not _has_nul(k)]
-        return self._rows("SELECT id, name, forgotten FROM entities WHERE md5(key)=ANY(%s) AND key=ANY(%s)", ([md5(k) for k in keys], keys))
+        return self.rows("SELECT id, name, forgotten FROM entities WHERE md5(key)=ANY(%s) AND key=ANY(%s)", ([md5(k) for k in keys], keys))
 
     def entities_by_alias(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
         keys = [k for k in keys if not _has_nul(k)]
-        return self._rows("SELECT DISTINCT e.id, e.name, e.forgotten FROM aliases a JOIN entities e ON e.id=a.entity_id"
+        return self.rows("SELECT DISTINCT e.id, e.name, e.forgotten FROM aliases a JOIN entities e ON e.id=a.entity_id"
                           " WHERE md5(a.key)=ANY(%s) AND a.key=ANY(%s)", ([md5(k) for k in keys], keys))
 
     def entity_rows(self, ids: Iterable[int]) -> dict[int, tuple[str, bool]]:
-        return {i: (n, f) for i, n, f in self._rows("SELECT id, name, forgotten FROM entities WHERE id=ANY(%s)", (list(ids),))}
+        return {i: (n, f) for i, n, f in self.rows("SELECT id, name, forgotten FROM entities WHERE id=ANY(%s)", (list(ids),))}
 
     def entity_names(self) -> list[str]:
-        return [name for (name,) in self._rows("SELECT name FROM entities WHERE NOT forgotten")]
+        return [name for (name,) in self.rows("SELECT name FROM entities WHERE NOT forgotten")]
 
     def facts_of(self, entity_id: int) -> list[tuple[Triplet, str, bytes | None]]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT t.id, t.entity, t.relation, t.value, r.key, r.vec FROM triplets t JOIN relations r ON r.id=t.relation_id"
             " WHERE t.entity_id=%s ORDER BY t.value IS NULL, t.id", (entity_id,))
         return [(Triplet(*row[:4]), row[4], row[5]) for row in rows]
@@ -344,12 +344,12 @@ class PgStore(PgSideTables):
         if _has_nul(text):
             return []
         escape = lambda s: s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")  # noqa: E731
-        found = self._rows(
+        found = self.rows(
             "SELECT t.id, t.entity, t.relation, t.value FROM entities e JOIN triplets t ON t.entity_id=e.id"
             " WHERE e.key LIKE %s AND t.value IS NOT NULL ORDER BY e.key, t.id LIMIT %s", (escape(key_prefix) + "%", limit)) if key_prefix else []
         if len(found) < limit:
             pattern, seen = "%" + escape(text) + "%", {row[0] for row in found}
-            found += [row for row in self._rows(
+            found += [row for row in self.rows(
                 "SELECT id, entity, relation, value FROM triplets WHERE value IS NOT NULL"
                 " AND (entity ILIKE %(p)s OR relation ILIKE %(p)s OR value ILIKE %(p)s) ORDER BY id LIMIT %(n)s",
                 {"p": pattern, "n": limit + len(seen)}) if row[0] not in seen][: limit - len(found)]
@@ -358,25 +358,25 @@ class PgStore(PgSideTables):
     def triplet(self, triplet_id: int) -> Triplet | None:
         if not is_row_id(triplet_id):
             return None
-        row = self._one("SELECT id, entity, relation, value FROM triplets WHERE id=%s", (triplet_id,))
+        row = self.one("SELECT id, entity, relation, value FROM triplets WHERE id=%s", (triplet_id,))
         return Triplet(*row) if row else None
 
     def triplets_by_id(self, ids: Iterable[int]) -> dict[int, Triplet]:
-        return {row[0]: Triplet(*row) for row in self._rows("SELECT id, entity, relation, value FROM triplets WHERE id=ANY(%s)", (list(ids),))}
+        return {row[0]: Triplet(*row) for row in self.rows("SELECT id, entity, relation, value FROM triplets WHERE id=ANY(%s)", (list(ids),))}
 
     def last_triplet_id(self) -> int:
-        return self._one("SELECT max(id) FROM triplets")[0] or 0
+        return self.one("SELECT max(id) FROM triplets")[0] or 0
 
     def iter_triplets(self, live_only: bool = True, after: int = 0, batch: int = 10_000) -> Iterator[tuple]:
         """Rows in id order after ``after``, read ``batch`` at a time by key (no transaction held between batches)."""
         where = " AND value IS NOT NULL" if live_only else ""
-        while rows := self._rows("SELECT id, entity, relation, value, source, example_id, created, updated FROM triplets"
+        while rows := self.rows("SELECT id, entity, relation, value, source, example_id, created, updated FROM triplets"
                                  f" WHERE id > %s{where} ORDER BY id LIMIT %s", (after, batch)):
             yield from rows
             after = rows[-1][0]
 
     def counts(self) -> dict[str, int]:
-        row = self._one(
+        row = self.one(
             "SELECT (SELECT count(*) FROM triplets WHERE value IS NOT NULL), (SELECT count(*) FROM triplets WHERE value IS NULL),"
             " (SELECT count(*) FROM entities WHERE NOT forgotten), (SELECT count(*) FROM entities WHERE forgotten),"
             " (SELECT count(*) FROM relations)")
