@@ -88,6 +88,7 @@ class PgStore(PgSideTables):
             yield self._local.conn
             return
         with self._bound("BEGIN") as conn:
+            conn.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout * 1000)}")  # then Busy, as SQLite's busy timeout
             yield conn
 
     @contextmanager
@@ -108,7 +109,6 @@ class PgStore(PgSideTables):
             self._local.conn, self._local.notes, self._local.version = conn, [], None
             try:
                 conn.execute(begin)
-                conn.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout * 1000)}")
                 yield conn
                 version = self._publish(conn, self._local.notes)
                 conn.execute("COMMIT")

@@ -173,9 +173,13 @@ class PostgresKB(StoredKB):
         self.replica.stop()
         self.store.close()
 
+    def import_triplets(self, rows, source=None):
+        stats = super().import_triplets(rows, source)
+        with self._lock:
+            self.statistics.bring_up_to_date()  # counted now, so that no lookup's snapshot has to write the counts
+        return stats
+
     def _answer(self, pairs: Sequence[tuple[str, str]], mode: Mode) -> list[LookupResult]:
-        if mode == "default" and pairs:
-            self.statistics.bring_up_to_date()  # a recount writes: not inside the read snapshot
         with self.store.snapshot() as version:
             self.replica.catch_up(version)
             results = self.resolver.lookup_many(pairs, mode)
