@@ -5,6 +5,7 @@ environment that never show a password, `lmlm kb migrate` resuming after a kill,
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,3 +214,17 @@ def test_two_serve_replicas_never_answer_with_a_fact_after_its_edit_returned(tmp
     assert report["checked"] >= 24  # every edit was checked on the other replica at once, besides the load's own lookups
     assert report["stale"] == 0
     assert report["versions"] > 1
+    # the control: replicas on copies of one SQLite file (the hole a shared KB closes) do answer with old facts,
+    # so the check above can see a stale answer when there is one
+    copies = [tmp_path_factory.mktemp("copy") / "kb.sqlite" for _ in range(2)]
+    for copy in copies:
+        shutil.copyfile(kb_file, copy)
+    procs = []
+    try:
+        for copy in copies:
+            procs.append(start_replica(model, str(copy), free_port()))
+        urls = [f"http://127.0.0.1:{p.args[p.args.index('--port') + 1]}" for p in procs]
+        control = run_load(urls, facts, generates=40, edits=6, clients=2)
+    finally:
+        stop_replicas(procs)
+    assert control["stale"] > 0 and control["versions"] == 0

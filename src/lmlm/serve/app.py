@@ -128,9 +128,9 @@ def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config
     import uvicorn
 
     from lmlm.kb import open_kb
-    from lmlm.kb.opening import is_shared
+    from lmlm.kb.opening import is_shared, resolve_kb_spec
 
-    if not is_shared(kb) and not Path(kb).exists():
+    if not is_shared(kb) and not Path(resolve_kb_spec(kb)).exists():
         raise LmlmError(f"{kb}: no such knowledge base (build one with lmlm kb build)")
     lmlm = LMLM.from_pretrained(model, kb=open_kb(kb, listen=True))  # a replica of a shared KB follows its changes
     lmlm.kb.embed()  # vectors and indexes now, not on the first request
