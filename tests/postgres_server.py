@@ -70,6 +70,7 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
+        """Stop the server and remove its folder (again: nothing)."""
         if self.running:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
             self.running = False

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from conftest import fails_cleanly, run_cli
 
-from lmlm.errors import LmlmError
+from lmlm.errors import Busy, LmlmError
 from lmlm.kb import SqliteKB, open_kb
 from lmlm.kb.encoder import HashingEncoder
 from lmlm.kb.pg_schema import SCHEMA_VERSION
@@ -228,3 +228,20 @@ def test_two_serve_replicas_never_answer_with_a_fact_after_its_edit_returned(tmp
     finally:
         stop_replicas(procs)
     assert control["stale"] > 0 and control["versions"] == 0
+
+
+def test_a_database_that_goes_away_is_reported_as_busy_not_a_crash(postgres_server):
+    """A lookup on a replica whose database went down raises Busy (HTTP 503 with Retry-After), naming the
+    database without its password, instead of a driver error (a 500)."""
+    from postgres_server import PostgresServer
+
+    own = PostgresServer().start()  # stopped mid-test: not the session's server
+    try:
+        kb = PostgresKB(own.new_database(), encoder=HashingEncoder(), create=True)
+        kb.import_triplets(ROWS)
+        own.stop()
+        with pytest.raises(Busy, match=r"kb_\d+: the database is unreachable"):
+            kb.lookup("Liu Wen", "Occupation")
+        kb.close()
+    finally:
+        own.stop()

@@ -66,12 +66,22 @@ class PgStore(PgSideTables):
 
     @contextmanager
     def _conn(self):
+        import psycopg
+
         bound = getattr(self._local, "conn", None)
         if bound is not None:
             yield bound
-        else:
+            return
+        try:
             with self.pool.connection() as conn:
                 yield conn
+        except psycopg.OperationalError as e:
+            raise self._unreachable(e) from None
+
+    def _unreachable(self, error) -> Busy:
+        """A lost or refused connection is the database's outage, not bad input: try again later (HTTP 503)."""
+        return Busy(f"{self.path}: the database is unreachable ({str(error).strip().splitlines()[0]}); try again later",
+                    retry_after=BUSY_RETRY_AFTER_S)
 
     def rows(self, sql: str, params=()) -> list[tuple]:
         with self._conn() as conn:
@@ -105,7 +115,7 @@ class PgStore(PgSideTables):
     def _bound(self, begin: str):
         import psycopg
 
-        with self.pool.connection() as conn:
+        with self._conn() as conn:  # a lost connection, here or in the block, is reported as the database's outage
             self._local.conn, self._local.notes, self._local.version = conn, [], None
             try:
                 conn.execute(begin)
@@ -125,9 +135,13 @@ class PgStore(PgSideTables):
                 self._local.conn = self._local.notes = None
 
     def _rollback(self, conn) -> None:
+        import psycopg
+
         self._relation_ids.clear()
-        if not conn.closed:
+        try:
             conn.execute("ROLLBACK")
+        except psycopg.OperationalError:  # the connection is gone, and its transaction with it
+            pass
 
     def _note(self, kind: str, **detail) -> None:
         self._local.notes.append({"kind": kind, **detail})
