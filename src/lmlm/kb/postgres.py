@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lmlm.errors import LmlmError
 from lmlm.kb.encoder import Encoder
 from lmlm.kb.facade import DEFAULT_THRESHOLDS as _DEFAULTS
 from lmlm.kb.facade import StoredKB
@@ -119,7 +120,7 @@ class Replica:
                 with psycopg.connect(self.store.url, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._follow(conn)
-            except psycopg.Error as e:
+            except (psycopg.Error, LmlmError) as e:  # the database went away (Busy): listen again once it is back
                 log.warning("%s: listening for KB changes failed (%s); retrying", self.store.path, str(e).strip().splitlines()[0])
                 self._stop.wait(1.0)
 
