@@ -245,3 +245,15 @@ def test_a_database_that_goes_away_is_reported_as_busy_not_a_crash(postgres_serv
         kb.close()
     finally:
         own.stop()
+
+
+def test_the_forgetting_audit_copies_a_shared_kb_and_never_edits_it(url, tmp_path):
+    from lmlm.evaluate.suites import _private_copy
+
+    with PostgresKB(url, encoder=HashingEncoder(), create=True) as kb:
+        kb.import_triplets(ROWS)
+        kb.embed()
+        with _private_copy(kb, tmp_path) as copy:
+            assert sorted(t[1:4] for t in copy.triplets()) == sorted(ROWS)
+            assert copy.forget("Liu Wen", exact=True) == 2
+        assert kb.lookup("Liu Wen", "Occupation").value == "engineer"
