@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from lmlm.kb import SqliteKB, open_kb  # noqa: E402
+from lmlm.kb import open_kb  # noqa: E402
 from lmlm.kb import index as vindex  # noqa: E402
 from lmlm.kb.encoder import HashingEncoder  # noqa: E402
 
