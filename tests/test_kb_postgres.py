@@ -61,6 +61,21 @@ def test_replicas_see_each_others_edits_before_the_writer_returns(url):
         assert b.version() != (0, before.kb_version)
 
 
+def test_a_replica_catches_up_before_answering_without_its_listener(url):
+    """The per-batch check alone: a replica that hears no notification applies the changes it is behind on
+    before it answers (here: an added entity's vector goes into its in-memory faiss index)."""
+    with PostgresKB(url, encoder=HashingEncoder(), create=True) as a, PostgresKB(url, encoder=HashingEncoder(), listen=False) as b:
+        a.import_triplets(ROWS)
+        a.embed()
+        b.embed()
+        added = a.add("Zora Neale Hurston", "Birthplace", "Notasulga")
+        assert b.replica.applied < a.store.current_version()
+        found = b.lookup("Zora Hurston", "Birthplace")
+        assert (found.triplet, found.tier) == (added, "fuzzy")
+        assert b.replica.applied == found.kb_version == a.store.current_version()
+        assert b.indexes.loaded["entities"].ntotal == 3
+
+
 def test_each_lookup_reports_the_version_it_answered_from(url):
     with PostgresKB(url, encoder=HashingEncoder(), create=True) as kb:
         kb.import_triplets(ROWS)
