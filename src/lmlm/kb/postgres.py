@@ -99,8 +99,9 @@ class Replica:
         if kind in ("facts", "pairs"):
             kb.statistics.forget_cached()
         elif kind == "vectors_cleared":
-            kb.indexes.clear()
-        elif kind == "vectors" and note["table"] in kb.indexes.loaded and version > kb.indexes.built_at.get(note["table"], version):
+            for table in [t for t in kb.indexes.loaded if version > kb.indexes.built_at[t]]:  # an index built since is current
+                kb.indexes.drop(table)
+        elif kind == "vectors" and note["table"] in kb.indexes.loaded and version > kb.indexes.built_at[note["table"]]:
             if note["ids"] is None:
                 kb.indexes.drop(note["table"])  # many vectors changed: rebuilt from the stored ones when next needed
             else:
