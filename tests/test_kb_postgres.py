@@ -79,11 +79,16 @@ def test_a_replica_catches_up_before_answering_without_its_listener(url):
 def test_each_lookup_reports_the_version_it_answered_from(url):
     with PostgresKB(url, encoder=HashingEncoder(), create=True) as kb:
         kb.import_triplets(ROWS)
+        kb.embed()
         first = kb.lookup_many([("Liu Wen", "Occupation"), ("Liu Wen", "Birthplace")])
         assert {r.kb_version for r in first} == {kb.store.current_version()}
         assert first[0].to_dict()["kb_version"] == first[0].kb_version
         kb.add("Liu Wen", "Hobby", "chess")
         assert kb.lookup("Liu Wen", "Hobby").kb_version > first[0].kb_version
+        with PostgresKB(url, encoder=HashingEncoder(), listen=False) as other:
+            assert kb.lookup("Ada Lovelace", "born in").kb_version == kb.version()[1]  # the fuzzy tiers' snapshot too
+            other.add("Liu Wen", "Hobby", "go")  # a lookup's snapshot leaves no version behind: the next read is current
+            assert kb.store.current_version() == other.store.current_version() == kb.lookup("Liu Wen", "Hobby").kb_version
 
 
 def test_schema_is_created_and_migrated_by_the_tool(url, postgres_server):

@@ -1,5 +1,5 @@
-"""The PostgreSQL schema of a shared KB, created and migrated by the tool, and how a connection URL is named
-in messages (never with its password).
+"""The PostgreSQL schema of a shared KB, created and migrated by the tool, how each connection is set up, and
+how a connection URL is named in messages (never with its password).
 
 Tables mirror the SQLite file (``storage``): entities and relations once each under their normalized key, with
 float16 vectors as bytea; triplets with provenance, timestamps and tombstones (a NULL value). Keys are unique
@@ -44,6 +44,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE replicas(id text PRIMARY KEY, applied_version bigint NOT NULL, seen timestamptz NOT NULL DEFAULT now())",
     ],
 }
+
+
+TRIGRAM_THRESHOLD = 0.5
+
+
+def configure_connection(conn) -> None:
+    """Each pooled connection: trigram candidates must share half their trigrams (a looser bar makes the index
+    return, and recheck, far more rows)."""
+    conn.execute(f"SET pg_trgm.similarity_threshold = {TRIGRAM_THRESHOLD}")
 
 
 def is_url(spec) -> bool:

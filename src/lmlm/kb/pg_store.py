@@ -21,7 +21,7 @@ from lmlm.errors import Busy, LmlmError
 from lmlm.kb.aliases import stored_alias_keys
 from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
 from lmlm.kb.normalize import normalize_key
-from lmlm.kb.pg_schema import prepare, redact, schema_version
+from lmlm.kb.pg_schema import configure_connection, prepare, redact
 from lmlm.kb.pg_tables import PgSideTables
 from lmlm.kb.protocol import Triplet
 from lmlm.kb.storage import BUSY_RETRY_AFTER_S, BUSY_TIMEOUT_S, ImportStats
@@ -54,7 +54,8 @@ class PgStore(PgSideTables):
                 prepare(conn, self.path, create, *([target_schema] if target_schema else []))
         except psycopg.Error as e:
             raise LmlmError(f"{self.path}: cannot open the knowledge base ({str(e).strip().splitlines()[0]})") from None
-        self.pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, open=True, name="lmlm-kb")
+        self.pool = ConnectionPool(url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, configure=configure_connection, open=True,
+                                   name="lmlm-kb")
         self._local = threading.local()
         self._relation_ids: dict[str, int] = {}
         self.written: set[int] = set()  # versions this process committed: its own state already reflects them
@@ -132,7 +133,7 @@ class PgStore(PgSideTables):
                 self._rollback(conn)
                 raise
             finally:
-                self._local.conn = self._local.notes = None
+                self._local.conn = self._local.notes = self._local.version = None
 
     def _rollback(self, conn) -> None:
         import psycopg
@@ -157,18 +158,6 @@ class PgStore(PgSideTables):
             payload = json.dumps({"version": version})
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
         return version
-
-    def current_version(self) -> int:
-        if getattr(self._local, "version", None) is not None:
-            return self._local.version
-        return self.one("SELECT version FROM kb_state WHERE id=1")[0]
-
-    def changes_between(self, after: int, upto: int) -> list[tuple[int, list[dict]]]:
-        return self.rows("SELECT version, detail FROM changes WHERE version > %s AND version <= %s ORDER BY version", (after, upto))
-
-    def schema_version(self) -> int:
-        with self._conn() as conn:
-            return schema_version(conn)
 
     # --- meta ------------------------------------------------------------------------
 
@@ -330,6 +319,19 @@ class PgStore(PgSideTables):
             " WHERE md5(e.key)=%s AND e.key=%s ORDER BY t.value IS NULL, t.id LIMIT 1",
             (md5(relation_key), relation_key, md5(entity_key), entity_key))
         return (Triplet(*row[:4]), row[4]) if row else None
+
+    def exact_many(self, keys: list[tuple[str, str]]) -> tuple[int, list[tuple[Triplet, bool] | None]]:
+        """``exact`` for many (entity key, relation key) pairs and the KB version, in one statement (one snapshot)."""
+        keys = [(e, r) if not _has_nul(e, r) else ("", "") for e, r in keys]
+        rows = self.rows(
+            "SELECT (SELECT version FROM kb_state WHERE id=1), x.id, x.entity, x.relation, x.value, x.forgotten"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS q(ek, eh, rk, rh, i) LEFT JOIN LATERAL"
+            " (SELECT t.id, t.entity, t.relation, t.value, e.forgotten FROM entities e JOIN relations r ON md5(r.key)=q.rh AND r.key=q.rk"
+            " JOIN triplets t ON t.entity_id=e.id AND t.relation_id=r.id WHERE md5(e.key)=q.eh AND e.key=q.ek"
+            " ORDER BY t.value IS NULL, t.id LIMIT 1) x ON true ORDER BY q.i",
+            ([e for e, _ in keys], [md5(e) for e, _ in keys], [r for _, r in keys], [md5(r) for _, r in keys]))
+        version = rows[0][0] if rows else self.current_version()
+        return version, [(Triplet(*row[1:5]), row[5]) if row[1] is not None else None for row in rows]
 
     def entities_by_key(self, keys: Iterable[str]) -> list[tuple[int, str, bool]]:
         keys = [k for k in keys if not _has_nul(k)]

@@ -1,11 +1,13 @@
-"""The PostgreSQL queries of a KB's side tables: relation co-occurrence counts (``statistics``) and sentence
-vectors (``vectors``), as a part of ``pg_store.PgStore`` (which supplies ``rows``, ``one``, ``_conn``, ``_note``)."""
+"""The PostgreSQL queries of a KB's side tables: relation co-occurrence counts (``statistics``), the version
+log and replicas, and sentence vectors (``vectors``), as a part of ``pg_store.PgStore`` (which supplies ``rows``, ``one``, ``_conn``, ``_note``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+
+from lmlm.kb.pg_schema import schema_version
 
 NOTED_IDS_MAX = 1000  # a change that stored more vectors than this tells replicas to rebuild that index instead
 
@@ -42,7 +44,19 @@ class PgSideTables:
         with self._conn() as conn:
             return conn.execute(sql, params).rowcount
 
-    # --- operations and replicas ----------------------------------------------------------------
+    # --- versions, operations and replicas ---------------------------------------------------------
+
+    def current_version(self) -> int:
+        if getattr(self._local, "version", None) is not None:
+            return self._local.version
+        return self.one("SELECT version FROM kb_state WHERE id=1")[0]
+
+    def changes_between(self, after: int, upto: int) -> list[tuple[int, list[dict]]]:
+        return self.rows("SELECT version, detail FROM changes WHERE version > %s AND version <= %s ORDER BY version", (after, upto))
+
+    def schema_version(self) -> int:
+        with self._conn() as conn:
+            return schema_version(conn)
 
     def trigram_neighbours(self, key: str, limit: int) -> list[tuple[int, str, bool, bytes | None]]:
         """Entities whose key is most like ``key`` by trigram similarity (``pg_trgm``'s indexed ``%`` operator)."""

@@ -26,8 +26,9 @@ from lmlm.kb.facade import StoredKB
 from lmlm.kb.index import MemoryIndexes, describe
 from lmlm.kb.normalize import normalize_key, shortened_name
 from lmlm.kb.pg_store import CHANNEL, PgStore
-from lmlm.kb.protocol import LookupResult, Mode
-from lmlm.kb.resolver import ENTITY_NEIGHBOURS, Resolver, Thresholds
+from lmlm.kb.fields import query_key
+from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode
+from lmlm.kb.resolver import ENTITY_NEIGHBOURS, Resolver, Thresholds, exact_result
 from lmlm.kb.storage import BUSY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,17 @@ LISTEN_POLL_S = 0.25  # how long the listener waits for a notification before ch
 
 
 class PgResolver(Resolver):
-    """The resolver, with entity candidates also proposed by trigram similarity (``pg_trgm``): they still pass
-    the same tests as a vector neighbour (cosine to the query, the query's words in the name), so the trigram
-    index adds recall where a compressed faiss index misses a neighbour, never a spelling match."""
+    """The resolver, with entity candidates also proposed by trigram similarity (``pg_trgm``) where faiss found
+    none: they pass the same tests as a vector neighbour (cosine to the query, the query's words in the name),
+    so the trigram index adds recall where a compressed faiss index misses a neighbour, never a spelling match."""
 
     def _neighbour_candidates(self, entities, vectors):
         found = super()._neighbour_candidates(entities, vectors)
         for entity, candidates in zip(entities, found):
-            have = {eid for eid, _, _ in candidates}
+            if candidates:  # asked only where faiss found none: a trigram search costs more than a vector search
+                continue
             for eid, name, forgotten, vec in self.store.trigram_neighbours(normalize_key(entity), ENTITY_NEIGHBOURS):
-                if eid in have or vec is None or len(vec) != 2 * len(vectors[entity]):
+                if vec is None or len(vec) != 2 * len(vectors[entity]):
                     continue
                 score = float(np.frombuffer(vec, dtype=np.float16).astype(np.float32) @ vectors[entity])
                 if score >= self.thresholds.entity and shortened_name(entity, name):
@@ -182,9 +184,23 @@ class PostgresKB(StoredKB):
         return stats
 
     def _answer(self, pairs: Sequence[tuple[str, str]], mode: Mode) -> list[LookupResult]:
+        if mode == "default" and (answered := self._all_exact(pairs)) is not None:
+            return answered
         with self.store.snapshot() as version:
             self.replica.catch_up(version)
             results = self.resolver.lookup_many(pairs, mode)
+        return [dataclasses.replace(r, kb_version=version) for r in results]
+
+    def _all_exact(self, pairs: Sequence[tuple[str, str]]) -> list[LookupResult] | None:
+        """A batch the exact tier answers whole, from one statement that also reads the KB version (one snapshot,
+        one round trip); None if any pair needs the other tiers."""
+        keys = [(query_key(e), query_key(r)) for e, r in pairs]
+        version, hits = self.store.exact_many([k for k in keys if all(k)])
+        found = iter(hits)
+        results = [exact_result(next(found)) if all(k) else NO_ANSWER for k in keys]
+        if any(r is None for r in results):
+            return None
+        self.replica.catch_up(version)
         return [dataclasses.replace(r, kb_version=version) for r in results]
 
     def stats(self) -> dict:
