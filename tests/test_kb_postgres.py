@@ -221,6 +221,14 @@ def test_two_serve_replicas_never_answer_with_a_fact_after_its_edit_returned(tmp
     run_cli("kb", "migrate", kb_file, url, check=True)
     with open_kb(url) as kb:
         facts = kb_facts(kb)
+    # lmlm generate takes the URL too (from the environment here), and reports the version its lookup read
+    fact = facts[0]
+    prompt = f"Fact: <|db_entity|> {fact['entity']}<|db_relationship|> {fact['relation']}<|db_return|>"
+    proc = subprocess.run([sys.executable, "-m", "lmlm", "generate", "--model", model, "--kb", "env:LMLM_TEST_KB", "--json",
+                           "--max-new-tokens", "2", prompt], env={**os.environ, "LMLM_TEST_KB": url}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    generated = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert generated["lookups"][0]["value"] == fact["value"] and generated["kb_version"] >= 1
     procs = []
     try:
         for _ in range(2):
