@@ -78,10 +78,13 @@ def _copy(rows, kb, identity: str, batch: int) -> dict:
         while state["phase"] == phase:
             got = rows.rows_after(state["after"], batch, state["started"]) if phase == "triplets" else rows.vectors_after(phase, state["after"], batch)
             with kb.store.transaction():
+                if got and phase == "triplets":
+                    writer.put_rows(got)
+                    copied += len(got)
+                elif got:
+                    writer.put_vectors(phase, got)
                 if got:
-                    (writer.put_rows if phase == "triplets" else lambda r: writer.put_vectors(phase, r))(got)
                     state["after"] = got[-1][0]
-                    copied += len(got) if phase == "triplets" else 0
                 else:
                     state = {**state, "phase": _next(phase), "after": 0}
                     if phase == "triplets":
