@@ -9,6 +9,13 @@ and a lookup of it that returns anything but the new value is a stale read. At t
 checked in the KB (lost edits).
 
     python benchmarks/serve_load.py [--requests 1000] [--edits 100] [--clients 64] [--max-new-tokens 16]
+
+With ``--replicas N`` (N >= 2) the KB is a PostgreSQL database (``--kb-url URL`` or ``env:NAME``; without it a
+throwaway server, tests/postgres_server.py) shared by N `lmlm serve` processes, and the run is the replica
+check of tests/replicas.py: every generate ends with a call, edits (updates and forgets, 200 by default) go to
+the replicas in turn, and a generate sent after an edit returned that looks up a retired value is stale.
+
+    python benchmarks/serve_load.py --replicas 2 [--kb-url env:LMLM_KB_URL] [--requests 1000] [--edits 200] [--clients 8]
 """
 
 from __future__ import annotations
@@ -121,14 +128,59 @@ async def concurrent(url: str, prompts: list[str], edits: list[dict], clients: i
             "edits": len(edits), "reads_after_edit_checked": checked, "stale_reads_after_edit": stale}
 
 
+def replicated(args) -> None:
+    """N replicas on one PostgreSQL KB: stale answers after forget/update returned, across replicas."""
+    from lmlm.kb import open_kb
+    from lmlm.kb.migrate import migrate
+    from lmlm.kb.opening import resolve_kb_spec
+    from replicas import kb_facts, run_load, start_replica, stop_replicas
+
+    server = None
+    if not args.kb_url:
+        from postgres_server import PostgresServer
+
+        server = PostgresServer().start()
+        args.kb_url = server.new_database("serve_load")
+    procs = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model, kb = make_tiny_lmlm(Path(tmp), people=max(40, args.edits + 20))  # each edit acts on an entity of its own
+            migrate(kb, args.kb_url)
+            with open_kb(args.kb_url) as shared:
+                facts = kb_facts(shared)
+            url = resolve_kb_spec(args.kb_url)
+            procs = [start_replica(model, url, free_port(), max_batch=args.clients) for _ in range(args.replicas)]
+            urls = [f"http://127.0.0.1:{p.args[p.args.index('--port') + 1]}" for p in procs]
+            report = run_load(urls, facts, generates=args.requests, edits=args.edits, clients=args.clients)
+    finally:
+        stop_replicas(procs)
+        if server:
+            server.stop()
+    report = {"replicas": args.replicas, "clients": args.clients, "model": "tests/tiny_lmlm.py (2 layers, 96 wide)", **report}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    print(f"{report['generates']} generates and {report['edits']} edits over {args.replicas} replicas: "
+          f"{report['stale']} stale answers of {report['checked']} lookups of edited facts after their edit returned; {report['errors']} errors")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--edits", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--edits", type=int, default=None, help="default 100; 200 with --replicas")
+    parser.add_argument("--clients", type=int, default=None, help="default 64; 8 with --replicas")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serve_load.json")
+    parser.add_argument("--replicas", type=int, default=1, help="N >= 2: N servers sharing one PostgreSQL KB")
+    parser.add_argument("--kb-url", default=None, help="with --replicas: an empty PostgreSQL database (URL or env:NAME)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    name = "serve_load.json" if args.replicas < 2 else "serve_load_replicas.json"
+    args.out = args.out or REPO / "benchmarks" / "results" / name
+    if args.replicas >= 2:
+        args.edits, args.clients = args.edits or 200, args.clients or 8
+        replicated(args)
+        return
+    args.edits, args.clients = args.edits or 100, args.clients or 64
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model, kb = make_tiny_lmlm(root)

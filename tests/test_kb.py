@@ -25,10 +25,9 @@ PEOPLE = [
 
 
 @pytest.fixture(scope="module")
-def small_kb(tmp_path_factory):
-    """A small KB with the real MiniLM encoder."""
-    path = tmp_path_factory.mktemp("kb") / "people.sqlite"
-    kb = SqliteKB(path, create=True)
+def small_kb(make_module_kb):
+    """A small KB with the real MiniLM encoder, once per backend."""
+    kb = make_module_kb("people")
     kb.import_triplets([(name, rel, val) for name, facts in PEOPLE for rel, val in facts.items()])
     kb.embed()
     yield kb
@@ -88,8 +87,8 @@ def test_reference_mode_reproduces_threshold_top1(small_kb):
     assert miss.tier == "none" and miss.score < 0.6 and miss.nearest is not None
 
 
-def test_delete_and_update_take_effect_without_rebuild(tmp_path):
-    with SqliteKB(tmp_path / "e.sqlite", create=True) as kb:
+def test_delete_and_update_take_effect_without_rebuild(make_kb, tmp_path):
+    with make_kb("e") as kb:
         kb.import_triplets([(name, rel, val) for name, facts in PEOPLE for rel, val in facts.items()])
         kb.embed()
         index_files = sorted(tmp_path.glob("*.faiss"))
@@ -109,11 +108,11 @@ def test_delete_and_update_take_effect_without_rebuild(tmp_path):
             kb.update(999, "x")
 
 
-def test_relations_that_entities_hold_together_are_not_paraphrases(tmp_path):
+def test_relations_that_entities_hold_together_are_not_paraphrases(make_kb):
     """"Employer City" reads much like "Employer", but people who have both show they are different facts:
     a person without an Employer City gets none, not their employer; a paraphrase still finds its fact."""
     staff = [(f"Worker {i}", rel, val) for i in range(6) for rel, val in (("Employer", "Shell"), ("Employer City", "Lagos"))]
-    with SqliteKB(tmp_path / "c.sqlite", create=True) as kb:
+    with make_kb("c") as kb:
         kb.import_triplets(staff + [("Ada Maria Lovelace", "Employer", "Analytical Society")])
         kb.embed()
         assert kb.lookup("Ada Maria Lovelace", "Employer City").tier == "none"
@@ -130,8 +129,8 @@ PARAPHRASES = ["Birth Date", "date of birth", "born on", "birthday", "Birthplace
 NAMES = ["Ada Maria Lovelace", "Ada Lovelace", "Lovelace, Ada Maria", "ada maria lovelace", "ADA MARIA LOVELACE", "Ada Maria Lovelace (mathematician)"]
 
 
-def test_forgotten_entity_never_comes_back(tmp_path):
-    with SqliteKB(tmp_path / "f.sqlite", create=True) as kb:
+def test_forgotten_entity_never_comes_back(make_kb):
+    with make_kb("f") as kb:
         kb.import_triplets([(name, rel, val) for name, facts in PEOPLE for rel, val in facts.items()])
         kb.import_triplets([("Ada Byron King", "Birthplace", "London"), ("Ada Maria Lovell", "Birth Date", "10 December 1815")])
         kb.embed()

@@ -3,7 +3,6 @@ part), on main's relation matching."""
 
 import pytest
 
-from lmlm.kb import SqliteKB
 from lmlm.kb.aliases import distinctive_parts, query_alias_keys, stored_alias_keys, transliterated_key
 
 ROWS = [
@@ -20,10 +19,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory):
-    path = tmp_path_factory.mktemp("aliases") / "aliases.sqlite"
-    kb = SqliteKB(path, create=True)
-    kb.import_triplets(ROWS)
+def kb(make_module_kb):
+    kb = make_module_kb("aliases", ROWS)
     kb.embed()
     yield kb
     kb.close()

@@ -25,6 +25,10 @@ def _kb(path, rows=ROWS, **kwargs) -> SqliteKB:
     return kb
 
 
+def _backend_kb(make_kb, name, rows=ROWS):
+    return make_kb(name, rows, encoder=HashingEncoder())
+
+
 def test_readding_a_fact_leaves_relation_counts_alone(tmp_path):
     """A retried add must not count the fact again: three adds of one fact once made "Workplace" look like
     a relation entities hold beside "Employer", and the paraphrase lookup below stopped answering."""
@@ -40,9 +44,9 @@ def test_readding_a_fact_leaves_relation_counts_alone(tmp_path):
         assert kb.lookup("Ada Maria Lovelace", "Workplace").value == "Analytical Society"
 
 
-def test_forget_with_a_name_that_fits_several_entities_erases_nothing(tmp_path):
+def test_forget_with_a_name_that_fits_several_entities_erases_nothing(make_kb):
     rows = [("John Adam Smith", "Birthplace", "Leeds"), ("John Paul Smith", "Birthplace", "York")]
-    with _kb(tmp_path / "a.sqlite", ROWS + rows) as kb:
+    with _backend_kb(make_kb, "a", ROWS + rows) as kb:
         with pytest.raises(Ambiguous, match="'John Adam Smith', 'John Paul Smith'") as raised:
             kb.forget("John Smith")
         assert raised.value.candidates == ["John Adam Smith", "John Paul Smith"]
@@ -77,8 +81,8 @@ def test_forgetting_suite_acts_on_exact_entities(tiny, tmp_path):
         suites.forgetting(lmlm, forget, retain)
 
 
-def test_a_forgotten_entity_stays_forgotten_until_added_again(tmp_path):
-    with _kb(tmp_path / "f.sqlite") as kb:
+def test_a_forgotten_entity_stays_forgotten_until_added_again(make_kb):
+    with _backend_kb(make_kb, "f") as kb:
         tombstone = kb.lookup("Ada Maria Lovelace", "Birthplace").triplet
         kb.forget("Ada Maria Lovelace")
         with pytest.raises(LmlmError, match="forgotten entity 'Ada Maria Lovelace'"):
@@ -94,8 +98,8 @@ def test_a_forgotten_entity_stays_forgotten_until_added_again(tmp_path):
         assert kb.stats()["forgotten_entities"] == 0
 
 
-def test_update_to_a_value_the_entity_and_relation_already_have(tmp_path):
-    with _kb(tmp_path / "u.sqlite") as kb:
+def test_update_to_a_value_the_entity_and_relation_already_have(make_kb):
+    with _backend_kb(make_kb, "u") as kb:
         mei, jun = (kb.add("Liu Wen", "Child", name) for name in ("Mei", "Jun"))
         assert kb.update(mei.id, "Mei") == mei  # its own value: nothing to do
         with pytest.raises(LmlmError, match=rf"already has the value 'Mei' \(triplet {mei.id}\)"):
@@ -103,9 +107,9 @@ def test_update_to_a_value_the_entity_and_relation_already_have(tmp_path):
         assert kb.store.triplet(jun.id).value == "Jun"
 
 
-def test_reference_mode_honours_tombstones_and_edits(tmp_path):
+def test_reference_mode_honours_tombstones_and_edits(make_kb):
     rows = ROWS + [("Ada Maria Lovell", "Birth Date", "10 December 1816")]
-    with _kb(tmp_path / "r.sqlite", rows) as kb:
+    with _backend_kb(make_kb, "r", rows) as kb:
         kb.embed(reference=True)
         assert kb.lookup("Ada Maria Lovelace", "Birth Date", mode="reference").value == "10 December 1815"
         kb.forget("Ada Maria Lovelace")
@@ -119,26 +123,25 @@ def test_reference_mode_honours_tombstones_and_edits(tmp_path):
         assert kb.lookup("Zora Neale Hurston", "Birthplace", mode="reference").triplet == added
 
 
-def test_add_after_an_import_without_vectors_encodes_only_its_own_rows(tmp_path):
+def test_add_after_an_import_without_vectors_encodes_only_its_own_rows(make_kb):
     """A CLI import --no-embed from another process leaves thousands of rows without vectors; the next
     add must encode its own entity, relation and reference string, not that backlog."""
-    path = tmp_path / "n.sqlite"
-    with _kb(path) as kb:
+    with _backend_kb(make_kb, "n") as kb:
         kb.embed(reference=True)
-        with SqliteKB(path) as other:
+        with make_kb("n", create=False) as other:
             other.import_triplets([(f"Person {i}", f"Relation {i % 50}", f"Value {i}") for i in range(2000)])
-        before = kb.store.conn.execute("SELECT count(*) FROM triplet_vec").fetchone()[0], kb.indexes.loaded["entities"].ntotal
+        before = kb.store.vector_count("triplet_vec"), kb.indexes.loaded["entities"].ntotal
         added = kb.add("Zora Neale Hurston", "Hometown", "Eatonville")
         missing = {t: dict(kb.store.missing_vectors(t)) for t in ("entities", "relations", "triplet_vec")}
         assert [len(m) for m in missing.values()] == [2000, 50, 2000]
         assert "Zora Neale Hurston" not in missing["entities"].values() and "Hometown" not in missing["relations"].values()
-        after = kb.store.conn.execute("SELECT count(*) FROM triplet_vec").fetchone()[0], kb.indexes.loaded["entities"].ntotal
+        after = kb.store.vector_count("triplet_vec"), kb.indexes.loaded["entities"].ntotal
         assert after == (before[0] + 1, before[1] + 1)
         assert kb.lookup("Zora Neale Hurston", "Hometown", mode="reference").triplet == added
 
 
-def test_rows_sqlite_cannot_store_are_refused_by_the_store(tmp_path):
-    with _kb(tmp_path / "s.sqlite") as kb:
+def test_rows_the_store_cannot_hold_are_refused(make_kb):
+    with _backend_kb(make_kb, "s") as kb:
         for fields in (("Bad \ud800", "Birthplace", "x"), ("Liu Wen", "Birth\udcffplace", "x"), ("Liu Wen", "Birthplace", "\ud800")):
             with pytest.raises(LmlmError, match="not valid Unicode"):
                 kb.add(*fields)
@@ -151,8 +154,8 @@ def test_rows_sqlite_cannot_store_are_refused_by_the_store(tmp_path):
         assert (stats.added, stats.invalid) == (1, 1)
 
 
-def test_ids_past_int64_are_not_found(tmp_path):
-    with _kb(tmp_path / "i.sqlite") as kb:
+def test_ids_past_int64_are_not_found(make_kb):
+    with _backend_kb(make_kb, "i") as kb:
         for edit in (lambda i: kb.update(i, "x"), kb.delete):
             with pytest.raises(NotFound, match="no triplet with id 99999999999999999999"):
                 edit(99999999999999999999)

@@ -7,6 +7,8 @@ import json
 from lmlm.cli.parsing import print_report
 from lmlm.errors import LmlmError
 
+KB_HELP = "knowledge base: a SQLite file, a postgresql:// URL, or env:NAME (a variable holding either, so no password shows)"
+
 
 def _markup_check(args) -> None:
     from lmlm.corpus import check_corpus, read_corpus
@@ -35,14 +37,18 @@ def _markup_convert(args) -> None:
 
 
 def _open_kb(args):
-    from lmlm.kb import SqliteKB
+    from lmlm.kb import open_kb
 
-    return SqliteKB(args.kb, encoder=getattr(args, "encoder", None))
+    return open_kb(args.kb, encoder=getattr(args, "encoder", None))
 
 
 def _kb_build(args) -> None:
     from lmlm.kb.io import build
+    from lmlm.kb.opening import is_shared
 
+    if is_shared(args.out):
+        _kb_import(args)  # a database is not a file to build aside: each file's import is one transaction instead
+        return
     report = build(args.files, args.out, encoder=args.encoder, embed=not args.no_embed)
     for path, stats in report["files"].items():
         print(f"{path}: {stats['added']} added, {stats['duplicates']} duplicates, {stats['invalid']} invalid")
@@ -52,14 +58,16 @@ def _kb_build(args) -> None:
 def _kb_import(args) -> None:
     from pathlib import Path
 
-    from lmlm.kb import SqliteKB
+    from lmlm.kb import open_kb
     from lmlm.kb.io import import_files
+    from lmlm.kb.opening import is_shared
 
+    shared = is_shared(args.out)
     out = Path(args.out)
-    if not out.exists() or (out.is_file() and out.stat().st_size == 0):
+    if not shared and (not out.exists() or (out.is_file() and out.stat().st_size == 0)):
         _kb_build(args)  # a new KB is built aside and renamed into place: a failed import leaves nothing behind
         return
-    with SqliteKB(out, encoder=args.encoder) as kb:
+    with open_kb(args.out, encoder=args.encoder, create=shared) as kb:
         for path, stats in import_files(kb, args.files).items():
             print(f"{path}: {stats['added']} added, {stats['duplicates']} duplicates, {stats['invalid']} invalid")
         if not args.no_embed:
@@ -111,6 +119,30 @@ def _kb_stats(args) -> None:
         print_report(kb.stats(), args.json)
 
 
+def _kb_migrate(args) -> None:
+    from lmlm.kb.migrate import migrate
+
+    print_report(migrate(args.source, args.destination, batch=args.batch), args.json)
+
+
+def _kb_serve_check(args) -> None:
+    from lmlm.kb.opening import is_shared
+
+    if not is_shared(args.kb):
+        raise LmlmError(f"{args.kb}: serve-check reads a shared (PostgreSQL) knowledge base; give its URL or env:NAME")
+    with _open_kb(args) as kb:
+        report = kb.serve_check()
+    if args.json:
+        print(json.dumps(report))
+        return
+    replicas = report.pop("replicas")
+    print_report(report, False)
+    for r in replicas:
+        print(f"replica {r['id']}: applied version {r['applied_version']} (lag {r['lag']}), seen {r['seen_seconds_ago']} s ago")
+    if not replicas:
+        print("no replica seen in the last minute")
+
+
 def add_markup_commands(stages) -> None:
     markup = stages.add_parser("markup", help="check and convert lookup markup").add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = markup.add_parser("check", help="report lookups, malformed pieces and fidelity per file")
@@ -130,7 +162,7 @@ def add_kb_commands(stages) -> None:
     def command(name, run, help, kb_arg=True):
         p = kb.add_parser(name, help=help)
         if kb_arg:
-            p.add_argument("kb", metavar="KB", help="knowledge base file (SQLite)")
+            p.add_argument("kb", metavar="KB", help=KB_HELP)
         p.add_argument("--encoder", default=None, help="sentence encoder: a sentence-transformers path or name, default all-MiniLM-L6-v2")
         p.set_defaults(run=run)
         return p
@@ -139,7 +171,7 @@ def add_kb_commands(stages) -> None:
                             ("import", _kb_import, "add triplets from files to a KB (created if missing)")):
         p = command(name, run, help, kb_arg=False)
         p.add_argument("files", nargs="+", metavar="FILE")
-        p.add_argument("--out", required=True, metavar="KB")
+        p.add_argument("--out", required=True, metavar="KB", help=KB_HELP)
         p.add_argument("--no-embed", action="store_true", help="skip computing vectors now (they are computed at the first fuzzy lookup)")
     p = command("export", _kb_export, "write live triplets as database JSON (.json) or JSONL (.jsonl)")
     p.add_argument("--out", required=True)
@@ -162,4 +194,11 @@ def add_kb_commands(stages) -> None:
     for name in ("add", "update", "delete", "forget"):
         kb.choices[name].add_argument("--json", action="store_true")
     p = command("stats", _kb_stats, "counts, size, encoder")
+    p.add_argument("--json", action="store_true")
+    p = command("migrate", _kb_migrate, "copy a KB between SQLite, PostgreSQL and reference JSON (resumes a killed copy)", kb_arg=False)
+    p.add_argument("source", metavar="SRC", help=KB_HELP + ", or a reference database JSON")
+    p.add_argument("destination", metavar="DST", help=KB_HELP + ", or a .json / .jsonl file")
+    p.add_argument("--batch", type=int, default=10_000, help="rows per transaction (each records the resume point)")
+    p.add_argument("--json", action="store_true")
+    p = command("serve-check", _kb_serve_check, "a shared KB's schema version, KB version, counts and each replica's lag")
     p.add_argument("--json", action="store_true")

@@ -30,7 +30,7 @@ class GenerateArgs:
 
     prompts: list[str] = field(default_factory=list, metadata={"positional": "*", "help": "prompts to continue"})
     model: str = field(metadata={"help": "an HF checkpoint folder with the lookup tokens"})
-    kb: str | None = field(default=None, metadata={"help": "knowledge base file (needed unless --no-lookups)"})
+    kb: str | None = field(default=None, metadata={"help": "knowledge base: a SQLite file, a postgresql:// URL or env:NAME (needed unless --no-lookups)"})
     input: str | None = field(default=None, metadata={"help": 'JSONL of {"prompt": ...} lines'})
     output: str | None = field(default=None, metadata={"help": "JSONL: each input line with text, raw and lookups added"})
     json: bool = field(default=False, metadata={"help": "print one JSON object per prompt"})
@@ -112,7 +112,7 @@ class ServeArgs:
     """``lmlm serve``'s own options; the server's caps and protections come from ``ServeConfig``."""
 
     model: str = field(metadata={"help": "an LMLM checkpoint directory"})
-    kb: str = field(metadata={"help": "the knowledge base (SQLite file)"})
+    kb: str = field(metadata={"help": "the knowledge base: a SQLite file, a postgresql:// URL or env:NAME (a variable holding it)"})
     port: int = field(default=8000, metadata={"help": "TCP port", "ge": 0, "le": 65535})
 
 

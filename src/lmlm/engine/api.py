@@ -47,9 +47,9 @@ class LMLM:
         if use_lookups:
             check_lookup_tokens(tokenizer, path)
         if isinstance(kb, (str, Path)):
-            from lmlm.kb import SqliteKB
+            from lmlm.kb import open_kb
 
-            kb = SqliteKB(kb)
+            kb = open_kb(kb)
         table = Path(path) / NGRAMS_FILE
         return cls(model, tokenizer, kb, compile=compile, draft_model=draft, ngrams=NgramTable.load(table) if table.is_file() else None)
 

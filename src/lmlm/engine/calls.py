@@ -54,7 +54,7 @@ def answer_calls(calls: list[list[int]], kb, tokenizer, tokens: LookupTokens, cf
         value_ids = encode_text(tokenizer, " " + chosen.value) if chosen.value else []
         found = chosen.triplet is not None and not set(value_ids) & tokens.calls
         lookup = Provenance(entity, relation, chosen.value, chosen.triplet.id if chosen.triplet else None, float(result.score),
-                            chosen.tier, (0, 0))
+                            chosen.tier, (0, 0), result.kb_version)
         answers.append(ForcedAnswer(lookup, start, forced=value_ids + [tokens.end], repeat=value_ids if found else [],
                                     abstains=chosen.abstains))
     return answers

@@ -98,10 +98,12 @@ class Provenance:
     score: float
     tier: str
     token_span: tuple[int, int]  # [start, end) in the generated token ids, <|db_entity|> to <|db_end|>
+    kb_version: int | None = None  # the shared KB's version the answer was read at (None for a KB file)
 
     def to_dict(self) -> dict:
         return {"entity": self.entity, "relation": self.relation, "value": self.value, "triplet_id": self.triplet_id,
-                "score": round(self.score, 4), "tier": self.tier, "token_span": list(self.token_span)}
+                "score": round(self.score, 4), "tier": self.tier, "token_span": list(self.token_span),
+                **({} if self.kb_version is None else {"kb_version": self.kb_version})}
 
 
 @dataclass
@@ -114,8 +116,13 @@ class GenerationResult:
     # the text can be cut into fact segments without parsing ``raw`` again
     text_offsets: list[int] = field(default_factory=list, repr=False)
 
+    @property
+    def kb_version(self) -> int | None:
+        """The newest shared-KB version any of its lookups was answered at; None without lookups or with a KB file."""
+        return max((p.kb_version for p in self.lookups if p.kb_version is not None), default=None)
+
     def to_dict(self) -> dict:
-        return {"text": self.text, "raw": self.raw, "lookups": [p.to_dict() for p in self.lookups]}
+        return {"text": self.text, "raw": self.raw, "lookups": [p.to_dict() for p in self.lookups], "kb_version": self.kb_version}
 
 
 class LookupTokens:

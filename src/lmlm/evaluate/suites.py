@@ -209,6 +209,25 @@ def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int)
 # --- forgetting --------------------------------------------------------------------------------------------------------
 
 
+def _private_copy(kb, folder: Path):
+    """A copy of ``kb`` in ``folder`` for the audit to erase facts from: the file and its indexes, or, for a shared
+    KB (which the audit must never edit), its rows and vectors migrated into a SQLite file."""
+    from lmlm.kb import SqliteKB
+
+    if isinstance(kb, SqliteKB):
+        copy = folder / kb.path.name
+        kb.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copy(kb.path, copy)
+        for index_file in kb.path.parent.glob(kb.path.name + ".*.faiss"):
+            shutil.copy(index_file, folder / index_file.name)
+    else:
+        from lmlm.kb.migrate import migrate
+
+        copy = folder / "kb.sqlite"
+        migrate(kb.store.url, copy)
+    return SqliteKB(copy, encoder=kb.encoder)
+
+
 def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dict], **options) -> dict:
     """The audit: FULL (KB intact), DEL-ON (the forget set's facts deleted, lookups on) and DEL-OFF
     (lookups off) on the forget set, and the retain set before and after. Leakage under DEL-ON counts
@@ -217,14 +236,7 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
     kb = model.kb
     full_forget, full_retain = completion(model, forget_prompts, **options), completion(model, retain_prompts, **options)
     with tempfile.TemporaryDirectory() as tmp:
-        from lmlm.kb import SqliteKB
-
-        copy = Path(tmp) / kb.path.name
-        kb.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        shutil.copy(kb.path, copy)
-        for index_file in kb.path.parent.glob(kb.path.name + ".*.faiss"):
-            shutil.copy(index_file, Path(tmp) / index_file.name)
-        deleted = SqliteKB(copy, encoder=kb.encoder)
+        deleted = _private_copy(kb, Path(tmp))
         for person in sorted({p["person"] for p in forget_prompts}):
             deleted.forget(person, exact=True)  # exactly the forget-set person: a shortened name could also fit retain-set people
         del_model = LMLM(model.model, model.tokenizer, deleted)

@@ -89,10 +89,10 @@ class IndexFiles:
     def path(self, table: str, digest: str) -> Path:
         return self.kb_path.with_name(f"{self.kb_path.name}.{table}-{digest[:16]}.faiss")
 
-    def open(self, table: str, digest: str, build: Callable[[], faiss.Index]) -> faiss.Index:
-        """The index of ``table`` for content ``digest``: loaded from its file, else built, saved and the
-        files of older content removed."""
-        path = self.path(table, digest)
+    def open(self, table: str, digest: Callable[[], str], build: Callable[[], faiss.Index]) -> faiss.Index:
+        """The index of ``table`` for the content ``digest()`` names: loaded from its file, else built, saved and
+        the files of older content removed."""
+        path = self.path(table, digest())
         if path.exists():
             index = load_index(path)
         else:
@@ -110,3 +110,15 @@ class IndexFiles:
 
     def clear(self) -> None:
         self.loaded.clear()
+
+
+class MemoryIndexes(IndexFiles):
+    """Indexes kept in memory only, built from the stored vectors when first needed (a replica of a shared KB,
+    whose vectors other replicas change: a file would be stale at once)."""
+
+    def __init__(self):
+        self.loaded: dict[str, faiss.Index] = {}
+
+    def open(self, table: str, digest: Callable[[], str], build: Callable[[], faiss.Index]) -> faiss.Index:
+        self.loaded[table] = build()
+        return self.loaded[table]

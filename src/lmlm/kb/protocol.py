@@ -1,13 +1,13 @@
 """What the engine, the evaluations and the server need from a knowledge base, and the types it speaks in.
 
-``SqliteKB`` is the one implementation; code that only looks facts up or edits them takes a
-``KnowledgeBase``, so another store can stand in for it.
+``SqliteKB`` (a file) and ``PostgresKB`` (a database shared by replicas) implement it; code that only looks
+facts up or edits them takes a ``KnowledgeBase`` (``lmlm.kb.open_kb`` opens either from a path or URL).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 Tier = Literal["exact", "fuzzy", "none"]
@@ -29,6 +29,8 @@ class LookupResult:
     score: float
     tier: Tier
     nearest: Triplet | None = None  # best live candidate below the thresholds, for a top1_anyway fallback
+    # the version of a shared KB (PostgreSQL) the answer was read at; None for a KB file, which has no shared version
+    kb_version: int | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         t = self.triplet
@@ -39,6 +41,7 @@ class LookupResult:
             "id": t.id if t else None,
             "score": round(float(self.score), 4),
             "tier": self.tier,
+            **({} if self.kb_version is None else {"kb_version": self.kb_version}),
         }
 
 

@@ -76,13 +76,7 @@ class Resolver:
         return results
 
     def _exact(self, entity_key: str, relation_key: str) -> LookupResult | None:
-        hit = self.store.exact(entity_key, relation_key)
-        if hit is None:
-            return None
-        triplet, forgotten = hit
-        if forgotten or triplet.value is None:
-            return LookupResult(None, None, 1.0, "none")
-        return LookupResult(triplet.value, triplet, 1.0, "exact")
+        return exact_result(self.store.exact(entity_key, relation_key))
 
     # --- default mode: resolve the entity, then match the relation among its own -------------
 
@@ -188,6 +182,16 @@ class Resolver:
         if score >= self.thresholds.reference:
             return LookupResult(top.value, top, score, "fuzzy")
         return LookupResult(None, None, score, "none", top)
+
+
+def exact_result(hit: tuple[Triplet, bool] | None) -> LookupResult | None:
+    """The answer of the exact tier for a stored (triplet, entity forgotten) row; None when no row matched."""
+    if hit is None:
+        return None
+    triplet, forgotten = hit
+    if forgotten or triplet.value is None:
+        return LookupResult(None, None, 1.0, "none")
+    return LookupResult(triplet.value, triplet, 1.0, "exact")
 
 
 def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray, distinct: set[str]) -> list[tuple[float, str, Triplet]]:

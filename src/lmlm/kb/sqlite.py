@@ -1,29 +1,19 @@
-"""``SqliteKB``, the embedded knowledge base: a SQLite file plus faiss indexes beside it. It ties the parts
-together (storage, vectors, the resolver, the relation statistics) and makes the edits, each of which the
-next lookup sees."""
+"""``SqliteKB``, the embedded knowledge base: a SQLite file plus faiss indexes beside it, named by their content."""
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lmlm.errors import Ambiguous, LmlmError, NotFound
-from lmlm.kb.encoder import Encoder, EncoderChoice
-from lmlm.kb.fields import field_problem, query_key, row_problem, storable_text
+from lmlm.kb.encoder import Encoder
+from lmlm.kb.facade import DEFAULT_THRESHOLDS as _DEFAULTS
+from lmlm.kb.facade import StoredKB
 from lmlm.kb.index import IndexFiles, describe
-from lmlm.kb.normalize import normalize_key
-from lmlm.kb.protocol import LookupResult, Mode, Triplet
-from lmlm.kb.resolver import Resolver, Thresholds
-from lmlm.kb.statistics import RelationStatistics
-from lmlm.kb.storage import BUSY_TIMEOUT_S, ImportStats, Store
-from lmlm.kb.vectors import Vectors
-
-_DEFAULTS = Thresholds()
+from lmlm.kb.resolver import Thresholds
+from lmlm.kb.storage import BUSY_TIMEOUT_S, Store
 
 
-class SqliteKB:
+class SqliteKB(StoredKB):
     """The embedded default: a SQLite file plus faiss indexes beside it, built from stored vectors."""
 
     def __init__(
@@ -39,146 +29,11 @@ class SqliteKB:
         busy_timeout: float = BUSY_TIMEOUT_S,
     ):
         self.path = Path(path)
-        self.store = Store(self.path, create=create, busy_timeout=busy_timeout)
-        self.thresholds = Thresholds(entity_threshold, relation_threshold, relation_floor, relation_margin, reference_threshold)
-        self._lock = threading.RLock()
-        self.encoders = EncoderChoice(self.store, encoder)
-        self.indexes = IndexFiles(self.path)
-        self.vectors = Vectors(self.store, self.encoders, self.indexes, self._lock)
-        self.statistics = RelationStatistics(self.store)
-        self.resolver = Resolver(self.store, self.vectors, self.statistics, self.thresholds)
-        self._edits = 0  # entity-set edits made through this object; other connections' commits show in data_version
-
-    def close(self) -> None:
-        self.store.close()
+        thresholds = Thresholds(entity_threshold, relation_threshold, relation_floor, relation_margin, reference_threshold)
+        self._assemble(Store(self.path, create=create, busy_timeout=busy_timeout), IndexFiles(self.path), encoder, thresholds)
 
     def __enter__(self) -> SqliteKB:
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @property
-    def encoder(self) -> Encoder:
-        """The encoder this KB's lookups use (loaded on first use; reading it writes nothing)."""
-        return self.encoders.encoder
-
-    def embed(self, reference: bool = False) -> dict[str, int]:
-        """Compute every missing vector (batched, stored once), record the encoder, and load or build the indexes."""
-        with self._lock:
-            counts = {t: self.vectors.embed_missing(t) for t in ("entities", "relations")}
-            self.vectors.index("entities")
-            self.statistics.bring_up_to_date()
-            if reference:
-                counts["triplets"] = self.vectors.embed_missing("triplet_vec")
-                self.vectors.index("triplet_vec")
-            return counts
-
-    # --- lookup -------------------------------------------------------------------------
-
-    def lookup(self, entity: str, relation: str, mode: Mode = "default") -> LookupResult:
-        return self.lookup_many([(entity, relation)], mode)[0]
-
-    def lookup_many(self, pairs: Sequence[tuple[str, str]], mode: Mode = "default") -> list[LookupResult]:
-        if mode not in ("default", "reference"):
-            raise LmlmError(f"unknown lookup mode {mode!r}: expected 'default' or 'reference'")
-        with self._lock:
-            return self.resolver.lookup_many(pairs, mode)
-
-    # --- edits ----------------------------------------------------------------------------
-
-    def import_triplets(self, rows: Iterable[tuple], source: str | None = None) -> ImportStats:
-        """Bulk insert (entity, relation, value[, source, example_id]) rows in one transaction."""
-        stats = ImportStats()
-        padded = ((*row, source, None)[:5] if len(row) == 3 else (*row, None)[:5] for row in rows)
-        with self._lock, self.store.transaction():
-            self.store.insert_triplets(padded, stats)
-        self.indexes.clear()
-        self.statistics.forget_cached()
-        self._edits += 1
-        return stats
-
-    def add(self, entity: str, relation: str, value: str, source: str | None = None, example_id: str | None = None) -> Triplet:
-        """Add one fact (adding it again changes nothing); re-adds its entity if it was forgotten."""
-        if problem := row_problem(entity, relation, value, source, example_id):
-            raise LmlmError(problem)
-        with self._lock:
-            new_name = not self.store.holds_live_entity(entity)
-            with self.store.transaction():
-                triplet, entity_id, relation_id = self._insert_fact(entity, relation, value, source, example_id)
-            self.statistics.forget_cached()
-            self._edits += new_name  # only a new or revived entity changes the set of names (and its trie in the engine)
-        self.vectors.embed_added({"entities": entity_id, "relations": relation_id, "triplet_vec": triplet.id})
-        return triplet
-
-    def _insert_fact(self, entity: str, relation: str, value: str, source, example_id) -> tuple[Triplet, int, int]:
-        stats = ImportStats()
-        counts_current = self.statistics.is_current()
-        self.store.insert_triplets([(entity, relation, value, source, example_id)], stats)
-        eid, rid = self.store.entity_id(entity, create=False), self.store.relation_id(relation, create=False)
-        if stats.added and counts_current:  # a fact already there is no new co-occurrence
-            self.statistics.count_new_fact(eid, rid)
-        return self.store.fact(eid, rid, value.strip()), eid, rid
-
-    def update(self, triplet_id: int, value: str) -> Triplet:
-        if problem := field_problem("value", value):
-            raise LmlmError(problem)
-        return self._set_value(triplet_id, value.strip())
-
-    def delete(self, triplet_id: int) -> Triplet:
-        return self._set_value(triplet_id, None)
-
-    def _set_value(self, triplet_id: int, value: str | None) -> Triplet:
-        """A forgotten entity's facts stay erased: only ``add`` brings the entity back."""
-        with self._lock, self.store.transaction():
-            owner = self.store.entity_of(triplet_id)
-            if owner is None:
-                raise NotFound(f"no triplet with id {triplet_id}")
-            if owner[1] and value is not None:
-                raise LmlmError(f"triplet {triplet_id} belongs to the forgotten entity {owner[0]!r}; add the fact to re-add the entity")
-            self.store.set_value(triplet_id, value)
-            return self.store.triplet(triplet_id)
-
-    def forget(self, entity: str, exact: bool = False) -> int:
-        """Erase every fact of the one entity ``entity`` names; later queries that resolve to it get ``none``.
-        Returns the count. A name that fits several entities raises Ambiguous and erases nothing; with
-        ``exact``, only the entity stored under that very name (normalized) counts."""
-        with self._lock:
-            entity_id = self._one_entity(entity, exact)
-            with self.store.transaction():
-                erased = self.store.forget_entity(entity_id)
-            self._edits += 1
-            return erased
-
-    def _one_entity(self, entity: str, exact: bool) -> int:
-        if not query_key(entity):
-            candidates = []
-        elif exact:
-            candidates = [(i, 1.0, f) for i, _, f in self.store.entities_by_key([query_key(entity)])]
-        else:
-            candidates = self.resolver.named_candidates(entity)
-        if not candidates:
-            raise NotFound(f"no entity named {entity!r}")
-        if len(candidates) > 1:
-            names = sorted(name for name, _ in self.store.entity_rows(i for i, _, _ in candidates).values())
-            raise Ambiguous(f"{entity!r} fits {len(names)} entities ({', '.join(map(repr, names))}); give the one meant in full", names)
-        return candidates[0][0]
-
-    # --- reads ----------------------------------------------------------------------------
-
-    def facts(self, entity: str) -> list[Triplet]:
-        """The live facts of the entity named ``entity`` (its exact key, else a lossless rewrite or shortened name)."""
-        with self._lock:
-            candidates = self.resolver.named_candidates(entity) if query_key(entity) else []
-            if not candidates:
-                raise NotFound(f"no entity named {entity!r}")
-            return [t for eid, _, _ in candidates for t, _, _ in self.store.facts_of(eid) if t.value is not None]
-
-    def search(self, query: str, limit: int = 20) -> list[Triplet]:
-        """Live facts whose entity name starts with ``query`` (by normalized key, indexed), then facts whose
-        entity, relation or value contains it; at most ``limit``."""
-        with self._lock:
-            return self.store.search(normalize_key(query), query.strip(), limit) if query.strip() and storable_text(query) else []
 
     def stats(self) -> dict:
         with self._lock:
@@ -189,16 +44,8 @@ class SqliteKB:
                 out["entity_index"] = describe(self.indexes.loaded["entities"])
             return out
 
-    def entity_names(self) -> list[str]:
-        """The names of the entities that are not forgotten (for constrained decoding's entity trie)."""
-        with self._lock:
-            return self.store.entity_names()
-
     def version(self) -> tuple[int, int]:
         """Changes whenever an entity may have been added or forgotten, here or by another connection to the file:
         what caches of ``entity_names`` key on."""
         with self._lock:
             return self._edits, self.store.data_version()
-
-    def triplets(self, live_only: bool = True):
-        return self.store.iter_triplets(live_only)

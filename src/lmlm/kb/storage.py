@@ -20,13 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from lmlm.errors import Busy, LmlmError
 from lmlm.kb.aliases import stored_alias_keys
 from lmlm.kb.fields import field_problem, is_row_id, provenance_problem
 from lmlm.kb.normalize import normalize_key
 from lmlm.kb.protocol import Triplet
+from lmlm.kb.sqlite_tables import SideTables
 
 SCHEMA_VERSION = "1"
 # How long a write waits for another writer (a bulk import holds the lock for its whole file) before Busy.
@@ -82,7 +81,7 @@ def _check_kb_path(path: Path, create: bool) -> bool:
     return False
 
 
-class Store:
+class Store(SideTables):
     """SQLite access for one KB file. Every write is one transaction."""
 
     def __init__(self, path: str | os.PathLike, create: bool = False, busy_timeout: float = BUSY_TIMEOUT_S):
@@ -336,63 +335,3 @@ class Store:
             "forgotten_entities": one("SELECT count(*) FROM entities WHERE forgotten=1"),
             "relations": one("SELECT count(*) FROM relations"),
         }
-
-    # --- vectors ----------------------------------------------------------------------------
-
-    def clear_vectors(self) -> None:
-        """Drop every stored vector (call inside ``transaction()``): they are recomputed on the next embed."""
-        for table in ("entities", "relations"):
-            self.conn.execute(f"UPDATE {table} SET vec=NULL")
-        self.conn.execute("DELETE FROM triplet_vec")
-
-    def vector_count(self, table: str) -> int:
-        where = "" if table == "triplet_vec" else " WHERE vec IS NOT NULL"
-        return self.conn.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
-
-    def missing_vectors(self, table: str) -> list[tuple[int, str]]:
-        if table == "triplet_vec":
-            sql = "SELECT t.id, t.entity || ' ' || t.relation FROM triplets t LEFT JOIN triplet_vec v ON v.triplet_id=t.id WHERE v.vec IS NULL"
-        else:
-            sql = f"SELECT id, name FROM {table} WHERE vec IS NULL"
-        return self.conn.execute(sql).fetchall()
-
-    def vectorless(self, table: str, ids: Iterable[int]) -> list[tuple[int, str]]:
-        """Those of ``ids`` that have no vector yet, with the text their vector is made from."""
-        ids = list(ids)
-        marks = ",".join("?" * len(ids))
-        if table == "triplet_vec":
-            sql = ("SELECT t.id, t.entity || ' ' || t.relation FROM triplets t LEFT JOIN triplet_vec v ON v.triplet_id=t.id"
-                   f" WHERE v.vec IS NULL AND t.id IN ({marks})")
-        else:
-            sql = f"SELECT id, name FROM {table} WHERE vec IS NULL AND id IN ({marks})"
-        return self.conn.execute(sql, ids).fetchall()
-
-    def put_vectors(self, table: str, ids: list[int], vectors: np.ndarray) -> None:
-        blobs = [v.astype(np.float16).tobytes() for v in vectors]
-        if table == "triplet_vec":
-            self.conn.executemany("INSERT OR REPLACE INTO triplet_vec(triplet_id, vec) VALUES (?, ?)", zip(ids, blobs))
-        else:
-            self.conn.executemany(f"UPDATE {table} SET vec=? WHERE id=?", zip(blobs, ids))
-
-    def iter_vectors(self, table: str, batch: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, float32 vectors) in id order, ``batch`` rows at a time."""
-        id_col = "triplet_id" if table == "triplet_vec" else "id"
-        cur = self.conn.execute(f"SELECT {id_col}, vec FROM {table} WHERE vec IS NOT NULL ORDER BY {id_col}")
-        while rows := cur.fetchmany(batch):
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), -1)
-            yield ids, vecs.astype(np.float32)
-
-    def content_digest(self, table: str, salt: str) -> str:
-        """A digest of what the vectors of ``table`` were computed from: changes whenever the content does."""
-        import hashlib
-
-        h = hashlib.blake2b(salt.encode(), digest_size=16)
-        sql = {
-            "entities": "SELECT id, key FROM entities WHERE vec IS NOT NULL ORDER BY id",
-            "triplet_vec": "SELECT t.id, t.entity || '\x1f' || t.relation FROM triplets t JOIN triplet_vec v ON v.triplet_id=t.id ORDER BY t.id",
-        }[table]
-        cur = self.conn.execute(sql)
-        while rows := cur.fetchmany(65_536):
-            h.update("\x1e".join(f"{i}\x1f{k}" for i, k in rows).encode())
-        return h.hexdigest()

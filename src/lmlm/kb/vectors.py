@@ -28,6 +28,7 @@ class Vectors:
     def __init__(self, store: Store, encoders: EncoderChoice, indexes: IndexFiles, lock: threading.RLock):
         self.store, self.encoders, self.indexes, self._lock = store, encoders, indexes, lock
         self._query_vectors: dict[str, np.ndarray] = {}
+        self.embed_every_add = False  # True: an add computes its vectors even when no index is open here (a shared KB)
 
     def embed_missing(self, table: str, batch: int = 4096) -> int:
         """Compute and store every missing vector of ``table`` (batched); returns how many."""
@@ -50,7 +51,7 @@ class Vectors:
             return self.indexes.loaded[table]
         self.embed_missing(table)
         encoder = self.encoders.record()
-        digest = self.store.content_digest(table, salt=encoder.name)
+        digest = lambda: self.store.content_digest(table, salt=encoder.name)  # noqa: E731  (an index kept in memory needs none)
         return self.indexes.open(table, digest, lambda: self._build_index(table, encoder.dim))
 
     def _build_index(self, table: str, dim: int) -> faiss.Index:
@@ -62,7 +63,8 @@ class Vectors:
         """Vectors for the rows one add made (table -> row id), put into the open indexes. Only these rows are
         encoded (never a backlog left by an import without vectors), and outside the lock and any transaction."""
         with self._lock:
-            todo = {t: self.store.vectorless(t, [i]) for t, i in ids.items() if _INDEX_IN_USE[t] in self.indexes.loaded}
+            shared = self.embed_every_add and self.store.get_meta("encoder") is not None  # the KB has vectors: keep them complete
+            todo = {t: self.store.vectorless(t, [i]) for t, i in ids.items() if shared or _INDEX_IN_USE[t] in self.indexes.loaded}
         for table, rows in todo.items():
             if rows:
                 encoder = self.encoders.record()

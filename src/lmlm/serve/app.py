@@ -128,15 +128,16 @@ def serve(model: str, kb: str, host: str = "127.0.0.1", port: int = 8000, config
     or KB is reported alone, never after a "serving" line."""
     import uvicorn
 
-    from lmlm.kb import SqliteKB
+    from lmlm.kb import open_kb
+    from lmlm.kb.opening import is_shared, resolve_kb_spec
 
-    if not Path(kb).exists():
+    if not is_shared(kb) and not Path(resolve_kb_spec(kb)).exists():
         raise LmlmError(f"{kb}: no such knowledge base (build one with lmlm kb build)")
-    lmlm = LMLM.from_pretrained(model, kb=SqliteKB(kb))
+    lmlm = LMLM.from_pretrained(model, kb=open_kb(kb, listen=True))  # a replica of a shared KB follows its changes
     lmlm.kb.embed()  # vectors and indexes now, not on the first request
     config = dataclasses.replace(config or ServeConfig(), bind_host=host)
     app = create_app(lmlm, config, model_name=Path(model).name, defaults=defaults)
-    log.info("serving %s with %s on http://%s:%d", model, kb, host, port)
+    log.info("serving %s with %s on http://%s:%d", model, getattr(lmlm.kb, "path", kb), host, port)
     if on_ready is not None:
         on_ready()
     uvicorn.run(app, host=host, port=port, log_level="warning")
