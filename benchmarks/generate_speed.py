@@ -8,6 +8,9 @@
            compiled, to show what the table buys
   (b', c') the engine at batch 1 and 32 with compile=True (torch.compile of the steps after the prompt; the
            compile warm-up is timed apart, as it is paid once per process)
+  (constrained) the engine at batch 1 and 32 with constrain_lookups="entity_relation" against "off", both
+           on a KB of the world's facts plus a million other triplets (vectors from the hashing encoder), so that
+           the entity trie is that size
   (b_draft) the engine at batch 1 with a draft model, for small: tiny, fine-tuned on small's output for
            other prompts (lmlm.draft; the time it takes is reported apart), eager and compiled; and,
            eager, tiny as trained (b_undistilled_draft), to show what the distillation buys
@@ -31,7 +34,7 @@ so that it writes whole calls rather than runs of lookup tokens). The draft mode
 small's continuations of the bio prompts after the measured ones and of the openings of training
 documents, never of the measured prompts.
 
-    python benchmarks/generate_speed.py [--out benchmarks/results/generate_speed.json]
+    python benchmarks/generate_speed.py [--presets tiny small] [--only-constrained [--trained RUN]] [--out FILE]
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lmlm.data import build_dataset, documents  # noqa: E402
 from lmlm.draft import distill  # noqa: E402
 from lmlm.engine import GenerationConfig, LookupEngine, LookupTokens, reference_loop  # noqa: E402
+from lmlm.engine.api import load_model, load_tokenizer  # noqa: E402
 from lmlm.engine.cache import CacheTrack  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
+from lmlm.kb.encoder import HashingEncoder  # noqa: E402
 from lmlm.kb.io import read_reference_db  # noqa: E402
 from lmlm.ngrams import NgramTable  # noqa: E402
 from lmlm.tokenizer import train_tokenizer  # noqa: E402
@@ -226,16 +231,80 @@ def distill_prompts(bios: list[str], corpus: list[Path], count: int = 1500) -> l
     return bios + random.Random(0).sample(openings, min(count, len(openings)))
 
 
+EXTRA_ENTITIES, EXTRA_RELATIONS = 50_000, 20  # a million triplets besides the world's own
+
+
+def big_kb(path: Path, world_kb: Path) -> SqliteKB:
+    """The world's facts and a million triplets of made-up entities, embedded (unconstrained calls that miss go fuzzy).
+    The vectors come from the hashing encoder: MiniLM would take far longer to embed the names than the runs take,
+    and it would only slow the unconstrained runs' fuzzy lookups, so the constraint's cost is, if anything, overstated."""
+    rng = random.Random(0)
+    syllables = ["ka", "lo", "mir", "ven", "tas", "dor", "el", "quin", "bra", "sut", "nel", "os", "rik", "fa", "gem", "hol"]
+    word = lambda: "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()  # noqa: E731
+    kb = SqliteKB(path, create=True, encoder=HashingEncoder())
+    kb.import_triplets(read_reference_db(world_kb))
+    names = {f"{word()} {word()}" for _ in range(EXTRA_ENTITIES * 2)}
+    extra = ((name, f"Attribute {r}", word()) for name in sorted(names)[:EXTRA_ENTITIES] for r in range(EXTRA_RELATIONS))
+    kb.import_triplets(extra)
+    kb.embed()
+    return kb
+
+
+def constrained_runs(model, tokenizer, kb: SqliteKB, ngrams, prompts: list[str], new_tokens: int, single: int) -> dict:
+    """Tokens/s of the engine with the entity and relation constraint against without, at batch 1 and 32, in turns."""
+    runs, engines = {}, {}
+    for constrain in ("off", "entity_relation"):
+        cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, constrain_lookups=constrain)
+        for batch, chosen in ((1, prompts[:single]), (32, prompts)):
+            engine = engines[(constrain, batch)] = LookupEngine(model, tokenizer, kb, ngrams=ngrams)
+            engine.generate(chosen[:2], cfg)  # warm up: the tries are built on first use, once per KB version
+            runs[f"batch{batch}_{constrain}"] = (lambda e=engine, c=cfg, ps=chosen, b=batch:
+                                                 [r for s in range(0, len(ps), b) for r in e.generate(ps[s : s + b], c)])
+    timings = in_turns(runs)
+    rows = {name: {"tokens": sum(len(r.token_ids) for r in out), "lookups": sum(len(r.lookups) for r in out),
+                   "hits": sum(x.value is not None for r in out for x in r.lookups), "seconds": round(seconds, 2)}
+            for name, (out, seconds, _) in timings.items()}
+    for row in rows.values():
+        row["tokens_per_second"] = round(row["tokens"] / row["seconds"], 1)
+    cost = {f"batch{b}": round(1 - rows[f"batch{b}_entity_relation"]["tokens_per_second"] / rows[f"batch{b}_off"]["tokens_per_second"], 3)
+            for b in (1, 32)}
+    return {"kb_triplets": kb.stats()["triplets"], "runs": rows, "cost": cost}
+
+
+def constrained_on_trained(run: Path, args) -> dict:
+    """The constrained runs on a model the demo trained, its world's bio prompts and KB (plus the million triplets)."""
+    tokenizer, model = load_tokenizer(run / "lmlm"), load_model(run / "lmlm")
+    model.eval()
+    corpus = [run / "world" / "corpus.jsonl"]
+    ngrams = NgramTable.from_texts(documents(corpus, "lmlm"), tokenizer)
+    bios = [json.loads(line)["prompt"] for line in (run / "world" / "eval" / "bio_prompts.jsonl").read_text().splitlines()]
+    with tempfile.TemporaryDirectory() as tmp:
+        large = big_kb(Path(tmp) / "big.sqlite", run / "world" / "kb.json")
+        try:
+            return constrained_runs(model, tokenizer, large, ngrams, bios[: args.prompts], args.new_tokens, args.single)
+        finally:
+            large.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--single", type=int, default=16, help="prompts run at batch 1 (a, b)")
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "generate_speed.json")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/generate_speed.json, or generate_speed_constrained.json")
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
+    parser.add_argument("--only-constrained", action="store_true", help="time only the constrained runs (and write them to --out)")
+    parser.add_argument("--trained", type=Path, help="with --only-constrained: a demo run's folder (lmlm/, world/) to time "
+                                                     "instead of training a model here")
     args = parser.parse_args()
+    args.out = args.out or REPO / "benchmarks" / "results" / f"generate_speed{'_constrained' if args.only_constrained else ''}.json"
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
     report = {"torch_threads": torch.get_num_threads(), "models": {}}
+    if args.only_constrained and args.trained:
+        report["models"]["demo's tiny"] = {"constrained": constrained_on_trained(args.trained, args)}
+        write_and_print_constrained(report, args.out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_world(tmp / "world", people=300, seed=0)
@@ -250,10 +319,17 @@ def main() -> None:
         bios = [json.loads(line)["prompt"] for line in (tmp / "world" / "eval" / "bio_prompts.jsonl").read_text().splitlines()]
         prompts = bios[: args.prompts]
         trained = {}
+        large = big_kb(tmp / "big.sqlite", tmp / "world" / "kb.json")
         for preset, steps in (("tiny", 600), ("small", 250)):  # tiny as trained by the demo; small until it writes whole calls
+            if preset not in args.presets:
+                continue
             cfg = TrainConfig(data=str(tmp / "data"), out=str(tmp / preset), model=preset, max_steps=steps, batch_size=16, lr=2e-3, warmup_steps=10, log_every=50)
             _, model = trained[preset] = train(cfg)
             model.eval()
+            constrained = constrained_runs(model, tokenizer, large, ngrams, prompts, args.new_tokens, args.single)
+            if args.only_constrained:
+                report["models"][preset] = {"train_steps": steps, "constrained": constrained}
+                continue
             draft = distill_seconds = None
             if preset == "small":  # tiny drafts for small, fine-tuned on small's output for prompts that are not measured
                 draft, distill_seconds = timed(lambda: distill(model, copy.deepcopy(trained["tiny"][1]), tokenizer, kb,
@@ -269,15 +345,18 @@ def main() -> None:
                         ("b_over_a_undistilled_draft", "b_engine_batch1_undistilled_draft", a))
                 ratios |= {f"{name}{suffix}": round(speed[f"{run}{suffix}"] / base, 2) for name, run, base in runs if f"{run}{suffix}" in speed}
             report["models"][preset] = {"parameters": sum(p.numel() for p in model.parameters()), "train_steps": steps, "runs": rows,
-                                        **floor, **ratios, **({"distill_seconds": round(distill_seconds, 1)} if draft is not None else {})}
+                                        **floor, **ratios, **({"distill_seconds": round(distill_seconds, 1)} if draft is not None else {}),
+                                        "constrained": constrained}
+        large.close()
+    if args.only_constrained:
+        write_and_print_constrained(report, args.out)
+        return
     # d is eager HF generate(): c/d measures the cost of lookups only for the eager engine
     report["targets"] = {f"{m}: {k}{suffix}": v for m, r in report["models"].items() for suffix in ("", "_compiled")
                          for k, v in (("b/a>=2", r[f"b_over_a{suffix}"] >= 2), ("c/a>=10", r[f"c_over_a{suffix}"] >= 10))}
     report["targets"].update({f"{m}: c/d>=0.85": r["c_over_d"] >= 0.85 for m, r in report["models"].items()})
     report["targets"].update({f"{m}: b/a>=2 with the draft model{suffix}": r[f"b_over_a_draft{suffix}"] >= 2
                               for m, r in report["models"].items() if "b_over_a_draft" in r for suffix in ("", "_compiled")})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
     for name, model in report["models"].items():
         print(f"\n{name} ({model['parameters']:,} parameters)")
         print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'tokens/s':>10}{'lookups/s':>11}{'forwards':>10}{'positions':>11}{'drafts taken':>14}"
@@ -298,7 +377,22 @@ def main() -> None:
             print(f"with the draft model (distilled in {model['distill_seconds']} s): b/a {model['b_over_a_draft']} eager, "
                   f"{model['b_over_a_draft_compiled']} compiled (warm-up {model['draft_compile_warmup_seconds']} s); "
                   f"undistilled: b/a {model['b_over_a_undistilled_draft']} eager")
+    write_and_print_constrained(report, args.out)
     print("\ntargets:", report["targets"])
+
+
+def write_and_print_constrained(report: dict, out: Path) -> None:
+    report.setdefault("targets", {}).update({f"{m}: constrained cost at {b} <= 0.10": cost <= 0.10 for m, r in report["models"].items()
+                                             for b, cost in r["constrained"]["cost"].items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    for name, model in report["models"].items():
+        c = model["constrained"]
+        print(f"\n{name}, constrained lookups on a KB of {c['kb_triplets']:,} triplets")
+        print(f"{'run':<28}{'tokens':>8}{'lookups':>9}{'hits':>6}{'tokens/s':>10}")
+        for run, r in c["runs"].items():
+            print(f"{run:<28}{r['tokens']:>8}{r['lookups']:>9}{r['hits']:>6}{r['tokens_per_second']:>10}")
+        print("cost (1 - constrained/off tokens/s): " + ", ".join(f"{b} {v}" for b, v in c["cost"].items()))
 
 
 if __name__ == "__main__":
