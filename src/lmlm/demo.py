@@ -195,6 +195,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
     retain_prompts = _sample(by_split["retain"], plan.completion_per_split, rng)
     bios = _sample([b for b in _jsonl(world / "eval" / "bio_prompts.jsonl") if b["split"] != "inject"], plan.bios, rng)
     heldout = _sample(_jsonl(world / "eval" / "heldout_bios.jsonl"), plan.ppl_docs, rng)
+    unseen = _sample([p for p in _jsonl(world / "eval" / "completion_unseen.jsonl") if p["split"] != "inject"], plan.completion_per_split, rng)
 
     report: dict = {"lmlm": {}, "standard": {}, "records": {}}
     for name, model in models.items():
@@ -202,6 +203,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
         echo(f"      {name}: completion")
         r["completion_train"] = suites.completion(model, train_prompts)["metrics"]["accuracy"]
         r["completion_inject"] = suites.completion(model, inject_prompts)["metrics"]["accuracy"]
+        r["completion_unseen"] = suites.completion(model, unseen)["metrics"]["accuracy"]
         echo(f"      {name}: factuality")
         fact = suites.factuality(model, bios, extract_facts=atomic_facts)
         r["factual_precision"] = fact["metrics"]["factual_precision"]
