@@ -91,7 +91,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
          f"{annotation['clean']['examples_out']} kept after cleaning")
     stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
 
-    training = stage(4, "train", lambda: _train_both(out, plan, seed, echo, progress))
+    training = stage(4, "train", lambda: train_both(out, plan, seed, echo, progress))
     report = stage(5, "evaluate", lambda: _evaluate(out, world, plan, rng, echo))
     report["training"] = training
     report["plan"] = asdict(plan)
@@ -113,9 +113,10 @@ def _annotate(out: Path, world: Path) -> dict:
     return {**annotated, "clean": report}
 
 
-def _train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool) -> dict:
-    """Both models at once, one core each: small matmuls gain little from a second thread."""
-    corpus = [out / "train.jsonl"]
+def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool, corpus: Path | None = None) -> dict:
+    """Both models at once, one core each (small matmuls gain little from a second thread), on ``corpus``
+    (default: the cleaned annotations in ``out/train.jsonl``), with a tokenizer trained on it."""
+    corpus = [corpus or out / "train.jsonl"]
     tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=plan.vocab_size)
     runs = {}
     for mode in ("lmlm", "standard"):
