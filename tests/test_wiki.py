@@ -15,8 +15,9 @@ from lmlm.wiki.evalsets import BUCKETS
 from lmlm.wiki.heldout import HELDOUT
 from lmlm.wiki.make import ZIPF_EXPONENT
 from lmlm.wiki.noise import MEASURED, SYNONYMS
+from lmlm.wiki_run import WIKI_PLAN, WikiPlan, run_wiki
 SEED = 0
-ENTITIES = 2000
+ENTITIES = WIKI_PLAN.entities  # the world `make wiki` trains on
 
 
 def _jsonl(path):
@@ -153,3 +154,21 @@ def test_relation_noise_rate_is_close_to_p(world, noisy):
     wrong = sum((lk.entity, lk.value) not in owns for lk in calls) / len(calls)
     # another entity of the same type may share the value (an occupation, a genre): a few wrong calls go unseen
     assert 0.6 * MEASURED.wrong_entity < wrong < 1.2 * MEASURED.wrong_entity, wrong
+
+
+@pytest.mark.slow
+def test_wiki_run_reports_both_noise_levels(tmp_path):
+    """The stages end to end at a size that only checks the report's shape (the figures mean nothing here)."""
+    plan = WikiPlan(entities=100, steps=8, batch_size=4, per_bucket=3, per_hops=3, articles_per_type=1, forget_rows=2)
+    report = run_wiki(tmp_path / "run", plan=plan, seed=SEED, echo=lambda line: None, progress=False)
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["wiki"].keys() == {"noise_0", "noise_default"}
+    for side in saved["wiki"].values():
+        for model in ("lmlm", "standard"):
+            assert side[model]["completion_by_mentions"].keys() == {"1", "2-3", "4-10", "11-100", "100+"}
+            assert side[model]["multi_hop"].keys() == {"2", "3"}
+            assert all(0 <= v <= 1 for v in [*side[model]["completion_by_mentions"].values(), *side[model]["multi_hop"].values()])
+        assert side["kb_coverage"] == {b: 1.0 for b in ("1", "2-3", "4-10", "11-100", "100+")}
+    assert saved["wiki"]["noise_default"]["noise"]["applied"]["synonym"] > 0 == saved["wiki"]["noise_0"]["noise"]["applied"]["synonym"]
+    assert (tmp_path / "run" / "popularity.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["wiki"]["noise_0"]["lmlm"] == saved["wiki"]["noise_0"]["lmlm"]
