@@ -40,6 +40,7 @@ class WikiPlan:
     per_hops: int = 80  # multi-hop prompts per hop count and split
     articles_per_type: int = 10
     forget_rows: int = 30  # prompts of the linked forgetting audit, each of forget and retain
+    completion_tokens: int = 48  # new tokens for a one-hop answer: the call spells the name out before the value
     hop_tokens: int = 64  # new tokens for a multi-hop answer: up to three calls come before it
     article_tokens: int = 64  # new tokens for an article: the prompt and the article fit the context
 
@@ -59,17 +60,21 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def run_wiki(out: str | Path = "runs/wiki", plan: WikiPlan = WIKI_PLAN, seed: int = 0, echo: Callable[[str], None] = print,
-             progress: bool = True, splits: tuple[str, ...] = ("dev", "test")) -> dict:
-    """Both noise levels, one after the other; the report (JSON, Markdown, the chart) in ``out``."""
+             progress: bool = True, splits: tuple[str, ...] = ("dev", "test"), evaluate_only: bool = False) -> dict:
+    """Both noise levels, one after the other; the report (JSON, Markdown, the chart) in ``out``. With
+    ``evaluate_only``, the worlds and models already in ``out`` are evaluated again (the stages are deterministic)."""
     out = Path(out)
-    if out.exists():
+    if out.exists() and not evaluate_only:
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     report: dict = {"wiki": {}, "plan": asdict(plan), "seed": seed, "wall_seconds": {}}
     for side, relation_noise in NOISE_LEVELS.items():
         start = time.perf_counter()
         echo(f"[{side}] relation noise {relation_noise}")
-        report["wiki"][side] = _run_side(out / side, plan, seed, noise_for(relation_noise), echo, progress, splits)
+        if evaluate_only:
+            report["wiki"][side] = _evaluate_side(out / side, plan, seed, echo, splits)
+        else:
+            report["wiki"][side] = _run_side(out / side, plan, seed, noise_for(relation_noise), echo, progress, splits)
         report["wall_seconds"][side] = round(time.perf_counter() - start, 1)
     report["wall_seconds"]["total"] = round(sum(report["wall_seconds"].values()), 1)
     write_wiki_report(report, out)
@@ -84,10 +89,17 @@ def _run_side(out: Path, plan: WikiPlan, seed: int, noise, echo, progress: bool,
     echo(f"      {counts['entities']} entities, {counts['documents']} documents; by mentions {counts['entities_by_mentions']}; "
          f"noise {counts['noise']}")
     build_kb([world / "kb.json"], out / "kb.sqlite")
-    training = train_both(out, plan.training(), seed, echo, progress, corpus=world / "corpus.jsonl")
-    side = _evaluate(out, world, plan, seed, echo, splits)
-    side["noise"] = {"asked": noise.__dict__, "applied": counts["noise"]}
-    side["training"] = training
+    train_both(out, plan.training(), seed, echo, progress, corpus=world / "corpus.jsonl")
+    return _evaluate_side(out, plan, seed, echo, splits)
+
+
+def _evaluate_side(out: Path, plan: WikiPlan, seed: int, echo, splits) -> dict:
+    side = _evaluate(out, out / "world", plan, seed, echo, splits)
+    noise = json.loads((out / "world" / "noise.json").read_text())
+    side["noise"] = {"asked": noise["asked"], "applied": noise["applied"]}
+    side["training"] = {mode: json.loads((out / mode / "lmlm_training.json").read_text())["metrics"] for mode in ("lmlm", "standard")}
+    with atomic_write(out / "side.json") as f:
+        json.dump(side, f, indent=1, ensure_ascii=False, default=float)
     return side
 
 
@@ -105,7 +117,7 @@ def _evaluate(out: Path, world: Path, plan: WikiPlan, seed: int, echo, splits) -
         r = side[name] = {}
         echo(f"      {name}: completion by mentions, multi-hop, articles")
         for split in splits:
-            done = suites.completion_by_mentions(model, completion[split])
+            done = suites.completion_by_mentions(model, completion[split], max_new_tokens=plan.completion_tokens)
             hops = suites.multi_hop(model, multihop[split], max_new_tokens=plan.hop_tokens)
             suffix = "" if split == "test" else f"_{split}"
             r["completion_by_mentions" + suffix] = done["metrics"]["by_bucket"]
@@ -117,7 +129,7 @@ def _evaluate(out: Path, world: Path, plan: WikiPlan, seed: int, echo, splits) -
         r["factual_precision_by_type"] = facts["metrics"]["by_type"]
         side["records"][f"{name}_articles"] = facts["records"][:12]
     echo("      lmlm: forgetting through links")
-    side["lmlm"]["forget_linked"] = suites.linked_forgetting(models["lmlm"], linked)["metrics"]
+    side["lmlm"]["forget_linked"] = suites.linked_forgetting(models["lmlm"], linked, max_new_tokens=plan.hop_tokens)["metrics"]
     side["n"] = {"completion": {s: {b: sum(p["bucket"] == b for p in completion[s]) for b, _, _ in BUCKETS} for s in splits},
                  "multi_hop": {s: {h: sum(str(p["hops"]) == h for p in multihop[s]) for h in ("2", "3")} for s in splits},
                  "articles": len(articles)}
