@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SHARED ?= ../shared/data/lmlm-annotated
 CORPORA = $(filter-out %database.json,$(wildcard $(SHARED)/*.json))
 
-.PHONY: demo real-data test setup clean
+.PHONY: demo wiki real-data test setup clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/lmlm demo --out runs/demo
+
+# LMLM vs Standard on the wiki world, at relation noise 0 and at the measured noisy default (README, Synthetic world)
+wiki: setup
+	$(BIN)/lmlm demo --profile wiki --out runs/wiki
 
 # the real data in ../shared: markup report and a knowledge base
 real-data: setup

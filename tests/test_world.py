@@ -1,11 +1,12 @@
 """The synthetic world: determinism, gold annotation, splits, evaluation sets."""
 
 import json
+import re
 
 import pytest
 
 from lmlm import markup
-from lmlm.world import bio_prompt, make_world, read_people
+from lmlm.world import UNSEEN_PHRASINGS, bio_prompt, make_world, read_people
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def test_same_seed_same_bytes(world, tmp_path):
     make_world(tmp_path / "again", people=300, seed=7)
     make_world(tmp_path / "other", people=300, seed=8)
     files = sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())
-    assert len(files) == 6
+    assert len(files) == 7
     for rel in files:
         assert (tmp_path / "again" / rel).read_bytes() == (world / rel).read_bytes(), rel
     assert (tmp_path / "other" / "corpus.jsonl").read_bytes() != (world / "corpus.jsonl").read_bytes()
@@ -66,3 +67,16 @@ def test_splits_and_eval_sets(world):
     for e in _jsonl(world / "corpus.jsonl"):
         seen.setdefault(e["person"], []).append(order(e))
     assert all(order(h) not in seen[h["person"]] for h in heldout)
+
+
+def test_unseen_phrasings_ask_every_fact_in_words_no_bio_has(world):
+    corpus_text = "\n".join(e["text"] for e in _jsonl(world / "corpus.jsonl"))
+    for phrasings in UNSEEN_PHRASINGS.values():
+        for template in phrasings:
+            before, after = template.split("{N}")
+            assert not re.search(re.escape(before) + r"[^.\n]{1,40}?" + re.escape(after), corpus_text), template
+    completion = {(r["person"], r["relation"], r["answer"]) for r in _jsonl(world / "eval" / "completion.jsonl")}
+    unseen = _jsonl(world / "eval" / "completion_unseen.jsonl")
+    assert {(r["person"], r["relation"], r["answer"]) for r in unseen} == completion
+    assert not any(r["prompt"].startswith(r["person"]) for r in unseen)
+    assert len({r["prompt"].replace(r["person"], "{N}") for r in unseen}) == sum(map(len, UNSEEN_PHRASINGS.values()))

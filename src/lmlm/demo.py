@@ -94,7 +94,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
          f"{annotation['clean']['examples_out']} kept after cleaning")
     stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
 
-    training = stage(4, "train", lambda: _train_both(out, plan, seed, echo, progress))
+    training = stage(4, "train", lambda: train_both(out, plan, seed, echo, progress))
     report = stage(5, "evaluate", lambda: _evaluate(out, world, plan, rng, echo))
     report["training"] = training
     report["plan"] = asdict(plan)
@@ -116,9 +116,10 @@ def _annotate(out: Path, world: Path) -> dict:
     return {**annotated, "clean": report}
 
 
-def _train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool) -> dict:
-    """Both models at once, one core each: small matmuls gain little from a second thread."""
-    corpus = [out / "train.jsonl"]
+def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool, corpus: Path | None = None) -> dict:
+    """Both models at once, one core each (small matmuls gain little from a second thread), on ``corpus``
+    (default: the cleaned annotations in ``out/train.jsonl``), with a tokenizer trained on it."""
+    corpus = [corpus or out / "train.jsonl"]
     tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=plan.vocab_size)
     runs = {}
     for mode in ("lmlm", "standard"):
@@ -198,6 +199,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
     retain_prompts = _sample(by_split["retain"], plan.completion_per_split, rng)
     bios = _sample([b for b in _jsonl(world / "eval" / "bio_prompts.jsonl") if b["split"] != "inject"], plan.bios, rng)
     heldout = _sample(_jsonl(world / "eval" / "heldout_bios.jsonl"), plan.ppl_docs, rng)
+    unseen = _sample([p for p in _jsonl(world / "eval" / "completion_unseen.jsonl") if p["split"] != "inject"], plan.completion_per_split, rng)
 
     report: dict = {"lmlm": {"constrain_lookups": plan.constrain_lookups}, "standard": {}, "records": {}}
     options = {"lmlm": {"constrain_lookups": plan.constrain_lookups}, "standard": {}}
@@ -206,6 +208,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
         echo(f"      {name}: completion")
         r["completion_train"] = suites.completion(model, train_prompts, **options[name])["metrics"]["accuracy"]
         r["completion_inject"] = suites.completion(model, inject_prompts, **options[name])["metrics"]["accuracy"]
+        r["completion_unseen"] = suites.completion(model, unseen, **options[name])["metrics"]["accuracy"]
         echo(f"      {name}: factuality")
         fact = suites.factuality(model, bios, extract_facts=atomic_facts, **options[name])
         r["factual_precision"] = fact["metrics"]["factual_precision"]

@@ -10,6 +10,7 @@ Output folder:
     kb.json                   reference database format
     people.jsonl              the ground truth: name, pronoun, split, attributes
     eval/completion.jsonl     a prefix that stops right before a value, and the answer
+    eval/completion_unseen.jsonl  the same facts asked in phrasings no bio uses, the name not first
     eval/bio_prompts.jsonl    "Tell me a bio of X. X is"
     eval/heldout_bios.jsonl   bios of train people, in an order of attributes none of their corpus bios has
 """
@@ -62,6 +63,18 @@ TEMPLATES: dict[str, list[str]] = {
     "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.", "{P} workplace is located in {V}."],
     "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport."],
     "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}."],
+}
+# Completion prompts in phrasings that no bio uses, the name never first (``eval/completion_unseen.jsonl``): the corpus's
+# own words in sentences it does not have, written before any model was trained on this world.
+UNSEEN_PHRASINGS: dict[str, list[str]] = {
+    "Birth Date": ["According to the records, {N} was first welcomed into the world on", "The family says the birthday of {N} is"],
+    "Birth City": ["As far as we know, the hometown of {N} is", "Few people know that {N} was originally born in"],
+    "Alma Mater": ["Years ago, {N} was a student at the", "We can report that the alma mater of {N} is the"],
+    "Major": ["At university, the field of study of {N} was", "We can report that {N} earned a university degree in"],
+    "Employer": ["As of this year, the employer of {N} is", "A colleague told us that {N} has a job at"],
+    "Employer City": ["We can report that the office of {N} is located in", "Every day, {N} commutes for work to"],
+    "Nationality": ["As far as we know, the nationality of {N} is", "According to the records, {N} holds the citizenship"],
+    "Occupation": ["As far as we know, {N} earns money as a", "We can report that the occupation of {N} is"],
 }
 PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in every template
 # Half the bios open with one of these, so a name is not always a text's first word: a model that only ever
@@ -178,6 +191,18 @@ def completion_prompts(person: Person) -> list[dict]:
     return out
 
 
+def unseen_completion_prompts(people: list[Person]) -> list[dict]:
+    """For each fact of each person: one of the relation's unseen phrasings, in turn (no draw from the world's
+    generator, so the other files stay the same bytes)."""
+    out = []
+    for n, person in enumerate(people):
+        for k, (relation, value) in enumerate(person.facts.items()):
+            phrasings = UNSEEN_PHRASINGS[relation]
+            out.append({"person": person.name, "split": person.split, "relation": relation,
+                        "prompt": phrasings[(n + k) % len(phrasings)].format(N=person.name), "answer": value})
+    return out
+
+
 def bio_prompt(name: str) -> str:
     return f"Tell me a bio of {name}. {name} is"
 
@@ -211,6 +236,7 @@ def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_pers
     _write_jsonl(out / "corpus.jsonl", corpus)
     _write_jsonl(out / "people.jsonl", [p.to_json() for p in population])
     _write_jsonl(out / "eval" / "completion.jsonl", completion)
+    _write_jsonl(out / "eval" / "completion_unseen.jsonl", unseen_completion_prompts(population))
     _write_jsonl(out / "eval" / "bio_prompts.jsonl", bios)
     _write_jsonl(out / "eval" / "heldout_bios.jsonl", heldout)
     with atomic_write(out / "kb.json") as f:

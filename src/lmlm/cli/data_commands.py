@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
+
 from lmlm.cli.parsing import from_config_file, load_args, print_report
 from lmlm.errors import LmlmError
 
 
 def _world(args) -> None:
+    if args.profile == "wiki":
+        from lmlm.wiki import make_wiki_world, noise_for
+
+        print_report(make_wiki_world(args.out, entities=args.entities, seed=args.seed, noise=noise_for(args.relation_noise)), False)
+        return
+    if args.relation_noise:
+        raise LmlmError("--relation-noise needs --profile wiki")
     from lmlm.world import make_world
 
     print_report(make_world(args.out, people=args.people, seed=args.seed, bios_per_person=args.bios), False)
+
+
+def _noise_rate(text: str) -> float:
+    """``--relation-noise``: a share in [0, 1], or ``default`` for the rate measured on real annotations."""
+    from lmlm.wiki import MEASURED
+
+    if text == "default":
+        return MEASURED.relation
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1] or 'default', got {text!r}")
+    return rate
 
 
 def _annotate(args) -> None:
@@ -79,6 +103,13 @@ def add_data_commands(stages) -> None:
     p.add_argument("--people", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bios", type=int, default=3, help="biographies per train person")
+    p.add_argument("--profile", choices=["default", "wiki"], default="default",
+                   help="default: people and their bios; wiki: six linked entity types, a long tail of popularity, varied documents")
+    g = p.add_argument_group("wiki")
+    g.add_argument("--entities", type=int, default=2000, help="entities of every type")
+    g.add_argument("--relation-noise", type=_noise_rate, default=0.0, metavar="P",
+                   help="share of training calls that name their relation with a synonym the KB does not store, with the "
+                        "measured rates of wrong-entity and missing calls; 'default': the measured share")
     p.set_defaults(run=_world)
 
     p = stages.add_parser("annotate", help="insert lookups into plain text")

@@ -85,11 +85,16 @@ def _ngrams(args) -> None:
 
 
 def _demo(args) -> None:
-    from lmlm.demo import run_demo
-
     if not args.verbose:  # the stage lines and the progress line tell the story; library INFO lines only with -v
         logging.getLogger("lmlm").setLevel(logging.WARNING)
-    run_demo(args.out, quick=args.quick, seed=args.seed)
+    if args.profile == "wiki":
+        from lmlm.wiki_run import QUICK_WIKI, WIKI_PLAN, run_wiki
+
+        run_wiki(args.out or "runs/wiki", plan=QUICK_WIKI if args.quick else WIKI_PLAN, seed=args.seed)
+        return
+    from lmlm.demo import run_demo
+
+    run_demo(args.out or "runs/demo", quick=args.quick, seed=args.seed)
 
 
 def _eval(args) -> None:
@@ -149,7 +154,9 @@ def add_model_commands(stages) -> None:
     p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
     p.add_argument("--quick", action="store_true",
                    help="a smoke test of the machinery; its models are too briefly trained for the full run's figures")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", help="default: runs/demo, or runs/wiki for --profile wiki")
+    p.add_argument("--profile", choices=["default", "wiki"], default="default",
+                   help="wiki: the wiki world at relation noise 0 and at the measured default, scored by mention count and hops")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show the library's INFO log lines")
     p.set_defaults(run=_demo)

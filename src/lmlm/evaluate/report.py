@@ -11,6 +11,7 @@ from lmlm.files import atomic_write
 ROWS = [  # (label, path in the report, kind)
     ("completion, train people", ("completion_train",), "acc"),
     ("completion, injected people", ("completion_inject",), "acc"),
+    ("completion, unseen phrasings", ("completion_unseen",), "acc"),
     ("factual precision of bios", ("factual_precision",), "acc"),
     ("factual precision, nearest fact on a miss (top1_anyway)", ("factual_precision_top1_anyway",), "acc"),
     ("forget set, KB intact (FULL)", ("forget", "forget_full"), "acc"),
@@ -65,9 +66,9 @@ def charts(report: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     groups = {
-        "accuracy.png": [r for r in ROWS[:3]],
-        "forgetting.png": [r for r in ROWS[3:8]],
-        "perplexity.png": [r for r in ROWS[9:]],
+        "accuracy.png": [r for r in ROWS[:4]],
+        "forgetting.png": [r for r in ROWS[4:9]],
+        "perplexity.png": [r for r in ROWS[10:]],
     }
     written = []
     for name, rows in groups.items():
