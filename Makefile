@@ -1,5 +1,6 @@
 # Two entry points, each self-contained on a fresh machine with Python 3.10+:
 #   make demo   set up .venv and run the main job
+#   make paper  set up .venv and run the paper's experiments at CPU scale (runs/paper/report.md)
 #   make test   set up .venv and run the test suite (what .ci/run calls)
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 SHARED ?= ../shared/data/lmlm-annotated
 CORPORA = $(filter-out %database.json,$(wildcard $(SHARED)/*.json))
 
-.PHONY: demo real-data test setup clean
+.PHONY: demo paper real-data test setup clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/lmlm demo --out runs/demo
+
+# every experiment of the paper; a rerun skips the stages already done (delete runs/paper to start over)
+paper: setup
+	$(BIN)/lmlm experiment paper --out runs/paper
 
 # the real data in ../shared: markup report and a knowledge base
 real-data: setup

@@ -46,6 +46,7 @@ class DemoPlan:
     ppl_docs: int = 100
     dynamic_docs: int = 30
     forget_people: int = 40
+    value_loss_every: int = 0  # log the value-token loss every N steps (the memorization figure; 0: off)
 
 
 # The smoke test: the same stages with the micro model, which passes the point where a model starts
@@ -86,12 +87,12 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed))
     echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
 
-    annotation = stage(2, "annotate", lambda: _annotate(out, world))
+    annotation = stage(2, "annotate", lambda: annotate_world(out, world))
     echo(f"      {annotation['lookups']} lookups in {annotation['passages']} passages, {annotation['passages_per_second']} passages/s; "
          f"{annotation['clean']['examples_out']} kept after cleaning")
     stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
 
-    training = stage(4, "train", lambda: _train_both(out, plan, seed, echo, progress))
+    training = stage(4, "train", lambda: train_both(out, plan, seed, echo, progress))
     report = stage(5, "evaluate", lambda: _evaluate(out, world, plan, rng, echo))
     report["training"] = training
     report["plan"] = asdict(plan)
@@ -106,14 +107,14 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     return report
 
 
-def _annotate(out: Path, world: Path) -> dict:
+def annotate_world(out: Path, world: Path) -> dict:
     annotated = annotate_aligned(world / "corpus.jsonl", out / "annotated.jsonl", kb=world / "kb.json")
     kept, report = clean_examples(read_corpus(out / "annotated.jsonl").examples)
     write_corpus(out / "train.jsonl", kept)
     return {**annotated, "clean": report}
 
 
-def _train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool) -> dict:
+def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None], progress: bool) -> dict:
     """Both models at once, one core each: small matmuls gain little from a second thread."""
     corpus = [out / "train.jsonl"]
     tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=plan.vocab_size)
@@ -121,7 +122,8 @@ def _train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None
     for mode in ("lmlm", "standard"):
         build_dataset(corpus, tokenizer, mode, out / f"data-{mode}", block_size=plan.block_size)
         cfg = TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model=plan.model, max_steps=plan.steps, batch_size=plan.batch_size,
-                          lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed)
+                          lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed,
+                          value_loss_every=plan.value_loss_every)
         runs[mode] = launch_training(cfg, out / f"train-{mode}.log")
     follow_training(runs, out, plan.steps, show=progress)
     metrics = {}
