@@ -85,6 +85,7 @@ def run_paper(cfg: PaperConfig, echo: Callable[[str], None] = log.info) -> dict:
     """Every stage not done yet, then ``report.json`` and ``report.md``; returns the report."""
     from lmlm.experiments.paper_report import write_paper_report
 
+    _check(cfg)
     out = Path(cfg.out)
     runner = _StageRunner(out, echo)
     results = {name: runner.run(name, lambda name=name: _STAGE_FUNCTIONS[name](cfg, out, echo)) for name in STAGES}
@@ -96,6 +97,26 @@ def run_paper(cfg: PaperConfig, echo: Callable[[str], None] = log.info) -> dict:
     echo(f"report: {out / 'report.md'}, {out / 'report.json'}; {report['total_seconds']['wall']:.0f}s wall, "
          f"{report['total_seconds']['cpu']:.0f}s CPU over all stages")
     return report
+
+
+def _check(cfg: PaperConfig) -> None:
+    """Options that a late stage would refuse, refused before the first stage runs."""
+    from lmlm.errors import LmlmError
+    from lmlm.experiments.offload import parse_fractions
+    from lmlm.models import PRESETS
+    from lmlm.unlearn.config import check_lists
+
+    for key in ("model", "offload_model"):
+        if getattr(cfg, key) not in PRESETS:
+            raise LmlmError(f"--{key.replace('_', '-')}: unknown model preset {getattr(cfg, key)!r}; choose from {', '.join(PRESETS)}")
+    try:
+        parse_fractions(cfg.offload_fractions)
+    except LmlmError as e:
+        raise LmlmError(str(e).replace("--fractions", "--offload-fractions")) from None
+    try:
+        check_lists(_unlearn_config(cfg))
+    except LmlmError as e:
+        raise LmlmError(f"the unlearning options (--unlearn-*): {e}") from None
 
 
 class _StageRunner:
@@ -210,13 +231,9 @@ def _offload(cfg: PaperConfig, out: Path, echo) -> dict:
 def _unlearn(cfg: PaperConfig, out: Path, echo) -> dict:
     """The panel's points: per kind of model, its utility before, and per forget size the original model, deletion
     (an LMLM), the retain-only model's utility and each method's best run (the full runs stay in unlearn/report.json)."""
-    from lmlm.unlearn import UnlearnConfig
     from lmlm.unlearn.run import run_unlearn
 
-    report = run_unlearn(UnlearnConfig(out=str(out / "unlearn"), people=cfg.unlearn_people, steps=cfg.unlearn_steps, forget=cfg.unlearn_forget,
-                                       methods=cfg.unlearn_methods, lrs=cfg.unlearn_lrs, epochs=cfg.unlearn_epochs,
-                                       utility_people=cfg.unlearn_utility_people, world_fact_people=cfg.unlearn_world_fact_people,
-                                       heldout_docs=cfg.unlearn_heldout_docs, seed=cfg.seed), echo=lambda line: echo("      " + line))
+    report = run_unlearn(_unlearn_config(cfg, out), echo=lambda line: echo("      " + line))
     point = lambda r: {"forget_quality": r["forget_quality"], "model_utility": r["model_utility"]}  # noqa: E731
     panel = {}
     for kind, result in report["kinds"].items():
@@ -227,6 +244,15 @@ def _unlearn(cfg: PaperConfig, out: Path, echo) -> dict:
                            **({"deletion": point(r["deletion"])} if "deletion" in r else {})}
         panel[kind] = {"before_utility": result["before"]["model_utility"], "forget": sizes}
     return {"forget_people": report["forget_people"], "kinds": panel}
+
+
+def _unlearn_config(cfg: PaperConfig, out: Path | None = None):
+    from lmlm.unlearn import UnlearnConfig
+
+    return UnlearnConfig(out=str((out or Path(cfg.out)) / "unlearn"), people=cfg.unlearn_people, steps=cfg.unlearn_steps,
+                         forget=cfg.unlearn_forget, methods=cfg.unlearn_methods, lrs=cfg.unlearn_lrs, epochs=cfg.unlearn_epochs,
+                         utility_people=cfg.unlearn_utility_people, world_fact_people=cfg.unlearn_world_fact_people,
+                         heldout_docs=cfg.unlearn_heldout_docs, seed=cfg.seed)
 
 
 _STAGE_FUNCTIONS = {"world": _world, "annotate": _annotate, "kb": _kb, "train": _train, "evaluate": _evaluate,
