@@ -98,7 +98,7 @@ TINY = ["--model", "micro", "--people", 40, "--steps", 4, "--batch-size", 4, "--
 STAGES = ("world", "annotate", "kb", "train", "evaluate", "memorization", "offload", "unlearn")
 
 
-@pytest.mark.slow  # about 50 s of CPU: eight micro trainings of 2-4 steps and every evaluation
+@pytest.mark.slow  # about 100 s of CPU: a run of eight micro trainings of 2-4 steps and every evaluation, then a resumed run
 def test_the_paper_end_to_end_at_a_tiny_scale_then_resumed(tmp_path):
     out = tmp_path / "paper"
     proc = run_cli("experiment", "paper", "--out", out, *TINY, check=True)
