@@ -1,5 +1,6 @@
 # Two entry points, each self-contained on a fresh machine with Python 3.10+:
 #   make demo   set up .venv and run the main job
+#   make paper  set up .venv and run the paper's experiments at CPU scale (runs/paper/report.md)
 #   make test   set up .venv and run the test suite (what .ci/run calls)
 PYTHON ?= python3
 VENV   := .venv
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 SHARED ?= ../shared/data/lmlm-annotated
 CORPORA = $(filter-out %database.json,$(wildcard $(SHARED)/*.json))
 
-.PHONY: demo wiki real-data test setup clean
+.PHONY: demo wiki paper real-data test setup clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +25,10 @@ demo: setup
 # LMLM vs Standard on the wiki world, at relation noise 0 and at the measured noisy default (README, Synthetic world)
 wiki: setup
 	$(BIN)/lmlm demo --profile wiki --out runs/wiki
+
+# every experiment of the paper; a rerun skips the stages already done (delete runs/paper to start over)
+paper: setup
+	$(BIN)/lmlm experiment paper --out runs/paper
 
 # the real data in ../shared: markup report and a knowledge base
 real-data: setup

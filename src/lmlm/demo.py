@@ -49,6 +49,7 @@ class DemoPlan:
     # The LMLM generates as it would be served: its calls held to the KB's entity names and their relations,
     # which catches a misspelt name before the lookup misses; the unconstrained figures are reported beside.
     constrain_lookups: str = "entity_relation"
+    value_loss_every: int = 0  # log the value-token loss every N steps (the memorization figure; 0: off)
 
 
 # The smoke test: the same stages with the micro model, which passes the point where a model starts
@@ -89,7 +90,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed))
     echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
 
-    annotation = stage(2, "annotate", lambda: _annotate(out, world))
+    annotation = stage(2, "annotate", lambda: annotate_world(out, world))
     echo(f"      {annotation['lookups']} lookups in {annotation['passages']} passages, {annotation['passages_per_second']} passages/s; "
          f"{annotation['clean']['examples_out']} kept after cleaning")
     stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
@@ -109,7 +110,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     return report
 
 
-def _annotate(out: Path, world: Path) -> dict:
+def annotate_world(out: Path, world: Path) -> dict:
     annotated = annotate_aligned(world / "corpus.jsonl", out / "annotated.jsonl", kb=world / "kb.json")
     kept, report = clean_examples(read_corpus(out / "annotated.jsonl").examples)
     write_corpus(out / "train.jsonl", kept)
@@ -125,7 +126,8 @@ def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
     for mode in ("lmlm", "standard"):
         build_dataset(corpus, tokenizer, mode, out / f"data-{mode}", block_size=plan.block_size)
         cfg = TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model=plan.model, max_steps=plan.steps, batch_size=plan.batch_size,
-                          lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed)
+                          lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed,
+                          value_loss_every=plan.value_loss_every)
         runs[mode] = launch_training(cfg, out / f"train-{mode}.log")
     follow_training(runs, out, plan.steps, show=progress)
     metrics = {}

@@ -17,6 +17,8 @@ EXPERIMENTS = {
     "offload": ("train at each share of the facts annotated as lookups, same budget; completion, factual precision, "
                 "normalized perplexity, database-off completion: JSON, a table and charts",
                 "lmlm.experiments.offload", "OffloadConfig", "run_offload"),
+    "paper": ("every experiment above and unlearning at one CPU scale, resumable per stage: report.md and report.json with "
+              "every table and chart (make paper)", "lmlm.experiments.paper", "PaperConfig", "run_paper"),
 }
 
 

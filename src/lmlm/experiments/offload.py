@@ -16,8 +16,10 @@ fraction (at 0, the plain perplexity). Database-off completion runs the same pro
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from lmlm import markup
 from lmlm.errors import LmlmError
 from lmlm.experiments.charts import line_chart
 from lmlm.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
@@ -73,8 +77,9 @@ def annotate_at(annotated_text: str, fraction: float, seed: int) -> str:
     return markup.render(kept, "legacy")
 
 
-def run_offload(cfg: OffloadConfig) -> dict:
-    """The sweep: the world, one training per fraction, the evaluation of each, the report and the charts."""
+def run_offload(cfg: OffloadConfig, echo: Callable[[str], None] = log.info) -> dict:
+    """The sweep: the world, one training per fraction, the evaluation of each, the report and the charts;
+    ``echo`` takes a line per run."""
     from lmlm.kb.io import build as build_kb
     from lmlm.world import make_world
 
@@ -87,8 +92,11 @@ def run_offload(cfg: OffloadConfig) -> dict:
     rows = []
     for fraction in fractions:
         run = out / f"fraction-{fraction:g}"
+        started = time.perf_counter()
         _train(run, out, tokenizer, fraction, cfg)
         rows.append({"fraction": fraction, **_evaluate(run, out, fraction, cfg)})
+        echo(f"offload fraction {fraction:g}: " + ", ".join(f"{m} {rows[-1][m]:.3f}" for m in METRICS)
+             + f"; {time.perf_counter() - started:.0f}s")
     report = {"rows": rows, "config": asdict(cfg), "wall_seconds": round(time.perf_counter() - start, 1)}
     report["summary"] = {"rows": rows, "out": str(out)}
     _write(out, report)
