@@ -97,7 +97,7 @@ def _data_build(args) -> None:
     print_report(meta["counts"], args.json)
 
 
-def add_data_commands(stages) -> None:
+def _add_world_command(stages) -> None:
     p = stages.add_parser("world", help="generate a synthetic knowledge world")
     p.add_argument("--out", required=True)
     p.add_argument("--people", type=int, default=1000)
@@ -112,6 +112,8 @@ def add_data_commands(stages) -> None:
                         "measured rates of wrong-entity and missing calls; 'default': the measured share")
     p.set_defaults(run=_world)
 
+
+def _add_annotate_command(stages) -> None:
     p = stages.add_parser("annotate", help="insert lookups into plain text")
     p.add_argument("input", metavar="IN", help="corpus (JSON or JSONL) with a 'text' field")
     p.add_argument("--backend", choices=["aligned", "openai", "hf"], default="aligned")
@@ -134,6 +136,10 @@ def add_data_commands(stages) -> None:
     g.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=_annotate)
 
+
+def add_data_commands(stages) -> None:
+    _add_world_command(stages)
+    _add_annotate_command(stages)
     annotator = stages.add_parser("annotator", help="fine-tune an annotator").add_subparsers(dest="command", required=True, metavar="COMMAND")
     annotator.add_parser("train", help="LoRA SFT of a causal LM: plain text in, annotated text out (loads as --backend hf)",
                          declare=from_config_file("lmlm.annotate.finetune", "AnnotatorConfig")).set_defaults(run=_annotator_train)
