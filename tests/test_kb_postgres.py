@@ -285,3 +285,11 @@ def test_the_forgetting_audit_copies_a_shared_kb_and_never_edits_it(url, tmp_pat
             assert sorted(t[1:4] for t in copy.triplets()) == sorted(ROWS)
             assert copy.forget("Liu Wen", exact=True) == 2
         assert kb.lookup("Liu Wen", "Occupation").value == "engineer"
+
+
+def test_a_migration_whose_source_cannot_be_read_leaves_no_destination(tmp_path):
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database at all" * 100)
+    target = tmp_path / "target.sqlite"
+    fails_cleanly(run_cli("kb", "migrate", garbage, target), "garbage.sqlite")
+    assert not target.exists()

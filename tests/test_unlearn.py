@@ -284,3 +284,11 @@ def test_the_command_end_to_end_at_a_tiny_scale(tmp_path):
     # deletion changes no weight and keeps the retain set's facts: its utility is the model's before
     assert lmlm["forget"]["0.1"]["deletion"]["model_utility"] == pytest.approx(lmlm["before"]["model_utility"])
     assert not (out / "unlearn-tmp").exists()
+
+
+def test_an_out_folder_that_is_not_an_earlier_run_is_refused_and_left_alone(tmp_path):
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "important.txt").write_text("precious")
+    fails_cleanly(run_cli("experiment", "unlearn", "--out", keep, "--people", "20", "--steps", "1"), str(keep), "--out")
+    assert (keep / "important.txt").read_text() == "precious"

@@ -39,12 +39,12 @@ def migrate(src, dst, batch: int = BATCH) -> dict:
         raise LmlmError(f"{target}: both sides are JSON; migrate copies into or out of a knowledge base")
     if _is_json(target):
         return _to_json(source, target)
-    rows = JsonRows(source) if _is_json(source) else None
-    with open_kb(target, create=True) as kb:
-        if rows is None:
-            with open_kb(source) as src_kb:
-                return _copy(_Rows.of(src_kb.store), kb, _identity(source), batch)
-        return _copy(rows, kb, _identity(source), batch)
+    if _is_json(source):
+        rows = JsonRows(source)
+        with open_kb(target, create=True) as kb:
+            return _copy(rows, kb, _identity(source), batch)
+    with open_kb(source) as src_kb, open_kb(target, create=True) as kb:  # the source first: a bad one leaves no target behind
+        return _copy(_Rows.of(src_kb.store), kb, _identity(source), batch)
 
 
 def _identity(spec: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lmlm.data import build_dataset, documents, tokenize
+from lmlm.errors import LmlmError
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import read_reference_db
 from lmlm.tokenizer import train_tokenizer
@@ -63,9 +64,16 @@ def run_unlearn(cfg: UnlearnConfig, echo: Callable[[str], None] = log.info) -> d
     return report
 
 
+def _check_earlier_run(out: Path) -> None:
+    """A run starts over in its folder; any other folder with something in it is refused, never emptied."""
+    if not out.is_dir() or (any(out.iterdir()) and not (out / "world" / "kb.json").is_file()):
+        raise LmlmError(f"{out}: exists and is not an earlier unlearning run's folder; give a new or empty --out")
+
+
 def _prepare(cfg: UnlearnConfig, echo) -> Setup:
     out = Path(cfg.out)
     if out.exists():
+        _check_earlier_run(out)
         shutil.rmtree(out)
     counts = make_world(out / "world", people=cfg.people, seed=cfg.seed)
     echo(f"world: {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} never trained on)")
