@@ -292,3 +292,10 @@ def test_an_out_folder_that_is_not_an_earlier_run_is_refused_and_left_alone(tmp_
     (keep / "important.txt").write_text("precious")
     fails_cleanly(run_cli("experiment", "unlearn", "--out", keep, "--people", "20", "--steps", "1"), str(keep), "--out")
     assert (keep / "important.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("experiment", ["unlearn", "offload"])
+def test_an_unknown_model_preset_is_refused_before_anything_is_made(experiment, tmp_path):
+    out = tmp_path / "out"
+    fails_cleanly(run_cli("experiment", experiment, "--out", out, "--model", "bogus"), "--model", "bogus")
+    assert not out.exists()

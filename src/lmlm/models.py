@@ -64,3 +64,11 @@ def build_model(preset: str, tokens: TokenIds, context: int = 1024, seed: int = 
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def check_preset(name: str, flag: str = "--model") -> None:
+    """An error naming ``flag`` when ``name`` is not a preset: before a run builds anything for it."""
+    from lmlm.errors import LmlmError
+
+    if name not in PRESETS:
+        raise LmlmError(f"{flag}: unknown model preset {name!r}; choose from {', '.join(PRESETS)}")

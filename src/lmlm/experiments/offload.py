@@ -27,6 +27,7 @@ from lmlm import markup
 from lmlm.errors import LmlmError
 from lmlm.experiments.charts import line_chart
 from lmlm.files import atomic_write
+from lmlm.models import check_preset
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def run_offload(cfg: OffloadConfig, echo: Callable[[str], None] = log.info) -> d
     from lmlm.world import make_world
 
     fractions = parse_fractions(cfg.fractions)
+    check_preset(cfg.model)
     out = Path(cfg.out)
     start = time.perf_counter()
     make_world(out / "world", people=cfg.people, seed=cfg.seed)

@@ -103,12 +103,11 @@ def _check(cfg: PaperConfig) -> None:
     """Options that a late stage would refuse, refused before the first stage runs."""
     from lmlm.errors import LmlmError
     from lmlm.experiments.offload import parse_fractions
-    from lmlm.models import PRESETS
+    from lmlm.models import check_preset
     from lmlm.unlearn.config import check_lists
 
     for key in ("model", "offload_model"):
-        if getattr(cfg, key) not in PRESETS:
-            raise LmlmError(f"--{key.replace('_', '-')}: unknown model preset {getattr(cfg, key)!r}; choose from {', '.join(PRESETS)}")
+        check_preset(getattr(cfg, key), "--" + key.replace("_", "-"))
     try:
         parse_fractions(cfg.offload_fractions)
     except LmlmError as e:

@@ -24,6 +24,7 @@ from lmlm.data import build_dataset, documents, tokenize
 from lmlm.errors import LmlmError
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import read_reference_db
+from lmlm.models import check_preset
 from lmlm.tokenizer import train_tokenizer
 from lmlm.train import TrainConfig, train
 from lmlm.unlearn.config import UnlearnConfig, check_lists
@@ -50,6 +51,7 @@ def run_unlearn(cfg: UnlearnConfig, echo: Callable[[str], None] = log.info) -> d
     import torch
 
     check_lists(cfg)
+    check_preset(cfg.model)
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     setup = _prepare(cfg, echo)
