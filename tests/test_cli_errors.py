@@ -58,3 +58,8 @@ def test_a_sampling_option_without_do_sample_is_refused_not_ignored(flag, value)
 def test_generation_options_on_the_ppl_suite_are_refused_not_ignored(tmp_path):
     fails_cleanly(run_cli("eval", "ppl", "--model", "nowhere", "--data", tmp_path / "d.jsonl", "--constrain-lookups", "relation"),
                   "--constrain-lookups", "ppl")
+
+
+def test_an_invalid_choice_or_number_is_one_line():
+    fails_cleanly(run_cli("generate", "--model", "m", "--constrain-lookups", "bogus", "x"), "--constrain-lookups", "bogus")
+    fails_cleanly(run_cli("world", "--out", "w", "--people", "many"), "--people", "many")

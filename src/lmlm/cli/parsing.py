@@ -35,6 +35,10 @@ class LazyParser(argparse.ArgumentParser):
     def format_help(self):
         return super(LazyParser, self.declared()).format_help()
 
+    def error(self, message: str):
+        """Bad usage in one line (``-h`` shows the usage), as every other refusal of the CLI."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
 
 def load_args(cls, args: argparse.Namespace):
     """``cls`` from the YAML file of ``--config`` (for stages that take one) and the options given."""
