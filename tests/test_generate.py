@@ -528,7 +528,7 @@ def test_generate_cli(model, tokenizer, kb, tmp_path):
     tokenizer.save_pretrained(tmp_path / "m")
     proc = run_cli("generate", "--model", tmp_path / "m", "--kb", kb.path, "--json", "--max-new-tokens", "12", "Ada Ashby was born on", "The", check=True)
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(lines) == 2 and all(set(r) == {"text", "raw", "lookups"} for r in lines)
+    assert len(lines) == 2 and all(set(r) == {"text", "raw", "lookups", "kb_version"} for r in lines)
     (tmp_path / "p.jsonl").write_text('{"id": 1, "prompt": "Ada"}\n{"id": 2, "prompt": "The city"}\n')
     run_cli("generate", "--model", tmp_path / "m", "--kb", kb.path, "--input", tmp_path / "p.jsonl", "--output", tmp_path / "o.jsonl",
             "--max-new-tokens", "8", check=True)
