@@ -307,7 +307,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_world(tmp / "world", people=300, seed=0)
+        make_world(tmp / "world", people=300, seed=0, phrasing="plain")
         corpus = [tmp / "world" / "corpus.jsonl"]
         tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=2048)
         build_dataset(corpus, tokenizer, "lmlm", tmp / "data", block_size=128)

@@ -61,7 +61,7 @@ def main() -> None:
     report: dict = {"torch_threads": torch.get_num_threads(), "matmul_flops": matmul_flops(), "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_world(tmp / "world", people=400, seed=0)
+        make_world(tmp / "world", people=400, seed=0, phrasing="plain")
         corpus = [tmp / "world" / "corpus.jsonl"]
         tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=4096)
         for mode in ("lmlm", "standard"):

@@ -1,6 +1,8 @@
+import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,11 +24,41 @@ def corpora(shared) -> list[Path]:
     return sorted(p for p in shared.glob("*.json") if not p.name.endswith("database.json"))
 
 
-def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real ``lmlm`` command in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "lmlm", *map(str, args)], capture_output=True, text=True)
+# Each CLI call runs in a process of its own, forked from a server that has imported the CLI, torch and
+# transformers once: the call is the real command with its own exit code and output, without paying those imports
+# each time. (tests/test_cli_errors.py also runs ``python -m lmlm`` and the ``lmlm`` script, which this skips.)
+_CLI_PROCESSES = multiprocessing.get_context("forkserver")
+_CLI_PROCESSES.set_forkserver_preload(["lmlm.cli", "lmlm.engine", "lmlm.kb", "torch", "transformers"])
+
+
+def _cli_process(args: list[str], environ: dict, cwd: str, stdout: str, stderr: str) -> None:
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    for fd, path in ((1, stdout), (2, stderr)):
+        with open(path, "wb") as f:
+            os.dup2(f.fileno(), fd)
+    from lmlm.cli import main
+
+    sys.exit(main(args))
+
+
+def run_cli(*args: str, check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``lmlm`` command in a process of its own; past ``timeout`` seconds it is killed and the call fails."""
+    args = [str(a) for a in args]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+        process = _CLI_PROCESSES.Process(target=_cli_process, args=(args, dict(os.environ), os.getcwd(), out, err))
+        process.start()
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired(["lmlm", *args], timeout)
+        proc = subprocess.CompletedProcess(["lmlm", *args], process.exitcode, Path(out).read_text(errors="replace"),
+                                           Path(err).read_text(errors="replace"))
     if check and proc.returncode != 0:
-        raise AssertionError(f"lmlm {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(f"lmlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
 
 

@@ -1,9 +1,19 @@
 """Bad input: one clear line on stderr, exit code 2, no traceback, nothing half-written."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import fails_cleanly, run_cli
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "lmlm"], [str(Path(sys.executable).with_name("lmlm"))]], ids=["python -m lmlm", "lmlm script"])
+def test_the_real_entry_points_refuse_in_one_line(tmp_path, command):
+    """The other tests run the CLI in a forked process (conftest.run_cli); these run both entry points as installed."""
+    proc = subprocess.run([*command, "markup", "check", str(tmp_path / "nope.json")], capture_output=True, text=True)
+    fails_cleanly(proc, "nope.json", "no such file")
 
 
 def test_missing_file(tmp_path):

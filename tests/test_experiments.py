@@ -23,7 +23,7 @@ DOC = "Ada Ashby was born in [dblookup('Ada Ashby', 'Birth City') -> Lyon] Lyon.
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
-    make_world(root / "world", people=20, seed=3)
+    make_world(root / "world", people=20, seed=3, phrasing="plain")
     corpus = [root / "world" / "corpus.jsonl"]
     tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard") + [markup.convert(DOC, "special")], vocab_size=400)
     return root, corpus, tokenizer

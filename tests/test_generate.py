@@ -46,7 +46,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
-    make_world(root, people=60, seed=2)
+    make_world(root, people=60, seed=2, phrasing="plain")
     return root
 
 

@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    make_world(root / "world", people=80, seed=3)
+    make_world(root / "world", people=80, seed=3, phrasing="plain")
     corpus = [root / "world" / "corpus.jsonl"]
     tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=700)
     for mode in ("lmlm", "standard"):

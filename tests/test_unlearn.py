@@ -73,7 +73,7 @@ def test_best_run_is_the_highest_forget_quality_that_keeps_utility_else_the_high
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("unlearn-world")
-    make_world(root, people=40, seed=0)
+    make_world(root, people=40, seed=0, phrasing="plain")
     return root
 
 

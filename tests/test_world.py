@@ -6,7 +6,8 @@ import re
 import pytest
 
 from lmlm import markup
-from lmlm.world import UNSEEN_PHRASINGS, bio_prompt, make_world, read_people
+from lmlm.errors import LmlmError
+from lmlm.world import LEADS, PHRASINGS, UNSEEN_CONFIRM_PHRASINGS, UNSEEN_PHRASINGS, bio_prompt, make_world, read_people
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_same_seed_same_bytes(world, tmp_path):
     make_world(tmp_path / "again", people=300, seed=7)
     make_world(tmp_path / "other", people=300, seed=8)
     files = sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())
-    assert len(files) == 7
+    assert len(files) == 8
     for rel in files:
         assert (tmp_path / "again" / rel).read_bytes() == (world / rel).read_bytes(), rel
     assert (tmp_path / "other" / "corpus.jsonl").read_bytes() != (world / "corpus.jsonl").read_bytes()
@@ -69,14 +70,35 @@ def test_splits_and_eval_sets(world):
     assert all(order(h) not in seen[h["person"]] for h in heldout)
 
 
-def test_unseen_phrasings_ask_every_fact_in_words_no_bio_has(world):
+@pytest.mark.parametrize("name, phrasings", [("unseen", UNSEEN_PHRASINGS), ("unseen_confirm", UNSEEN_CONFIRM_PHRASINGS)])
+def test_unseen_phrasings_ask_every_fact_in_words_no_bio_has(world, name, phrasings):
     corpus_text = "\n".join(e["text"] for e in _jsonl(world / "corpus.jsonl"))
-    for phrasings in UNSEEN_PHRASINGS.values():
-        for template in phrasings:
+    for relation_phrasings in phrasings.values():
+        for template in relation_phrasings:
             before, after = template.split("{N}")
-            assert not re.search(re.escape(before) + r"[^.\n]{1,40}?" + re.escape(after), corpus_text), template
+            assert not re.search(re.escape(before) + r"[^.\n]{1,40}?" + re.escape(after), corpus_text, re.IGNORECASE), template
     completion = {(r["person"], r["relation"], r["answer"]) for r in _jsonl(world / "eval" / "completion.jsonl")}
-    unseen = _jsonl(world / "eval" / "completion_unseen.jsonl")
+    unseen = _jsonl(world / "eval" / f"completion_{name}.jsonl")
     assert {(r["person"], r["relation"], r["answer"]) for r in unseen} == completion
     assert not any(r["prompt"].startswith(r["person"]) for r in unseen)
-    assert len({r["prompt"].replace(r["person"], "{N}") for r in unseen}) == sum(map(len, UNSEEN_PHRASINGS.values()))
+    assert len({r["prompt"].replace(r["person"], "{N}") for r in unseen}) == sum(map(len, phrasings.values()))
+
+
+def test_the_two_unseen_sets_share_no_opener_with_each_other_or_the_corpus():
+    """The confirm set checks a choice made on the dev set only if its wording is new to both the corpus and the dev set."""
+    def openers(phrasings):
+        return {t.split(",")[0] if "," in t.split("{N}")[0] else " ".join(t.split()[:3]) for ts in phrasings.values() for t in ts}
+    dev, confirm = openers(UNSEEN_PHRASINGS), openers(UNSEEN_CONFIRM_PHRASINGS)
+    assert not dev & confirm
+    assert not {lead.rstrip(", ") for lead in LEADS} & (dev | confirm)
+
+def test_plain_phrasing_keeps_to_the_first_four_templates_and_varied_adds_openers_and_mid_sentence_names(tmp_path):
+    texts = {}
+    for phrasing in PHRASINGS:
+        make_world(tmp_path / phrasing, people=120, seed=3, phrasing=phrasing)
+        texts[phrasing] = "\n".join(e["text"] for e in _jsonl(tmp_path / phrasing / "corpus.jsonl"))
+    assert any(lead in texts["varied"] for lead in LEADS) and not any(lead in texts["plain"] for lead in LEADS)
+    assert "Records list the" in texts["varied"] and "Records list the" not in texts["plain"]
+    assert _jsonl(tmp_path / "plain" / "people.jsonl") == _jsonl(tmp_path / "varied" / "people.jsonl")
+    with pytest.raises(LmlmError, match="phrasing 'fancy'"):
+        make_world(tmp_path / "fancy", people=10, phrasing="fancy")

@@ -20,7 +20,7 @@ from lmlm.world import make_world
 
 def make_tiny_lmlm(root: Path, people: int = 40, steps: int = 600, seed: int = 0) -> tuple[Path, Path]:
     """(checkpoint directory, KB path) under ``root``."""
-    make_world(root / "world", people=people, seed=seed)
+    make_world(root / "world", people=people, seed=seed, phrasing="plain")
     corpus = root / "world" / "corpus.jsonl"
     texts = [markup.convert(json.loads(line)["annotated_text"], "special") for line in corpus.read_text().splitlines()]
     tokenizer = train_tokenizer(texts, vocab_size=600)

@@ -40,6 +40,7 @@ class DemoPlan:
     batch_size: int = 16
     block_size: int = 128
     lr: float = 3e-3
+    phrasing: str = "varied"  # how the world's bios are worded (lmlm.world.Phrasing)
     vocab_size: int = 640  # small enough that surnames split into shared pieces, so unseen names can be copied
     completion_per_split: int = 400
     bios: int = 100
@@ -60,7 +61,7 @@ SMOKE_NOTE = ("smoke test: the models train too briefly to copy every name into 
 # Its calls stay unconstrained: a model that has not learned every surname writes half a name, and the constraint
 # completes it as another person's, whose facts the bio then states (README).
 QUICK = DemoPlan(model="micro", people=1000, steps=300, lr=5e-3, completion_per_split=60, bios=16, ppl_docs=16, dynamic_docs=4,
-                 forget_people=8, constrain_lookups="off")
+                 forget_people=8, constrain_lookups="off", phrasing="plain")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -89,7 +90,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         return result
 
     world = out / "world"
-    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed))
+    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed, phrasing=plan.phrasing))
     echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
 
     annotation = stage(2, "annotate", lambda: annotate_world(out, world))
@@ -203,7 +204,8 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
     retain_prompts = _sample(by_split["retain"], plan.completion_per_split, rng)
     bios = _sample([b for b in _jsonl(world / "eval" / "bio_prompts.jsonl") if b["split"] != "inject"], plan.bios, rng)
     heldout = _sample(_jsonl(world / "eval" / "heldout_bios.jsonl"), plan.ppl_docs, rng)
-    unseen = _sample([p for p in _jsonl(world / "eval" / "completion_unseen.jsonl") if p["split"] != "inject"], plan.completion_per_split, rng)
+    unseen = {f"completion_{name}": _sample([p for p in _jsonl(world / "eval" / f"completion_{name}.jsonl") if p["split"] != "inject"],
+                                            plan.completion_per_split, rng) for name in ("unseen", "unseen_confirm")}
 
     report: dict = {"lmlm": {"constrain_lookups": plan.constrain_lookups}, "standard": {}, "records": {}}
     options = {"lmlm": {"constrain_lookups": plan.constrain_lookups}, "standard": {}}
@@ -212,7 +214,8 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
         echo(f"      {name}: completion")
         r["completion_train"] = suites.completion(model, train_prompts, **options[name])["metrics"]["accuracy"]
         r["completion_inject"] = suites.completion(model, inject_prompts, **options[name])["metrics"]["accuracy"]
-        r["completion_unseen"] = suites.completion(model, unseen, **options[name])["metrics"]["accuracy"]
+        for key, prompts in unseen.items():
+            r[key] = suites.completion(model, prompts, **options[name])["metrics"]["accuracy"]
         echo(f"      {name}: factuality")
         fact = suites.factuality(model, bios, extract_facts=atomic_facts, **options[name])
         r["factual_precision"] = fact["metrics"]["factual_precision"]

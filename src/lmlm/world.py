@@ -11,6 +11,7 @@ Output folder:
     people.jsonl              the ground truth: name, pronoun, split, attributes
     eval/completion.jsonl     a prefix that stops right before a value, and the answer
     eval/completion_unseen.jsonl  the same facts asked in phrasings no bio uses, the name not first
+    eval/completion_unseen_confirm.jsonl  the same again in a second set of such phrasings, to confirm on
     eval/bio_prompts.jsonl    "Tell me a bio of X. X is"
     eval/heldout_bios.jsonl   bios of train people, in an order of attributes none of their corpus bios has
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmlm import markup
+from lmlm.errors import LmlmError
 from lmlm.files import atomic_write
 
 FIRST_NAMES = (
@@ -52,20 +54,36 @@ OCCUPATIONS = ("architect,astronomer,baker,cartographer,chemist,economist,engine
                "librarian,linguist,nurse,pharmacist,photographer,pilot,sculptor,surveyor,teacher,translator").split(",")
 MONTHS = "January February March April May June July August September October November December".split()
 
-# Relation name -> sentence templates. {S} is the subject (name or pronoun), {P} the possessive,
-# {V} the value.
+# Relation name -> sentence templates. {S} is the subject (name or pronoun), {P} the possessive, {N} the name
+# wherever it stands, {s} the pronoun, {V} the value. The last two of each name the person mid-sentence, so that a
+# call's entity is copied from where the name stands, not from the text's first words.
 TEMPLATES: dict[str, list[str]] = {
-    "Birth Date": ["{S} was born on {V}.", "{S} came into the world on {V}.", "{P} birthday falls on {V}.", "{P} date of birth is {V}."],
-    "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.", "{S} is a native of {V}."],
-    "Alma Mater": ["{S} studied at the {V}.", "{S} graduated from the {V}.", "{S} attended the {V}.", "{P} alma mater is the {V}."],
-    "Major": ["{S} majored in {V}.", "{P} field of study was {V}.", "{S} earned a degree in {V}.", "{S} specialized in {V} at university."],
-    "Employer": ["{S} works for {V}.", "{S} is employed by {V}.", "{P} employer is {V}.", "{S} took a job at {V}."],
-    "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.", "{P} workplace is located in {V}."],
-    "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport."],
-    "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}."],
+    "Birth Date": ["{S} was born on {V}.", "{S} came into the world on {V}.", "{P} birthday falls on {V}.", "{P} date of birth is {V}.",
+                   "Records give the birth date of {N} as {V}.", "The day {N} was born was {V}."],
+    "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.", "{S} is a native of {V}.",
+                   "The city where {N} was born is {V}.", "Records list {N} as born in {V}."],
+    "Alma Mater": ["{S} studied at the {V}.", "{S} graduated from the {V}.", "{S} attended the {V}.", "{P} alma mater is the {V}.",
+                   "The school {N} graduated from is the {V}.", "Records list the university of {N} as the {V}."],
+    "Major": ["{S} majored in {V}.", "{P} field of study was {V}.", "{S} earned a degree in {V}.", "{S} specialized in {V} at university.",
+              "The subject {N} studied was {V}.", "Records list the degree of {N} as one in {V}."],
+    "Employer": ["{S} works for {V}.", "{S} is employed by {V}.", "{P} employer is {V}.", "{S} took a job at {V}.",
+                 "The company {N} works for is {V}.", "Records list the employer of {N} as {V}."],
+    "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.", "{P} workplace is located in {V}.",
+                      "The city {N} works in is {V}.", "Records list the workplace of {N} as being in {V}."],
+    "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport.",
+                    "The passport {N} carries is {V}.", "Records list {N} as a {V} national."],
+    "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}.",
+                   "The job {N} does is that of a {V}.", "Records list the profession of {N} as a {V}."],
 }
-# Completion prompts in phrasings that no bio uses, the name never first (``eval/completion_unseen.jsonl``): the corpus's
-# own words in sentences it does not have, written before any model was trained on this world.
+# Sentence openers a bio puts before some of its sentences, so the subject is not always a sentence's first word.
+LEADS = ["In short, ", "By all accounts, ", "For the record, ", "Notably, ", "Interestingly, ", "As it happens, ", "In fact, ",
+         "Oddly enough, ", "It is known that ", "Sources confirm that ", "Reports say that ", "Most people agree that ",
+         "It is said that ", "Neighbours mention that ", "Over the years, ", "Back then, ", "Since then, ", "In those days, ",
+         "To be precise, ", "Put simply, ", "Of course, ", "Friends recall that ", "Old letters show that ", "By now, "]
+# Completion prompts in phrasings that no bio uses, the name never first: the corpus's own words in sentences it
+# does not have, written before any model was trained on this world. Two sets with their own openers and wordings:
+# ``dev`` (``eval/completion_unseen.jsonl``) to choose a recipe on, ``confirm``
+# (``eval/completion_unseen_confirm.jsonl``) to check the choice on.
 UNSEEN_PHRASINGS: dict[str, list[str]] = {
     "Birth Date": ["According to the records, {N} was first welcomed into the world on", "The family says the birthday of {N} is"],
     "Birth City": ["As far as we know, the hometown of {N} is", "Few people know that {N} was originally born in"],
@@ -76,12 +94,39 @@ UNSEEN_PHRASINGS: dict[str, list[str]] = {
     "Nationality": ["As far as we know, the nationality of {N} is", "According to the records, {N} holds the citizenship"],
     "Occupation": ["As far as we know, {N} earns money as a", "We can report that the occupation of {N} is"],
 }
+UNSEEN_CONFIRM_PHRASINGS: dict[str, list[str]] = {
+    "Birth Date": ["In the archives, the birth of {N} is dated", "Rumour has it that {N} was born on"],
+    "Birth City": ["To our knowledge, {N} first saw the light of day in", "Official papers state that the city of birth of {N} is"],
+    "Alma Mater": ["Last we heard, {N} had been enrolled at the", "Public records show that {N} went to university at the"],
+    "Major": ["In college, {N} chose to study", "Rumour has it that the university subject of {N} was"],
+    "Employer": ["To our knowledge, {N} draws a salary from", "Official papers state that {N} is on the payroll of"],
+    "Employer City": ["Last we heard, the job of {N} is based in", "Public records show that {N} has an office in"],
+    "Nationality": ["In the archives, the citizenship of {N} is listed as", "Official papers state that {N} holds a passport that is"],
+    "Occupation": ["In the archives, {N} is listed by trade as a", "Last we heard, {N} was hired to work as a"],
+}
 PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in every template
-# Half the bios open with one of these, so a name is not always a text's first word: a model that only ever
+# Most bios open with one of these, so a name is not always a text's first word: a model that only ever
 # sees the name first learns "the entity is the first word" instead of copying it from where it stands.
 OPENINGS = ["Here is a short biography of {N}.", "This profile is about {N}.", "A few facts about {N} follow.",
-            "What follows describes {N}."]
+            "What follows describes {N}.", "Our next profile concerns {N}.", "Meet {N}.", "Below is an overview of {N}.",
+            "Some notes on {N} are given here.", "This entry describes {N}.", "Let us look at the life of {N}.",
+            "Readers asked about {N}.", "Consider {N}."]
 
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    """How bios are worded. ``varied`` (the default) adds openers, mid-sentence names and more openings, so that a
+    model learns to find the name and the relation's words wherever they stand; ``plain``, the world's first
+    wording (four templates a relation, the name mostly first), is learned in fewer steps: the smoke test, the
+    tests' tiny models and the paper experiments, whose figures were measured on it, use it."""
+    templates: dict[str, list[str]]
+    openings: list[str]
+    leads: list[str]
+
+
+PHRASINGS = {"varied": Phrasing(TEMPLATES, OPENINGS, LEADS),
+             "plain": Phrasing({relation: templates[:4] for relation, templates in TEMPLATES.items()}, OPENINGS[:4], [])}
 
 
 def _template_patterns() -> list[tuple[str, re.Pattern]]:
@@ -90,7 +135,8 @@ def _template_patterns() -> list[tuple[str, re.Pattern]]:
     for relation, templates in TEMPLATES.items():
         for template in templates:
             regex = re.escape(template)
-            for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
+            for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{N}", r"(?P<subject>.+?)"),
+                                ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
                 regex = regex.replace(re.escape(slot), group, 1)
             patterns.append((relation, re.compile(r"^" + regex + r"$")))
     return patterns
@@ -99,13 +145,19 @@ def _template_patterns() -> list[tuple[str, re.Pattern]]:
 _PATTERNS = _template_patterns()
 
 
+def _without_lead(sentence: str) -> str:
+    lead = next((lead for lead in LEADS if sentence.startswith(lead)), "")
+    rest = sentence[len(lead):]
+    return rest[:1].upper() + rest[1:]
+
+
 def atomic_facts(bio: str) -> list[tuple[str, str, str]]:
     """The world's fact extractor (``lmlm.evaluate.metrics.FactExtractor``): (subject, relation, value) for each
     complete sentence of a bio that states an attribute in one of the world's templates. A last sentence
     with no full stop was cut off by the token budget ("She was born on 1"): it states nothing yet."""
     facts = []
     for sentence in re.split(r"(?<=\.)\s+", bio.strip()):
-        sentence = sentence.strip()
+        sentence = _without_lead(sentence.strip())
         for relation, pattern in _PATTERNS:
             m = pattern.match(sentence)
             if m:
@@ -155,26 +207,28 @@ def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget
     return people
 
 
-def write_bio(person: Person, rng: random.Random, order: list[str]) -> list[markup.Segment]:
-    """A biography as markup segments: attributes in the given order, random templates, name or pronoun."""
-    subject, possessive = PRONOUNS[person.pronoun]
-    segments: list[markup.Segment] = [rng.choice(OPENINGS).format(N=person.name)] if rng.random() < 0.5 else []
+def write_bio(person: Person, rng: random.Random, order: list[str], phrasing: Phrasing = PHRASINGS["varied"]) -> list[markup.Segment]:
+    """A biography as markup segments: attributes in the given order, random templates, name or pronoun, and now
+    and then an opener before a sentence."""
+    segments: list[markup.Segment] = [rng.choice(phrasing.openings).format(N=person.name)] if rng.random() < 0.5 else []
     for n, relation in enumerate(order):
-        template = rng.choice(TEMPLATES[relation])
-        by_name = n == 0 or rng.random() < 0.4
-        sentence = template.format(
-            S=person.name if by_name else subject.capitalize(),
-            P=f"{person.name}'s" if by_name else possessive.capitalize(),
-            s=subject,
-            V="\0",
-        )
-        before, after = sentence.split("\0")
+        before, after = _sentence(person, rng.choice(phrasing.templates[relation]), by_name=n == 0 or rng.random() < 0.4).split("\0")
+        # a bio without an opening starts with the name, as a completion prompt does
+        if phrasing.leads and segments and rng.random() < 0.3:
+            before = rng.choice(phrasing.leads) + (before if before.startswith(person.name) else before[:1].lower() + before[1:])
         prefix = (" " if segments else "") + before
         segments.append(prefix.rstrip(" "))
         value = person.facts[relation]
         segments.append(markup.Lookup(person.name, relation, value, lead=" " if prefix.endswith(" ") else ""))
         segments.append((" " if prefix.endswith(" ") else "") + value + after)
     return markup.join_segments(segments)
+
+
+def _sentence(person: Person, template: str, by_name: bool) -> str:
+    """``template`` stated of ``person``, by name or by pronoun, with a NUL where the value goes."""
+    subject, possessive = PRONOUNS[person.pronoun]
+    return template.format(S=person.name if by_name else subject.capitalize(),
+                           P=f"{person.name}'s" if by_name else possessive.capitalize(), N=person.name, s=subject, V="\0")
 
 
 def _texts(segments: list[markup.Segment]) -> dict[str, str]:
@@ -185,21 +239,20 @@ def completion_prompts(person: Person) -> list[dict]:
     """For each fact: the first training template, with the full name, cut right before the value."""
     out = []
     for relation, value in person.facts.items():
-        template = TEMPLATES[relation][0]
-        prompt = template.format(S=person.name, P=f"{person.name}'s", s=PRONOUNS[person.pronoun][0], V="\0").split("\0")[0].rstrip()
+        prompt = _sentence(person, TEMPLATES[relation][0], by_name=True).split("\0")[0].rstrip()
         out.append({"person": person.name, "split": person.split, "relation": relation, "prompt": prompt, "answer": value})
     return out
 
 
-def unseen_completion_prompts(people: list[Person]) -> list[dict]:
-    """For each fact of each person: one of the relation's unseen phrasings, in turn (no draw from the world's
+def unseen_completion_prompts(people: list[Person], phrasings: dict[str, list[str]] = UNSEEN_PHRASINGS) -> list[dict]:
+    """For each fact of each person: one of the relation's unseen ``phrasings``, in turn (no draw from the world's
     generator, so the other files stay the same bytes)."""
     out = []
     for n, person in enumerate(people):
         for k, (relation, value) in enumerate(person.facts.items()):
-            phrasings = UNSEEN_PHRASINGS[relation]
+            options = phrasings[relation]
             out.append({"person": person.name, "split": person.split, "relation": relation,
-                        "prompt": phrasings[(n + k) % len(phrasings)].format(N=person.name), "answer": value})
+                        "prompt": options[(n + k) % len(options)].format(N=person.name), "answer": value})
     return out
 
 
@@ -207,8 +260,11 @@ def bio_prompt(name: str) -> str:
     return f"Tell me a bio of {name}. {name} is"
 
 
-def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_person: int = 3) -> dict:
-    """Write a world to ``out`` and return its counts."""
+def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_person: int = 3, phrasing: str = "varied") -> dict:
+    """Write a world to ``out`` and return its counts; ``phrasing`` names one of ``PHRASINGS``."""
+    if phrasing not in PHRASINGS:
+        raise LmlmError(f"phrasing {phrasing!r}: expected one of {', '.join(PHRASINGS)}")
+    wording = PHRASINGS[phrasing]
     out = Path(out)
     rng = random.Random(seed)
     population = make_people(people, rng)
@@ -219,10 +275,10 @@ def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_pers
         orders = []
         for b in range(bios_per_person):
             orders.append(rng.sample(list(person.facts), len(person.facts)))
-            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(write_bio(person, rng, orders[-1]))})
+            corpus.append({"id": f"{person.name}#{b}", "person": person.name, **_texts(write_bio(person, rng, orders[-1], wording))})
         unseen = next((o for o in (rng.sample(list(person.facts), len(person.facts)) for _ in range(100)) if o not in orders), orders[0])
         heldout.append({"id": f"{person.name}#heldout", "person": person.name, "split": person.split,
-                        **_texts(write_bio(person, rng, unseen))})
+                        **_texts(write_bio(person, rng, unseen, wording))})
     rng.shuffle(corpus)
     triplets = [[p.name, r, v] for p in population for r, v in p.facts.items()]
     kb = {
@@ -237,6 +293,7 @@ def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_pers
     _write_jsonl(out / "people.jsonl", [p.to_json() for p in population])
     _write_jsonl(out / "eval" / "completion.jsonl", completion)
     _write_jsonl(out / "eval" / "completion_unseen.jsonl", unseen_completion_prompts(population))
+    _write_jsonl(out / "eval" / "completion_unseen_confirm.jsonl", unseen_completion_prompts(population, UNSEEN_CONFIRM_PHRASINGS))
     _write_jsonl(out / "eval" / "bio_prompts.jsonl", bios)
     _write_jsonl(out / "eval" / "heldout_bios.jsonl", heldout)
     with atomic_write(out / "kb.json") as f:

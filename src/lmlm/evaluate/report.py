@@ -11,7 +11,8 @@ from lmlm.files import atomic_write
 ROWS = [  # (label, path in the report, kind)
     ("completion, train people", ("completion_train",), "acc"),
     ("completion, injected people", ("completion_inject",), "acc"),
-    ("completion, unseen phrasings", ("completion_unseen",), "acc"),
+    ("completion, unseen phrasings (dev set)", ("completion_unseen",), "acc"),
+    ("completion, unseen phrasings (confirm set)", ("completion_unseen_confirm",), "acc"),
     ("factual precision of bios", ("factual_precision",), "acc"),
     ("factual precision, nearest fact on a miss (top1_anyway)", ("factual_precision_top1_anyway",), "acc"),
     ("forget set, KB intact (FULL)", ("forget", "forget_full"), "acc"),

@@ -88,7 +88,7 @@ def run_offload(cfg: OffloadConfig, echo: Callable[[str], None] = log.info) -> d
     check_preset(cfg.model)
     out = Path(cfg.out)
     start = time.perf_counter()
-    make_world(out / "world", people=cfg.people, seed=cfg.seed)
+    make_world(out / "world", people=cfg.people, seed=cfg.seed, phrasing="plain")  # the wording its figures were measured on
     build_kb([out / "world" / "kb.json"], out / "kb.sqlite")
     tokenizer = _tokenizer(out, cfg)
     rows = []

@@ -151,7 +151,7 @@ def _world(cfg: PaperConfig, out: Path, echo) -> dict:
     from lmlm.world import make_world
 
     shutil.rmtree(out / "main", ignore_errors=True)
-    counts = make_world(out / "main" / "world", people=cfg.people, seed=cfg.seed)
+    counts = make_world(out / "main" / "world", people=cfg.people, seed=cfg.seed, phrasing="plain")  # the wording its figures were measured on
     echo(f"      {counts['people']} people, {counts['bios']} bios")
     return counts
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from lmlm import markup
 from lmlm.errors import LmlmError
-from lmlm.world import OPENINGS, PRONOUNS, TEMPLATES, VALUES, Person
+from lmlm.world import OPENINGS, PHRASINGS, PRONOUNS, VALUES, Person
+
+TEMPLATES = PHRASINGS["plain"].templates  # the unlearning run's world is worded plainly (lmlm.unlearn.run)
 
 PERTURBED = 5  # TOFU's count of perturbed answers per question
 
@@ -55,7 +57,7 @@ class Question:
 
 def sentence(template: str, person: Person, relation: str, value: str) -> Answer:
     """``template`` stated of ``person`` by name, cut at its value slot."""
-    text = template.format(S=person.name, P=f"{person.name}'s", s=PRONOUNS[person.pronoun][0], V="\0")
+    text = template.format(S=person.name, P=f"{person.name}'s", N=person.name, s=PRONOUNS[person.pronoun][0], V="\0")
     before, after = text.split("\0")
     if not before.endswith(" "):
         raise ValueError(f"template {template!r}: expected a space before the value")

@@ -77,7 +77,7 @@ def _prepare(cfg: UnlearnConfig, echo) -> Setup:
     if out.exists():
         _check_earlier_run(out)
         shutil.rmtree(out)
-    counts = make_world(out / "world", people=cfg.people, seed=cfg.seed)
+    counts = make_world(out / "world", people=cfg.people, seed=cfg.seed, phrasing="plain")  # the wording its figures were measured on
     echo(f"world: {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} never trained on)")
     people = read_people(out / "world")
     corpus = [out / "world" / "corpus.jsonl"]
