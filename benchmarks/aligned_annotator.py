@@ -44,7 +44,7 @@ def placements(annotated: str) -> list[tuple[tuple, int, int]]:
 
 def synthetic(people: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        make_world(tmp, people=people, seed=0)
+        make_world(tmp, people=people, seed=0, phrasing="plain")
         kb = json.loads((Path(tmp) / "kb.json").read_text())["triplets"]
         corpus = [json.loads(line) for line in (Path(tmp) / "corpus.jsonl").read_text().splitlines()]
     annotator = AlignedAnnotator(map(tuple, kb))

@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_world(tmp / "world", people=args.people, seed=0)
+        make_world(tmp / "world", people=args.people, seed=0, phrasing="plain")
         report = {
             "real (../shared, *_cleaned.json)": measure("real", sorted(SHARED.glob("*_cleaned.json")), tmp, 8192),
             f"world ({args.people} people)": measure("world", [tmp / "world" / "corpus.jsonl"], tmp, 4096),

@@ -1,4 +1,7 @@
+import atexit
+import gc
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import subprocess
 import sys
@@ -24,11 +27,22 @@ def corpora(shared) -> list[Path]:
     return sorted(p for p in shared.glob("*.json") if not p.name.endswith("database.json"))
 
 
-# Each CLI call runs in a process of its own, forked from a server that has imported the CLI, torch and
-# transformers once: the call is the real command with its own exit code and output, without paying those imports
-# each time. (tests/test_cli_errors.py also runs ``python -m lmlm`` and the ``lmlm`` script, which this skips.)
+# Each CLI call runs in a process of its own, forked from a server that imported the CLI, torch and transformers
+# once, at the session's start: the call is the real command with its own exit code and output, without paying
+# those imports each time. A call whose environment changes what an interpreter reads only as it starts (the hash
+# seed, the import path, thread counts, the HF libraries' settings) runs as a real ``python -m lmlm`` instead, as
+# do the tests of the entry points themselves (tests/test_cli_errors.py) and of damaged checkpoints.
 _CLI_PROCESSES = multiprocessing.get_context("forkserver")
 _CLI_PROCESSES.set_forkserver_preload(["lmlm.cli", "lmlm.engine", "lmlm.kb", "torch", "transformers"])
+_STARTUP_ENVIRON = dict(os.environ)
+
+
+def _read_at_startup(name: str) -> bool:
+    return name.startswith(("PYTHON", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_", "MKL_", "TORCH"))
+
+
+def pytest_configure(config):
+    multiprocessing.forkserver.ensure_running()  # the server's environment is the session's, not a test's
 
 
 def _cli_process(args: list[str], environ: dict, cwd: str, stdout: str, stderr: str) -> None:
@@ -40,12 +54,27 @@ def _cli_process(args: list[str], environ: dict, cwd: str, stdout: str, stderr: 
             os.dup2(f.fileno(), fd)
     from lmlm.cli import main
 
-    sys.exit(main(args))
+    try:
+        code = main(args)
+    finally:
+        atexit._run_exitfuncs()  # what an interpreter runs as it exits, which multiprocessing's os._exit skips
+        gc.collect()
+    sys.exit(code)
 
 
 def run_cli(*args: str, check: bool = False, timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run the real ``lmlm`` command in a process of its own; past ``timeout`` seconds it is killed and the call fails."""
     args = [str(a) for a in args]
+    if any(os.environ.get(k) != _STARTUP_ENVIRON.get(k) for k in {*os.environ, *_STARTUP_ENVIRON} if _read_at_startup(k)):
+        proc = subprocess.run([sys.executable, "-m", "lmlm", *args], capture_output=True, text=True, timeout=timeout)
+    else:
+        proc = _forked_cli(args, timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lmlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def _forked_cli(args: list[str], timeout: float | None) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         process = _CLI_PROCESSES.Process(target=_cli_process, args=(args, dict(os.environ), os.getcwd(), out, err))
@@ -55,11 +84,8 @@ def run_cli(*args: str, check: bool = False, timeout: float | None = None) -> su
             process.kill()
             process.join()
             raise subprocess.TimeoutExpired(["lmlm", *args], timeout)
-        proc = subprocess.CompletedProcess(["lmlm", *args], process.exitcode, Path(out).read_text(errors="replace"),
+        return subprocess.CompletedProcess(["lmlm", *args], process.exitcode, Path(out).read_text(errors="replace"),
                                            Path(err).read_text(errors="replace"))
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lmlm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def fails_cleanly(proc, *needles):

@@ -4,9 +4,10 @@ exit 2 and one line that names the folder or the file, never a traceback; serve 
 import json
 import shutil
 import socket
+import subprocess
+import sys
 
 import pytest
-from conftest import run_cli
 from tiny_lmlm import make_tiny_lmlm
 
 
@@ -53,7 +54,8 @@ def test_a_broken_model_folder_is_one_line_and_exit_2(good, tmp_path, broken, co
     shutil.copytree(checkpoint, folder)
     breaks, file, says = BROKEN[broken]
     breaks(folder)
-    proc = run_cli(*COMMANDS[command](folder, kb, root), timeout=300)  # a server that binds would hang: the timeout fails the test
+    proc = subprocess.run([sys.executable, "-m", "lmlm", *map(str, COMMANDS[command](folder, kb, root))],
+                          capture_output=True, text=True, timeout=300)  # a server that binds would hang: the timeout fails the test
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()

@@ -1,6 +1,7 @@
 """Bad input: one clear line on stderr, exit code 2, no traceback, nothing half-written."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +10,23 @@ import pytest
 from conftest import fails_cleanly, run_cli
 
 
-@pytest.mark.parametrize("command", [[sys.executable, "-m", "lmlm"], [str(Path(sys.executable).with_name("lmlm"))]], ids=["python -m lmlm", "lmlm script"])
-def test_the_real_entry_points_refuse_in_one_line(tmp_path, command):
-    """The other tests run the CLI in a forked process (conftest.run_cli); these run both entry points as installed."""
-    proc = subprocess.run([*command, "markup", "check", str(tmp_path / "nope.json")], capture_output=True, text=True)
-    fails_cleanly(proc, "nope.json", "no such file")
+def _installed_script() -> list[str]:
+    beside = Path(sys.executable).with_name("lmlm")
+    found = str(beside) if beside.is_file() else shutil.which("lmlm")
+    if found is None:
+        pytest.skip("no installed lmlm script beside the interpreter or on PATH")
+    return [found]
+
+
+@pytest.mark.parametrize("entry_point", ["python -m lmlm", "lmlm script"])
+@pytest.mark.parametrize("command, needles", [(["markup", "check", "{tmp}/nope.json"], ("nope.json", "no such file")),
+                                              (["generate", "--model", "{tmp}/missing", "hello"], ("missing", "no such model folder"))])
+def test_the_real_entry_points_refuse_in_one_line(tmp_path, entry_point, command, needles):
+    """The other tests run the CLI in a forked process (conftest.run_cli); these run both entry points as installed,
+    one with the model stack imported."""
+    program = [sys.executable, "-m", "lmlm"] if entry_point == "python -m lmlm" else _installed_script()
+    proc = subprocess.run([*program, *(part.format(tmp=tmp_path) for part in command)], capture_output=True, text=True)
+    fails_cleanly(proc, *needles)
 
 
 def test_missing_file(tmp_path):

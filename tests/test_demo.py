@@ -50,7 +50,7 @@ def test_quick_demo_report_is_complete(quick):
     proc, report, out = quick
     assert "[7/7] report" in proc.stdout
     for side in ("lmlm", "standard"):
-        for key in ("completion_train", "completion_inject", "factual_precision"):
+        for key in ("completion_train", "completion_inject", "completion_unseen", "completion_unseen_confirm", "factual_precision"):
             assert fraction(report[side][key]), (side, key)
     forget = report["lmlm"]["forget"]
     for key in ("forget_full", "forget_del_on", "forget_del_off", "retain_full", "retain_del_on"):
@@ -75,8 +75,10 @@ RUN_MICRO = "import sys; from lmlm.demo import run_demo; from test_demo import M
 def _start_micro(out: Path, seed: int, hash_seed: str) -> subprocess.Popen:
     """A micro demo in a process of its own, with its own string-hash seed (set and dict orders differ). The three
     runs go side by side, each on one thread, so they share the cores instead of fighting over them."""
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", RUN_MICRO, str(out), str(seed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    return subprocess.Popen([sys.executable, "-c", RUN_MICRO, str(out), str(seed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
 
 
 def _report(out: Path, run: subprocess.Popen) -> dict:
@@ -89,7 +91,12 @@ def _report(out: Path, run: subprocess.Popen) -> dict:
 
 def test_same_seed_gives_the_same_weights_and_figures(tmp_path):
     runs = {name: _start_micro(tmp_path / name, seed, hash_seed) for name, seed, hash_seed in (("a", 1, "1"), ("b", 1, "2"), ("c", 2, "1"))}
-    first, again, other = (_report(tmp_path / name, run) for name, run in runs.items())
+    try:
+        first, again, other = [_report(tmp_path / name, run) for name, run in runs.items()]
+    finally:
+        for run in runs.values():
+            run.kill()
+            run.wait()
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
     assert first["records"] != other["records"]
     for mode in ("lmlm", "standard"):

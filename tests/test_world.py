@@ -1,13 +1,25 @@
 """The synthetic world: determinism, gold annotation, splits, evaluation sets."""
 
+import hashlib
 import json
 import re
 
 import pytest
+from conftest import fails_cleanly, run_cli
 
 from lmlm import markup
 from lmlm.errors import LmlmError
-from lmlm.world import LEADS, PHRASINGS, UNSEEN_CONFIRM_PHRASINGS, UNSEEN_PHRASINGS, bio_prompt, make_world, read_people
+from lmlm.world import (
+    LEADS,
+    OPENINGS,
+    PHRASINGS,
+    UNSEEN_CONFIRM_PHRASINGS,
+    UNSEEN_PHRASINGS,
+    atomic_facts,
+    bio_prompt,
+    make_world,
+    read_people,
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +97,33 @@ def test_unseen_phrasings_ask_every_fact_in_words_no_bio_has(world, name, phrasi
 
 
 def test_the_two_unseen_sets_share_no_opener_with_each_other_or_the_corpus():
-    """The confirm set checks a choice made on the dev set only if its wording is new to both the corpus and the dev set."""
+    """The confirm set checks a choice made on the dev set only if its openers are new to both the corpus and the dev set."""
     def openers(phrasings):
-        return {t.split(",")[0] if "," in t.split("{N}")[0] else " ".join(t.split()[:3]) for ts in phrasings.values() for t in ts}
+        return {t.split("{N}")[0].split(",")[0].strip() for ts in phrasings.values() for t in ts}
     dev, confirm = openers(UNSEEN_PHRASINGS), openers(UNSEEN_CONFIRM_PHRASINGS)
-    assert not dev & confirm
-    assert not {lead.rstrip(", ") for lead in LEADS} & (dev | confirm)
+    for ours, theirs in ((dev, UNSEEN_CONFIRM_PHRASINGS), (confirm, UNSEEN_PHRASINGS)):
+        assert not any(t.startswith(opener) for opener in ours for ts in theirs.values() for t in ts)
+    corpus_openers = [lead.rstrip(", ") for lead in LEADS] + [o.split("{N}")[0].strip() for o in OPENINGS]
+    unseen = [t for phrasings in (UNSEEN_PHRASINGS, UNSEEN_CONFIRM_PHRASINGS) for ts in phrasings.values() for t in ts]
+    assert not any(t.startswith(opener) for opener in corpus_openers for t in unseen)
+
+
+# The plain wording is the world's first: these digests are of files the generator wrote before it had a phrasing
+PLAIN_DIGESTS = {"corpus.jsonl": "d5edfd17d11e23eac2349144461a66b57a0f2e06c5e0227fd75cc4c70b8961d1",
+                 "eval/completion.jsonl": "ffd47b6d7721782c4a14e6dcc2c7e672a6c41d848964bc340b2913d3d3d19910",
+                 "eval/heldout_bios.jsonl": "f759d7e309b13e605355d9cf709842aef8535ce002f61bfe5dd5c9ca21a7d5a4"}
+
+
+def test_plain_phrasing_writes_the_bytes_of_the_first_wording(tmp_path):
+    make_world(tmp_path, people=50, seed=9, phrasing="plain")
+    assert {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in PLAIN_DIGESTS} == PLAIN_DIGESTS
+
+
+def test_the_world_command_refuses_a_phrasing_it_cannot_use(tmp_path):
+    fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--profile", "wiki", "--phrasing", "plain"), "--phrasing")
+    fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--phrasing", "fancy"), "--phrasing", "fancy")
+    fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--bios", "0"), "bios per person 0")
+
 
 def test_plain_phrasing_keeps_to_the_first_four_templates_and_varied_adds_openers_and_mid_sentence_names(tmp_path):
     texts = {}
@@ -102,3 +135,15 @@ def test_plain_phrasing_keeps_to_the_first_four_templates_and_varied_adds_opener
     assert _jsonl(tmp_path / "plain" / "people.jsonl") == _jsonl(tmp_path / "varied" / "people.jsonl")
     with pytest.raises(LmlmError, match="phrasing 'fancy'"):
         make_world(tmp_path / "fancy", people=10, phrasing="fancy")
+
+
+@pytest.mark.parametrize("phrasing", list(PHRASINGS))
+def test_the_fact_extractor_reads_every_bio_back_to_its_gold_lookups(tmp_path, phrasing):
+    """Each sentence is read by the template that wrote it, whatever its wording: the scorer of generated bios
+    (factual precision) would otherwise count right facts as wrong."""
+    make_world(tmp_path, people=300, seed=5, phrasing=phrasing)
+    for e in _jsonl(tmp_path / "corpus.jsonl"):
+        gold = [(lk.entity, lk.relation, lk.value) for lk in markup.parse(e["annotated_text"]).lookups]
+        read = atomic_facts(e["text"])
+        assert [(r, v) for _, r, v in read] == [(r, v) for _, r, v in gold], e["text"]
+        assert all(subject in (e["person"], "He", "She", "His", "Her") for subject, _, _ in read), e["text"]

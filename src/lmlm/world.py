@@ -60,7 +60,8 @@ MONTHS = "January February March April May June July August September October No
 TEMPLATES: dict[str, list[str]] = {
     "Birth Date": ["{S} was born on {V}.", "{S} came into the world on {V}.", "{P} birthday falls on {V}.", "{P} date of birth is {V}.",
                    "Records give the birth date of {N} as {V}.", "The day {N} was born was {V}."],
-    "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.", "{S} is a native of {V}.",
+    "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.",
+                   "{S} is a native of {V}.",
                    "The city where {N} was born is {V}.", "Records list {N} as born in {V}."],
     "Alma Mater": ["{S} studied at the {V}.", "{S} graduated from the {V}.", "{S} attended the {V}.", "{P} alma mater is the {V}.",
                    "The school {N} graduated from is the {V}.", "Records list the university of {N} as the {V}."],
@@ -68,7 +69,8 @@ TEMPLATES: dict[str, list[str]] = {
               "The subject {N} studied was {V}.", "Records list the degree of {N} as one in {V}."],
     "Employer": ["{S} works for {V}.", "{S} is employed by {V}.", "{P} employer is {V}.", "{S} took a job at {V}.",
                  "The company {N} works for is {V}.", "Records list the employer of {N} as {V}."],
-    "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.", "{P} workplace is located in {V}.",
+    "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.",
+                      "{P} workplace is located in {V}.",
                       "The city {N} works in is {V}.", "Records list the workplace of {N} as being in {V}."],
     "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport.",
                     "The passport {N} carries is {V}.", "Records list {N} as a {V} national."],
@@ -130,15 +132,16 @@ PHRASINGS = {"varied": Phrasing(TEMPLATES, OPENINGS, LEADS),
 
 
 def _template_patterns() -> list[tuple[str, re.Pattern]]:
-    """One regex per sentence template, capturing subject and value."""
+    """One regex per sentence template, capturing subject and value, the longest template first: a sentence is
+    read by the most specific template that fits it ("The company X works for is Y." is not "X works for Y.")."""
     patterns = []
-    for relation, templates in TEMPLATES.items():
-        for template in templates:
-            regex = re.escape(template)
-            for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{N}", r"(?P<subject>.+?)"),
-                                ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
-                regex = regex.replace(re.escape(slot), group, 1)
-            patterns.append((relation, re.compile(r"^" + regex + r"$")))
+    by_length = sorted(((r, t) for r, ts in TEMPLATES.items() for t in ts), key=lambda rt: -len(re.sub(r"\{\w\}", "", rt[1])))
+    for relation, template in by_length:
+        regex = re.escape(template)
+        for slot, group in (("{S}", r"(?P<subject>.+?)"), ("{P}", r"(?P<subject>.+?)(?:'s)?"), ("{N}", r"(?P<subject>.+?)"),
+                            ("{s}", r"(?:he|she)"), ("{V}", r"(?P<value>.+?)")):
+            regex = regex.replace(re.escape(slot), group, 1)
+        patterns.append((relation, re.compile(r"^" + regex + r"$")))
     return patterns
 
 
@@ -213,7 +216,7 @@ def write_bio(person: Person, rng: random.Random, order: list[str], phrasing: Ph
     segments: list[markup.Segment] = [rng.choice(phrasing.openings).format(N=person.name)] if rng.random() < 0.5 else []
     for n, relation in enumerate(order):
         before, after = _sentence(person, rng.choice(phrasing.templates[relation]), by_name=n == 0 or rng.random() < 0.4).split("\0")
-        # a bio without an opening starts with the name, as a completion prompt does
+        # no opener before a bio's first words: a completion prompt starts with its sentence too
         if phrasing.leads and segments and rng.random() < 0.3:
             before = rng.choice(phrasing.leads) + (before if before.startswith(person.name) else before[:1].lower() + before[1:])
         prefix = (" " if segments else "") + before
@@ -262,8 +265,10 @@ def bio_prompt(name: str) -> str:
 
 def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_person: int = 3, phrasing: str = "varied") -> dict:
     """Write a world to ``out`` and return its counts; ``phrasing`` names one of ``PHRASINGS``."""
-    if phrasing not in PHRASINGS:
+    if not isinstance(phrasing, str) or phrasing not in PHRASINGS:
         raise LmlmError(f"phrasing {phrasing!r}: expected one of {', '.join(PHRASINGS)}")
+    if bios_per_person < 1:
+        raise LmlmError(f"bios per person {bios_per_person}: expected at least 1")
     wording = PHRASINGS[phrasing]
     out = Path(out)
     rng = random.Random(seed)

@@ -12,13 +12,16 @@ def _world(args) -> None:
     if args.profile == "wiki":
         from lmlm.wiki import make_wiki_world, noise_for
 
+        if args.phrasing is not None:
+            raise LmlmError("--phrasing is the default profile's; the wiki profile words its documents its own way")
         print_report(make_wiki_world(args.out, entities=args.entities, seed=args.seed, noise=noise_for(args.relation_noise)), False)
         return
     if args.relation_noise:
         raise LmlmError("--relation-noise needs --profile wiki")
     from lmlm.world import make_world
 
-    print_report(make_world(args.out, people=args.people, seed=args.seed, bios_per_person=args.bios, phrasing=args.phrasing), False)
+    print_report(make_world(args.out, people=args.people, seed=args.seed, bios_per_person=args.bios, phrasing=args.phrasing or "varied"),
+                 False)
 
 
 def _noise_rate(text: str) -> float:
@@ -103,8 +106,8 @@ def _add_world_command(stages) -> None:
     p.add_argument("--people", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bios", type=int, default=3, help="biographies per train person")
-    p.add_argument("--phrasing", choices=["varied", "plain"], default="varied",
-                   help="varied: openers and names mid-sentence; plain: four templates a relation, learned in fewer steps")
+    p.add_argument("--phrasing", choices=["varied", "plain"], default=None,
+                   help="varied (default): openers and names mid-sentence; plain: four templates a relation, learned in fewer steps")
     p.add_argument("--profile", choices=["default", "wiki"], default="default",
                    help="default: people and their bios; wiki: six linked entity types, a long tail of popularity, varied documents")
     g = p.add_argument_group("wiki")
