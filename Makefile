@@ -1,14 +1,14 @@
 # Two entry points, each self-contained on a fresh machine with Python 3.10+:
 #   make demo   set up .venv and run the main job
 #   make paper  set up .venv and run the paper's experiments at CPU scale (runs/paper/report.md)
-#   make test   set up .venv and run the test suite (what .ci/run calls)
+#   make test   set up .venv and run the test suite but the slow end-to-end runs (what .ci/run calls, then test-slow)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 SHARED ?= ../shared/data/lmlm-annotated
 CORPORA = $(filter-out %database.json,$(wildcard $(SHARED)/*.json))
 
-.PHONY: demo wiki paper real-data test setup clean
+.PHONY: demo wiki paper real-data test test-slow setup clean
 
 setup: $(VENV)/.installed
 
@@ -36,8 +36,12 @@ real-data: setup
 	$(BIN)/lmlm kb build $(wildcard $(SHARED)/*.json) --out runs/real-kb.sqlite
 	$(BIN)/lmlm kb query runs/real-kb.sqlite --entity "Beyonce Knowles" --relation "place of birth"
 
+# the unit and integration layers; the end-to-end runs marked slow are their own target (README, Tests)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

@@ -89,6 +89,7 @@ def _report(out: Path, run: subprocess.Popen) -> dict:
     return report
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_weights_and_figures(tmp_path):
     runs = {name: _start_micro(tmp_path / name, seed, hash_seed) for name, seed, hash_seed in (("a", 1, "1"), ("b", 1, "2"), ("c", 2, "1"))}
     try:

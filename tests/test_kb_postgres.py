@@ -210,6 +210,7 @@ def test_serve_check_reports_each_replica_and_its_lag(url):
     assert gone["replicas"] == []  # a replica that closed takes its row with it
 
 
+@pytest.mark.slow
 def test_two_serve_replicas_never_answer_with_a_fact_after_its_edit_returned(tmp_path_factory, postgres_server):
     """A forget or update sent to one replica: no generate sent afterwards, to any replica, looks up the old value.
     Bounded: 240 generates from 6 clients and 24 edits, on 127.0.0.1."""
