@@ -107,7 +107,7 @@ UNSEEN_CONFIRM_PHRASINGS: dict[str, list[str]] = {
     "Occupation": ["In the archives, {N} is listed by trade as a", "Last we heard, {N} was hired to work as a"],
 }
 PRONOUNS = {"he": ("he", "his"), "she": ("she", "her")}  # singular verbs in every template
-# Most bios open with one of these, so a name is not always a text's first word: a model that only ever
+# Half the bios open with one of these, so a name is not always a text's first word: a model that only ever
 # sees the name first learns "the entity is the first word" instead of copying it from where it stands.
 OPENINGS = ["Here is a short biography of {N}.", "This profile is about {N}.", "A few facts about {N} follow.",
             "What follows describes {N}.", "Our next profile concerns {N}.", "Meet {N}.", "Below is an overview of {N}.",
