@@ -123,6 +123,8 @@ def test_the_world_command_refuses_a_phrasing_it_cannot_use(tmp_path):
     fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--profile", "wiki", "--phrasing", "plain"), "--phrasing")
     fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--phrasing", "fancy"), "--phrasing", "fancy")
     fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--bios", "0"), "bios per person 0")
+    fails_cleanly(run_cli("world", "--out", tmp_path / "w", "--people", "-3"), "people -3")
+    assert not (tmp_path / "w").exists()
 
 
 def test_plain_phrasing_keeps_to_the_first_four_templates_and_varied_adds_openers_and_mid_sentence_names(tmp_path):

@@ -267,8 +267,8 @@ def make_world(out: str | Path, people: int = 1000, seed: int = 0, bios_per_pers
     """Write a world to ``out`` and return its counts; ``phrasing`` names one of ``PHRASINGS``."""
     if not isinstance(phrasing, str) or phrasing not in PHRASINGS:
         raise LmlmError(f"phrasing {phrasing!r}: expected one of {', '.join(PHRASINGS)}")
-    if bios_per_person < 1:
-        raise LmlmError(f"bios per person {bios_per_person}: expected at least 1")
+    if people < 1 or bios_per_person < 1:
+        raise LmlmError(f"people {people}, bios per person {bios_per_person}: expected at least 1 of each")
     wording = PHRASINGS[phrasing]
     out = Path(out)
     rng = random.Random(seed)
