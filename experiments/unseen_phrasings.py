@@ -19,14 +19,14 @@ from collections import Counter
 from pathlib import Path
 
 from lmlm.data import build_dataset, documents
-from lmlm.demo import DemoPlan, annotate_world
+from lmlm.demo import DemoPlan, annotate_world, train_config
 from lmlm.engine import LMLM
 from lmlm.evaluate import suites
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
 from lmlm.tokenizer import train_tokenizer
-from lmlm.train import TrainConfig, launch_training
-from lmlm.world import make_world
+from lmlm.train import launch_training
+from lmlm.world import PHRASINGS, make_world
 
 SETS = ("completion", "completion_unseen", "completion_unseen_confirm")
 
@@ -38,9 +38,7 @@ def train_lmlm(out: Path, plan: DemoPlan, seed: int) -> None:
     corpus = [out / "train.jsonl"]
     tokenizer = train_tokenizer(documents(corpus, "lmlm") + documents(corpus, "standard"), vocab_size=plan.vocab_size)
     build_dataset(corpus, tokenizer, "lmlm", out / "data-lmlm", block_size=plan.block_size)
-    cfg = TrainConfig(data=str(out / "data-lmlm"), out=str(out / "lmlm"), model=plan.model, max_steps=plan.steps,
-                      batch_size=plan.batch_size, lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=50, seed=seed)
-    if launch_training(cfg, out / "train-lmlm.log").wait() != 0:
+    if launch_training(train_config(out, plan, seed, "lmlm"), out / "train-lmlm.log").wait() != 0:
         raise SystemExit(f"training failed; see {out / 'train-lmlm.log'}")
 
 
@@ -72,7 +70,7 @@ def summarize(records: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--phrasing", choices=["varied", "plain"], default="varied")
+    parser.add_argument("--phrasing", choices=list(PHRASINGS), default="varied")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DemoPlan.steps)
     parser.add_argument("--prompts", type=int, default=300)

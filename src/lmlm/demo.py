@@ -128,10 +128,7 @@ def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
     runs = {}
     for mode in ("lmlm", "standard"):
         build_dataset(corpus, tokenizer, mode, out / f"data-{mode}", block_size=plan.block_size)
-        cfg = TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model=plan.model, max_steps=plan.steps, batch_size=plan.batch_size,
-                          lr=plan.lr, warmup_steps=max(plan.steps // 20, 1), log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed,
-                          value_loss_every=plan.value_loss_every)
-        runs[mode] = launch_training(cfg, out / f"train-{mode}.log")
+        runs[mode] = launch_training(train_config(out, plan, seed, mode), out / f"train-{mode}.log")
     follow_training(runs, out, plan.steps, show=progress)
     metrics = {}
     for mode in runs:
@@ -142,6 +139,13 @@ def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
 
 
 PROGRESS_UPDATES = 100  # log rows per training: the progress line moves about once per 1% of the steps
+
+
+def train_config(out: Path, plan: DemoPlan, seed: int, mode: str) -> TrainConfig:
+    """The demo's training of one model (``mode``: lmlm or standard) on the dataset in ``out/data-{mode}``."""
+    return TrainConfig(data=str(out / f"data-{mode}"), out=str(out / mode), model=plan.model, max_steps=plan.steps,
+                       batch_size=plan.batch_size, lr=plan.lr, warmup_steps=max(plan.steps // 20, 1),
+                       log_every=max(plan.steps // PROGRESS_UPDATES, 1), seed=seed, value_loss_every=plan.value_loss_every)
 
 
 def follow_training(runs: dict[str, subprocess.Popen], out: Path, steps: int, show: bool = True, poll: float = 0.5) -> None:

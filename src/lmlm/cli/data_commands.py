@@ -101,12 +101,14 @@ def _data_build(args) -> None:
 
 
 def _add_world_command(stages) -> None:
+    from lmlm.world import PHRASINGS  # no heavy imports: the world module is plain Python
+
     p = stages.add_parser("world", help="generate a synthetic knowledge world")
     p.add_argument("--out", required=True)
     p.add_argument("--people", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bios", type=int, default=3, help="biographies per train person")
-    p.add_argument("--phrasing", choices=["varied", "plain"], default=None,
+    p.add_argument("--phrasing", choices=list(PHRASINGS), default=None,
                    help="varied (default): openers and names mid-sentence; plain: four templates a relation, learned in fewer steps")
     p.add_argument("--profile", choices=["default", "wiki"], default="default",
                    help="default: people and their bios; wiki: six linked entity types, a long tail of popularity, varied documents")
