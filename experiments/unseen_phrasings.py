@@ -2,12 +2,15 @@
 ``phrasing`` (``lmlm.world.Phrasing``).
 
     python experiments/unseen_phrasings.py OUT [--phrasing varied|plain] [--seed 0] [--steps 800] [--prompts 300]
+        [--relation-prior W [W ...]]
 
 Makes a world in the given wording, annotates it and builds its KB as the demo does, trains only the LMLM with the
 demo's recipe, and scores completion (calls held to the KB as the demo's are) on the training template, the dev set
 of unseen phrasings and the confirm set, each on ``--prompts`` prompts of train people. A wording is chosen on the
-dev set; the confirm set checks the choice. Writes OUT/unseen_phrasings.json: the accuracy of each set, each
-phrasing's accuracy, and why each miss missed (the call named another person, or another relation).
+dev set; the confirm set checks the choice. ``--relation-prior`` scores the same model once per weight of the
+encoder's relation prior (``GenerationConfig.relation_prior``), which is chosen the same way. Writes
+OUT/unseen_phrasings.json: by weight, the accuracy of each set, each phrasing's accuracy, and why each miss missed
+(the call named another person, or another relation). A trained OUT is scored again without training.
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ def train_lmlm(out: Path, plan: DemoPlan, seed: int) -> None:
         raise SystemExit(f"training failed; see {out / 'train-lmlm.log'}")
 
 
-def score(out: Path, plan: DemoPlan, prompts: int) -> dict:
-    model = LMLM.from_pretrained(out / "lmlm", kb=SqliteKB(out / "kb.sqlite"))
+def score(model: LMLM, out: Path, plan: DemoPlan, prompts: int, relation_prior: float) -> dict:
     results = {}
     for name in SETS:
         rows = [json.loads(line) for line in (out / "world" / "eval" / f"{name}.jsonl").read_text().splitlines()]
         rows = [r for r in rows if r["split"] != "inject"]
         random.Random(0).shuffle(rows)
-        records = suites.completion(model, rows[:prompts], constrain_lookups=plan.constrain_lookups)["records"]
+        records = suites.completion(model, rows[:prompts], constrain_lookups=plan.constrain_lookups,
+                                    relation_prior=relation_prior)["records"]
         results[name] = summarize(records)
     return results
 
@@ -74,14 +77,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DemoPlan.steps)
     parser.add_argument("--prompts", type=int, default=300)
+    parser.add_argument("--relation-prior", type=float, nargs="+", default=[DemoPlan.relation_prior])
     args = parser.parse_args()
     plan = DemoPlan(phrasing=args.phrasing, steps=args.steps)
     if not (args.out / "lmlm" / "model.safetensors").is_file():
         train_lmlm(args.out, plan, args.seed)
-    results = {"phrasing": args.phrasing, "seed": args.seed, "steps": args.steps, **score(args.out, plan, args.prompts)}
+    model = LMLM.from_pretrained(args.out / "lmlm", kb=SqliteKB(args.out / "kb.sqlite"))
+    results = {"phrasing": args.phrasing, "seed": args.seed, "steps": args.steps, "by_relation_prior": {}}
+    for weight in args.relation_prior:
+        scored = results["by_relation_prior"][str(weight)] = score(model, args.out, plan, args.prompts, weight)
+        for name in SETS:
+            print(f"prior {weight:<5g} {name:28s} {scored[name]['accuracy']:.3f}  misses: {scored[name]['misses']}")
     (args.out / "unseen_phrasings.json").write_text(json.dumps(results, indent=1))
-    for name in SETS:
-        print(f"{name:28s} {results[name]['accuracy']:.3f}  misses: {results[name]['misses']}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,35 @@ def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_f
     assert [r["written"] for r in held["records"]] == [["Ada Ashby", "Home City", "Lyon"], ["Bram Oakley", "Home City", "Rome"]]
     missed = call_accuracy(lmlm, docs[:1], "relation")  # the default margin: the model did not mean "Home City"
     assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "calls": 1}
+
+
+PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
+                 "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]
+
+
+@pytest.fixture
+def prior_lm(tmp_path):
+    """The scripted model always asks for Home City; the KB also holds Ada's Birth Date."""
+    tokenizer = train_tokenizer([*PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown"], vocab_size=300)
+    kb = SqliteKB(tmp_path / "prior.sqlite", encoder=HashingEncoder(), create=True)
+    kb.import_triplets([("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
+    yield LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, PRIOR_STORIES)), tokenizer, kb)
+    kb.close()
+
+
+def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(prior_lm):
+    # the scripted model puts 20 nats on its own relation; the prior's weight times the similarity gap must pass that
+    def relation(prompt, prior):
+        cfg = GenerationConfig(**LOOSE, constrain_lookups="relation", relation_prior=prior)
+        return only_lookup(prior_lm.generate([prompt], cfg)[0])
+
+    assert relation("The date of birth of Ada Ashby is", 0.0).relation == "Home City"
+    tipped = relation("The date of birth of Ada Ashby is", 100.0)
+    assert (tipped.relation, tipped.value) == ("Birth Date", "1 May 1990")
+    # a sentence that names no relation leaves the model's choice alone, whatever an earlier sentence said
+    assert relation("Her date of birth is unknown. Ada Ashby lives in", 100.0).relation == "Home City"
+
+
+def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
+    cfg = GenerationConfig(**LOOSE, constrain_lookups="off", relation_prior=100.0)
+    assert only_lookup(prior_lm.generate(["The date of birth of Ada Ashby is"], cfg)[0]).relation == "Home City"

@@ -60,6 +60,10 @@ class GenerationConfig:
     constrain_margin: float = field(default=5.0, metadata={
         "help": "nats the constrained call may fall below the model's own choice before the call ends as a miss",
         "ge": 0, "le": 1000, "surfaces": ("cli", "api", "serve")})
+    relation_prior: float = field(default=0.0, metadata={
+        "help": "under a constraint: nats per unit of cosine similarity, under the KB's encoder, between each allowed relation "
+                "and the sentence the call stands in, added to the relation's tokens", "ge": 0, "le": 100,
+        "surfaces": ("cli", "eval", "api", "serve")})
     lookup_free_budget: int = field(default=0, metadata={
         "help": "end a row once its prompt and output, lookup calls left out, hold this many tokens (the reference's FactScore "
                 "budget; 0: only max_new_tokens counts)", "ge": 0, "surfaces": ()})

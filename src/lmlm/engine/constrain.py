@@ -10,15 +10,25 @@ cost (the log-probability of the model's own best token minus that of the token 
 passes ``constrain_margin`` the mask is lifted, the model writes what it meant, and the call is answered as
 a miss (the fallback decides its value).
 
+A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
+With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
+sentence encoder, between that relation's name and the sentence the call stands in (its entity left out), so a
+pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the
+best relation it leads to. The mask's cost is still counted on the model's own scores.
+
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
-``version`` changes. A trie is nested dicts from token id to child, with ``END`` marking a whole name.
+``version`` changes. A trie is nested dicts from token id to child, with ``END`` mapping to the whole name.
 """
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import torch
 
+from lmlm import markup
 from lmlm.engine.config import GenerationConfig, LookupTokens
 from lmlm.engine.sampling import choose
 from lmlm.engine.state import Batch, RowState
@@ -26,16 +36,27 @@ from lmlm.errors import NotFound
 
 END = -1
 MAX_CACHED_ENTITIES = 100_000  # relation tries kept; the cache starts over past this, so memory stays bounded
+CONTEXT_TOKENS = 64  # how far back a call's sentence is looked for, for the relation prior
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def build_trie(sequences) -> dict:
+def build_trie(names, sequences) -> dict:
     root: dict = {}
-    for sequence in sequences:
+    for name, sequence in zip(names, sequences):
         node = root
         for token in sequence:
             node = node.setdefault(token, {})
-        node[END] = True
+        node[END] = name
     return root
+
+
+def names_under(node: dict):
+    """The whole names the trie holds at and below ``node``."""
+    for token, child in node.items():
+        if token == END:
+            yield child
+        else:
+            yield from names_under(child)
 
 
 def walk(trie: dict, prefix: list[int]) -> dict | None:
@@ -55,13 +76,15 @@ class CallConstraints:
         self.kb, self.tokenizer, self.tokens = kb, tokenizer, tokens
         self._relations: dict[str, tuple[frozenset[str], dict]] = {}
         self._entities: tuple[object, dict] | None = None
+        self._relation_vectors: dict[str, np.ndarray] = {}
 
     def _names_trie(self, names) -> dict:
-        spelled = [" " + name for name in names]
-        if not spelled:
-            return build_trie([])
+        names = list(names)
+        if not names:
+            return build_trie([], [])
         # one batched call: the fast tokenizer spells many names far quicker than one encode each
-        return build_trie(self.tokenizer(spelled, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        spelled = self.tokenizer([" " + name for name in names], add_special_tokens=False, split_special_tokens=True)
+        return build_trie(names, spelled["input_ids"])
 
     def relation_trie(self, entity: str) -> dict | None:
         """The trie of the relations ``entity`` holds now (None for an entity the KB does not know)."""
@@ -85,41 +108,71 @@ class CallConstraints:
             self._entities = (version, self._names_trie(self.kb.entity_names()))
         return self._entities[1]
 
-    def allowed(self, row: RowState, mode: str) -> list[int] | None:
-        """The tokens row may write next, or None when it is not in a constrained part of a call."""
+    def open_node(self, row: RowState, cfg: GenerationConfig) -> dict | None:
+        """The trie node of what row has written of its open call's constrained part, or None when it is not in one."""
         if row.call_start is None or row.call_miss:
             return None
         tokens = row.tokens
         if row.relation_start is None:
-            if mode != "entity_relation":
+            if cfg.constrain_lookups != "entity_relation":
                 return None
-            start, closer = row.call_start, self.tokens.relationship
+            start = row.call_start
         else:
-            start, closer = row.relation_start, self.tokens.ret
+            start = row.relation_start
         if row.call_trie is None or row.call_trie[0] != start:
-            row.call_trie = (start, self.entity_trie() if closer == self.tokens.relationship else self._relations_of(row, tokens))
+            row.call_trie = (start, self.entity_trie() if start == row.call_start else self._relations_of(row, tokens, cfg))
         trie = row.call_trie[1]
         node = walk(trie, tokens[start + 1 :]) if trie is not None else None
-        if not node:  # an unknown entity, or a prompt that wrote a name the KB lacks: nothing to hold it to
-            return None
+        return node or None  # an unknown entity, or a prompt that wrote a name the KB lacks: nothing to hold it to
+
+    def allowed(self, row: RowState, node: dict) -> list[int]:
+        closer = self.tokens.relationship if row.relation_start is None else self.tokens.ret
         return [closer if t == END else t for t in node]
 
-    def _relations_of(self, row: RowState, tokens: list[int]) -> dict | None:
+    def _relations_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict | None:
         entity = self.tokenizer.decode(tokens[row.call_start + 1 : row.relation_start], skip_special_tokens=False).strip()
-        return self.relation_trie(entity)
+        trie = self.relation_trie(entity)
+        row.relation_similarity = self._similarities(tokens[: row.call_start], entity, trie) if cfg.relation_prior and trie else None
+        return trie
+
+    def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
+        """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
+        text = markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
+        sentence = " ".join(SENTENCE_END.split(text)[-1].replace(entity, " ").split())
+        relations = list(names_under(trie))
+        if not sentence:
+            return dict.fromkeys(relations, 0.0)
+        missing = [r for r in relations if r not in self._relation_vectors]
+        if len(self._relation_vectors) + len(missing) > MAX_CACHED_ENTITIES:
+            self._relation_vectors.clear()
+            missing = relations
+        encoder = self.kb.encoder
+        if missing:
+            self._relation_vectors.update(zip(missing, _unit(encoder.encode(missing))))
+        context = _unit(encoder.encode([sentence]))[0]
+        return {r: float(self._relation_vectors[r] @ context) for r in relations}
+
+    def bonus(self, row: RowState, node: dict, weight: float) -> list[float]:
+        """The relation prior of each allowed token (in ``allowed``'s order): that of the best relation it leads to."""
+        similarity = row.relation_similarity
+        if row.relation_start is None or not similarity:
+            return [0.0] * len(node)
+        return [weight * (similarity[child] if t == END else max(similarity[n] for n in names_under(child))) for t, child in node.items()]
 
     def choose(self, batch: Batch, ids: list[int], scores: torch.Tensor) -> list[int]:
         """Each row's next token, among the allowed ones where its call is constrained; a call whose cost passes
         the margin becomes a miss, and its row takes its own choice."""
         cfg: GenerationConfig = batch.cfg
-        masks = [self.allowed(batch.rows[i], cfg.constrain_lookups) for i in ids]
-        constrained = [r for r, allowed in enumerate(masks) if allowed is not None]
+        nodes = [self.open_node(batch.rows[i], cfg) for i in ids]
+        constrained = [r for r, node in enumerate(nodes) if node is not None]
         if not constrained:
             return choose(scores, cfg, batch.generator).tolist()
         masked = scores.clone()
         for r in constrained:
+            row, node = batch.rows[ids[r]], nodes[r]
+            allowed = self.allowed(row, node)
             keep = torch.full_like(masked[r], float("-inf"))
-            keep[masks[r]] = masked[r, masks[r]]
+            keep[allowed] = masked[r, allowed] + masked.new_tensor(self.bonus(row, node, cfg.relation_prior))
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)
@@ -130,3 +183,8 @@ class CallConstraints:
                 row.call_miss = True
                 chosen[r] = int(choose(scores[r : r + 1], cfg, batch.generator)[0])
         return chosen
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
