@@ -18,7 +18,7 @@ best relation it leads to. The mask's cost is still counted on the model's own s
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
-``version`` changes. A trie is nested dicts from token id to child, with ``END`` mapping to the whole name.
+``version`` changes. A trie is nested dicts from token id to child, with ``END`` marking a whole name.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ CONTEXT_TOKENS = 64  # how far back a call's sentence is looked for, for the rel
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def build_trie(names, sequences) -> dict:
+def build_trie(sequences, names=None) -> dict:
+    """A trie of token sequences; ``END`` maps to each sequence's name when ``names`` are given (a relation trie's, for
+    the prior), else to True (the entity trie would otherwise keep every name alive)."""
     root: dict = {}
-    for name, sequence in zip(names, sequences):
+    for k, sequence in enumerate(sequences):
         node = root
         for token in sequence:
             node = node.setdefault(token, {})
-        node[END] = name
+        node[END] = names[k] if names is not None else True
     return root
 
 
@@ -78,13 +80,12 @@ class CallConstraints:
         self._entities: tuple[object, dict] | None = None
         self._relation_vectors: dict[str, np.ndarray] = {}
 
-    def _names_trie(self, names) -> dict:
-        names = list(names)
+    def _names_trie(self, names: list[str], named: bool) -> dict:
         if not names:
-            return build_trie([], [])
+            return build_trie([])
         # one batched call: the fast tokenizer spells many names far quicker than one encode each
         spelled = self.tokenizer([" " + name for name in names], add_special_tokens=False, split_special_tokens=True)
-        return build_trie(names, spelled["input_ids"])
+        return build_trie(spelled["input_ids"], names if named else None)
 
     def relation_trie(self, entity: str) -> dict | None:
         """The trie of the relations ``entity`` holds now (None for an entity the KB does not know)."""
@@ -98,14 +99,14 @@ class CallConstraints:
         if cached is None or cached[0] != relations:
             if len(self._relations) >= MAX_CACHED_ENTITIES:
                 self._relations.clear()
-            cached = self._relations[entity] = (relations, self._names_trie(relations))
+            cached = self._relations[entity] = (relations, self._names_trie(sorted(relations), named=True))
         return cached[1]
 
     def entity_trie(self) -> dict:
         version = self.kb.version()
         if self._entities is None or self._entities[0] != version:
             self._entities = None  # the old trie goes before the new one is built
-            self._entities = (version, self._names_trie(self.kb.entity_names()))
+            self._entities = (version, self._names_trie(self.kb.entity_names(), named=False))
         return self._entities[1]
 
     def open_node(self, row: RowState, cfg: GenerationConfig) -> dict | None:
@@ -138,7 +139,8 @@ class CallConstraints:
     def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
         """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
         text = markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
-        sentence = " ".join(SENTENCE_END.split(text)[-1].replace(entity, " ").split())
+        sentence = SENTENCE_END.split(text)[-1]
+        sentence = " ".join((sentence.replace(entity, " ") if entity else sentence).split())
         relations = list(names_under(trie))
         if not sentence:
             return dict.fromkeys(relations, 0.0)
