@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,25 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from live_server import free_port  # noqa: E402
+from live_server import free_port, start_serve  # noqa: E402
 from tiny_lmlm import make_tiny_lmlm  # noqa: E402
 
 DEADLINE_S = 900  # the loaded run stops by itself after this
 TIMEOUT = aiohttp.ClientTimeout(total=60)
-
-
-def start_server(model: Path, kb: Path, port: int, max_batch: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "lmlm", "serve", "--model", str(model), "--kb", str(kb), "--port", str(port),
-                             "--max-batch", str(max_batch)], stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not come up")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -188,7 +173,7 @@ def main() -> None:
         prompts = [row["prompt"] for row in completion if row["split"] != "inject"]
         prompts = [prompts[i % len(prompts)] for i in range(args.requests)]
         port = free_port()
-        server = start_server(model, kb, port, max_batch=args.clients)
+        server = start_serve(model, str(kb), port, max_batch=args.clients)
         url = f"http://127.0.0.1:{port}"
         try:
             # each edit changes a different fact, and its check asks the completion prompt for that fact

@@ -6,10 +6,14 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 
@@ -36,6 +40,25 @@ def serving(app, port: int | None = None):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def start_serve(model: Path, kb: str, port: int, max_batch: int = 32, env: dict | None = None, timeout: float = 180) -> subprocess.Popen:
+    """`lmlm serve` in its own process, returned once its /health answers; its stderr is kept in a temp file (a pipe
+    nobody reads could fill and stall the server) and shown if it does not come up."""
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-m", "lmlm", "serve", "--model", str(model), "--kb", kb, "--port", str(port),
+                             "--max-batch", str(max_batch)], env=env, stderr=log, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    log.seek(0)
+    raise RuntimeError(f"lmlm serve on port {port} did not come up: {log.read()[-2000:]}")
 
 
 _TINY: dict[str, Path] = {}

@@ -13,30 +13,19 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from live_server import start_serve
 
 CALL = "{prompt} <|db_entity|> {entity}<|db_relationship|> {relation}<|db_return|>"
 
 
 def start_replica(model: Path, kb_url: str, port: int, max_batch: int = 32) -> subprocess.Popen:
     """`lmlm serve` in its own process; the URL reaches it through the environment (``--kb env:LMLM_KB_URL``)."""
-    env = {**os.environ, "LMLM_KB_URL": kb_url}
-    proc = subprocess.Popen([sys.executable, "-m", "lmlm", "serve", "--model", str(model), "--kb", "env:LMLM_KB_URL", "--port", str(port),
-                             "--max-batch", str(max_batch)], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"replica on port {port} did not come up: {proc.stderr.read()[-2000:]}")
+    return start_serve(model, "env:LMLM_KB_URL", port, max_batch, env={**os.environ, "LMLM_KB_URL": kb_url})
 
 
 def stop_replicas(procs: list[subprocess.Popen]) -> None:
