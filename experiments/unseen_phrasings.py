@@ -2,20 +2,22 @@
 ``phrasing`` (``lmlm.world.Phrasing``).
 
     python experiments/unseen_phrasings.py OUT [--phrasing varied|plain] [--seed 0] [--steps 800] [--prompts 300]
-        [--relation-prior W [W ...]]
+        [--relation-prior W [W ...]] [--mention-prior W [W ...]]
 
 Makes a world in the given wording, annotates it and builds its KB as the demo does, trains only the LMLM with the
 demo's recipe, and scores completion (calls held to the KB as the demo's are) on the training template, the dev set
-of unseen phrasings and the confirm set, each on ``--prompts`` prompts of train people. A wording is chosen on the
-dev set; the confirm set checks the choice. ``--relation-prior`` scores the same model once per weight of the
-encoder's relation prior (``GenerationConfig.relation_prior``), which is chosen the same way. Writes
-OUT/unseen_phrasings.json: by weight, the accuracy of each set, each phrasing's accuracy, and why each miss missed
-(the call named another person, or another relation). A trained OUT is scored again without training.
+of unseen phrasings and the confirm set, each on ``--prompts`` prompts of train people, and the training template
+on injected people (their bios never trained on, their facts only in the KB). A wording is chosen on the dev set;
+the confirm set checks the choice. ``--relation-prior`` and ``--mention-prior`` score the same model once per pair
+of weights of the engine's priors (``GenerationConfig``), which are chosen the same way. Writes
+OUT/unseen_phrasings.json: by pair of weights, the accuracy of each set, each phrasing's accuracy, and why each
+miss missed (the call named another person, or another relation). A trained OUT is scored again without training.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 from collections import Counter
@@ -31,7 +33,8 @@ from lmlm.tokenizer import train_tokenizer
 from lmlm.train import launch_training
 from lmlm.world import PHRASINGS, make_world
 
-SETS = ("completion", "completion_unseen", "completion_unseen_confirm")
+SETS = {"completion": ("completion", "train"), "completion_unseen": ("completion_unseen", "train"),
+        "completion_unseen_confirm": ("completion_unseen_confirm", "train"), "completion_inject": ("completion", "inject")}
 
 
 def train_lmlm(out: Path, plan: DemoPlan, seed: int) -> None:
@@ -45,14 +48,13 @@ def train_lmlm(out: Path, plan: DemoPlan, seed: int) -> None:
         raise SystemExit(f"training failed; see {out / 'train-lmlm.log'}")
 
 
-def score(model: LMLM, out: Path, plan: DemoPlan, prompts: int, relation_prior: float) -> dict:
+def score(model: LMLM, out: Path, plan: DemoPlan, prompts: int, priors: dict) -> dict:
     results = {}
-    for name in SETS:
-        rows = [json.loads(line) for line in (out / "world" / "eval" / f"{name}.jsonl").read_text().splitlines()]
-        rows = [r for r in rows if r["split"] != "inject"]
+    for name, (file, people) in SETS.items():
+        rows = [json.loads(line) for line in (out / "world" / "eval" / f"{file}.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if (r["split"] == "inject") == (people == "inject")]
         random.Random(0).shuffle(rows)
-        records = suites.completion(model, rows[:prompts], constrain_lookups=plan.constrain_lookups,
-                                    relation_prior=relation_prior)["records"]
+        records = suites.completion(model, rows[:prompts], constrain_lookups=plan.constrain_lookups, **priors)["records"]
         results[name] = summarize(records)
     return results
 
@@ -78,16 +80,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DemoPlan.steps)
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--relation-prior", type=float, nargs="+", default=[DemoPlan.relation_prior])
+    parser.add_argument("--mention-prior", type=float, nargs="+", default=[DemoPlan.mention_prior])
     args = parser.parse_args()
     plan = DemoPlan(phrasing=args.phrasing, steps=args.steps)
     if not (args.out / "lmlm" / "model.safetensors").is_file():
         train_lmlm(args.out, plan, args.seed)
     model = LMLM.from_pretrained(args.out / "lmlm", kb=SqliteKB(args.out / "kb.sqlite"))
-    results = {"phrasing": args.phrasing, "seed": args.seed, "steps": args.steps, "by_relation_prior": {}}
-    for weight in args.relation_prior:
-        scored = results["by_relation_prior"][str(weight)] = score(model, args.out, plan, args.prompts, weight)
+    results = {"phrasing": args.phrasing, "seed": args.seed, "steps": args.steps, "by_priors": {}}
+    for relation, mention in itertools.product(args.relation_prior, args.mention_prior):
+        priors = {"relation_prior": relation, "mention_prior": mention}
+        scored = results["by_priors"][f"relation {relation:g}, mention {mention:g}"] = score(model, args.out, plan, args.prompts, priors)
         for name in SETS:
-            print(f"prior {weight:<5g} {name:28s} {scored[name]['accuracy']:.3f}  misses: {scored[name]['misses']}")
+            print(f"relation {relation:<4g} mention {mention:<4g} {name:26s} {scored[name]['accuracy']:.3f}  misses: {scored[name]['misses']}")
     (args.out / "unseen_phrasings.json").write_text(json.dumps(results, indent=1))
 
 

@@ -156,3 +156,32 @@ def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(p
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
     cfg = GenerationConfig(**LOOSE, constrain_lookups="off", relation_prior=100.0)
     assert only_lookup(prior_lm.generate(["The date of birth of Ada Ashby is"], cfg)[0]).relation == "Home City"
+
+
+MENTION_STORIES = ["Wren Mossfield works as a <|db_entity|> Amara Mossworth<|db_relationship|> Occupation<|db_return|>",
+                   "Later, Wren Mossfield met Amara Mossworth, who works as a <|db_entity|> Amara Mossworth<|db_relationship|> Occupation<|db_return|>"]
+
+
+@pytest.fixture
+def mention_lm(tmp_path):
+    """The scripted model miscopies Wren's name as another person's; the KB holds both people."""
+    tokenizer = train_tokenizer([*MENTION_STORIES, "surveyor chemist unknown"], vocab_size=300)
+    kb = SqliteKB(tmp_path / "mention.sqlite", encoder=HashingEncoder(), create=True)
+    kb.import_triplets([("Wren Mossfield", "Occupation", "surveyor"), ("Amara Mossworth", "Occupation", "chemist")])
+    yield LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, MENTION_STORIES)), tokenizer, kb)
+    kb.close()
+
+
+def test_the_mention_prior_pulls_a_calls_entity_toward_a_name_the_text_holds(mention_lm):
+    def lookup(prompt, prior, mode="entity_relation"):
+        cfg = GenerationConfig(**LOOSE, constrain_lookups=mode, mention_prior=prior)
+        return only_lookup(mention_lm.generate([prompt], cfg)[0])
+
+    assert lookup("Wren Mossfield works as a", 0.0).entity == "Amara Mossworth"
+    # the name opens the prompt, with no space before it: it is still found
+    pulled = lookup("Wren Mossfield works as a", 100.0)
+    assert (pulled.entity, pulled.value) == ("Wren Mossfield", "surveyor")
+    # with two names in the text the prior favours both, and the model's own choice between them stands
+    assert lookup("Later, Wren Mossfield met Amara Mossworth, who works as a", 100.0).entity == "Amara Mossworth"
+    # it acts only where the entity is constrained
+    assert lookup("Wren Mossfield works as a", 100.0, mode="relation").entity == "Amara Mossworth"

@@ -53,6 +53,7 @@ class DemoPlan:
     # the sentence encoder's say in a constrained call's relation (GenerationConfig.relation_prior): chosen on the
     # dev set of unseen phrasings, checked on the confirm set (experiments/unseen_phrasings.py, README)
     relation_prior: float = 20.0
+    mention_prior: float = 0.0  # the pull of a call's entity toward names the text before it holds (GenerationConfig)
     value_loss_every: int = 0  # log the value-token loss every N steps (the memorization figure; 0: off)
 
 
@@ -214,7 +215,8 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
     unseen = {f"completion_{name}": _sample([p for p in _jsonl(world / "eval" / f"completion_{name}.jsonl") if p["split"] != "inject"],
                                             plan.completion_per_split, rng) for name in ("unseen", "unseen_confirm")}
 
-    lmlm_options = {"constrain_lookups": plan.constrain_lookups, "relation_prior": plan.relation_prior}
+    lmlm_options = {"constrain_lookups": plan.constrain_lookups, "relation_prior": plan.relation_prior,
+                    "mention_prior": plan.mention_prior}
     report: dict = {"lmlm": dict(lmlm_options), "standard": {}, "records": {}}
     options = {"lmlm": lmlm_options, "standard": {}}
     for name, model in models.items():

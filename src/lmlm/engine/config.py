@@ -64,6 +64,9 @@ class GenerationConfig:
         "help": "under a constraint: nats per unit of cosine similarity, under the KB's encoder, between each allowed relation "
                 "and the sentence the call stands in, added to the relation's tokens", "ge": 0, "le": 100,
         "surfaces": ("cli", "eval", "api", "serve")})
+    mention_prior: float = field(default=0.0, metadata={
+        "help": "under entity_relation: nats added to each token of a call's entity that continues a KB entity named in the "
+                "text before the call", "ge": 0, "le": 100, "surfaces": ("cli", "eval", "api", "serve")})
     lookup_free_budget: int = field(default=0, metadata={
         "help": "end a row once its prompt and output, lookup calls left out, hold this many tokens (the reference's FactScore "
                 "budget; 0: only max_new_tokens counts)", "ge": 0, "surfaces": ()})

@@ -14,7 +14,10 @@ A model trained from scratch knows only the cue words of its corpus: "is on the 
 With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
 sentence encoder, between that relation's name and the sentence the call stands in (its entity left out), so a
 pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the
-best relation it leads to. The mask's cost is still counted on the model's own scores.
+best relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a"
+gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that
+continues a KB entity named in the text before the call gets w. The mask's cost is still counted on the model's
+own scores.
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
@@ -121,7 +124,7 @@ class CallConstraints:
         else:
             start = row.relation_start
         if row.call_trie is None or row.call_trie[0] != start:
-            row.call_trie = (start, self.entity_trie() if start == row.call_start else self._relations_of(row, tokens, cfg))
+            row.call_trie = (start, self._entities_of(row, tokens, cfg) if start == row.call_start else self._relations_of(row, tokens, cfg))
         trie = row.call_trie[1]
         node = walk(trie, tokens[start + 1 :]) if trie is not None else None
         return node or None  # an unknown entity, or a prompt that wrote a name the KB lacks: nothing to hold it to
@@ -129,6 +132,27 @@ class CallConstraints:
     def allowed(self, row: RowState, node: dict) -> list[int]:
         closer = self.tokens.relationship if row.relation_start is None else self.tokens.ret
         return [closer if t == END else t for t in node]
+
+    def _entities_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict:
+        trie = self.entity_trie()
+        row.mentioned = self._mentioned(tokens[: row.call_start], trie) if cfg.mention_prior else None
+        return trie
+
+    def _mentioned(self, before: list[int], trie: dict) -> list[list[int]]:
+        """The spellings of the KB entities the text before a call names: the trie walked from each token of that
+        text, spelt again with a leading space so that a name at its very start is spelt as the trie has it."""
+        text = markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
+        ids = self.tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        found = []
+        for start in range(len(ids)):
+            node = trie
+            for end in range(start, len(ids)):
+                node = node.get(ids[end])
+                if node is None:
+                    break
+                if END in node:
+                    found.append(ids[start : end + 1])
+        return found
 
     def _relations_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict | None:
         entity = self.tokenizer.decode(tokens[row.call_start + 1 : row.relation_start], skip_special_tokens=False).strip()
@@ -154,12 +178,19 @@ class CallConstraints:
         context = _unit(encoder.encode([sentence]))[0]
         return {r: float(self._relation_vectors[r] @ context) for r in relations}
 
-    def bonus(self, row: RowState, node: dict, weight: float) -> list[float]:
-        """The relation prior of each allowed token (in ``allowed``'s order): that of the best relation it leads to."""
+    def bonus(self, row: RowState, node: dict, cfg: GenerationConfig) -> list[float]:
+        """The prior of each allowed token (in ``allowed``'s order): in a relation, that of the best relation it
+        leads to; in an entity, the mention prior where it continues a name the text before the call holds."""
+        if row.relation_start is None:
+            written = row.tokens[row.call_start + 1 :]
+            continuing = {name[len(written)] if len(name) > len(written) else END
+                          for name in row.mentioned or () if name[: len(written)] == written}
+            return [cfg.mention_prior * (t in continuing) for t in node]
         similarity = row.relation_similarity
-        if row.relation_start is None or not similarity:
+        if not similarity:
             return [0.0] * len(node)
-        return [weight * (similarity[child] if t == END else max(similarity[n] for n in names_under(child))) for t, child in node.items()]
+        return [cfg.relation_prior * (similarity[child] if t == END else max(similarity[n] for n in names_under(child)))
+                for t, child in node.items()]
 
     def choose(self, batch: Batch, ids: list[int], scores: torch.Tensor) -> list[int]:
         """Each row's next token, among the allowed ones where its call is constrained; a call whose cost passes
@@ -174,7 +205,7 @@ class CallConstraints:
             row, node = batch.rows[ids[r]], nodes[r]
             allowed = self.allowed(row, node)
             keep = torch.full_like(masked[r], float("-inf"))
-            keep[allowed] = masked[r, allowed] + masked.new_tensor(self.bonus(row, node, cfg.relation_prior))
+            keep[allowed] = masked[r, allowed] + masked.new_tensor(self.bonus(row, node, cfg))
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)

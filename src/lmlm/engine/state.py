@@ -35,6 +35,7 @@ class RowState:
     call_miss: bool = False  # the cost passed the margin: the call is answered as a miss
     call_trie: tuple[int, dict | None] | None = None  # the trie of the part being written, by where that part starts
     relation_similarity: dict[str, float] | None = None  # by relation of the call's entity, for the relation prior
+    mentioned: list[list[int]] | None = None  # the spellings of KB entities named before the call, for the mention prior
     # the lookup-free count: tokens outside calls among the first ``free_counted`` of ``tokens``, and whether they end in a call
     free_tokens: int = 0
     free_counted: int = 0
@@ -44,7 +45,7 @@ class RowState:
         """Track the open call as ``token`` is written at ``position`` of ``tokens``."""
         if token == tokens.entity:
             self.call_start, self.relation_start, self.call_cost, self.call_miss = position, None, 0.0, False
-            self.relation_similarity = None
+            self.relation_similarity = self.mentioned = None
         elif token == tokens.relationship and self.call_start is not None:
             self.relation_start = position
         elif token in (tokens.ret, tokens.end):
