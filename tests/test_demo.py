@@ -66,6 +66,29 @@ def test_quick_demo_report_is_complete(quick):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"
 
 
+def _figures(report: dict) -> str:
+    return json.dumps({k: v for k, v in report.items() if k not in ("wall_seconds", "evaluated_again")}, sort_keys=True)
+
+
+def test_evaluate_only_scores_the_runs_own_models_again_to_the_same_figures(quick):
+    _, report, out = quick
+    weights = (out / "lmlm" / "model.safetensors").read_bytes()
+    proc = run_cli("demo", "--quick", "--evaluate-only", "--out", out, check=True)
+    again = json.loads((out / "report.json").read_text())
+    assert "[4/7] train" not in proc.stdout and "[5/7] evaluate" in proc.stdout
+    assert again["evaluated_again"] is True and report["evaluated_again"] is False
+    assert _figures(again) == _figures(report)
+    assert (out / "lmlm" / "model.safetensors").read_bytes() == weights
+
+
+def test_evaluate_only_refuses_a_folder_without_a_finished_run(tmp_path):
+    (tmp_path / "half" / "world").mkdir(parents=True)
+    proc = run_cli("demo", "--evaluate-only", "--out", tmp_path / "half")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "needs a finished demo run" in proc.stderr and "kb.sqlite" in proc.stderr
+    assert (tmp_path / "half" / "world").is_dir()  # nothing of the folder was removed
+
+
 # A run small enough to repeat: the figures mean nothing, their equality does.
 MICRO = DemoPlan(model="micro", people=40, steps=8, batch_size=4, completion_per_split=8, bios=3, ppl_docs=3, dynamic_docs=1,
                  forget_people=2)

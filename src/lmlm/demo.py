@@ -73,15 +73,20 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, echo: Callable[[str], None] = print,
-             plan: DemoPlan | None = None, progress: bool = True) -> dict:
-    """The whole run; ``echo`` takes the stage lines, and ``progress`` shows a live line while the models train."""
+             plan: DemoPlan | None = None, progress: bool = True, evaluate_only: bool = False) -> dict:
+    """The whole run; ``echo`` takes the stage lines, and ``progress`` shows a live line while the models train.
+    With ``evaluate_only``, the world and models a run of the same seed left in ``out`` are evaluated again with
+    this version's settings (a run is deterministic for its seed, so the models are the ones it would train)."""
     plan = plan or (QUICK if quick else DemoPlan())
     if quick:
         echo(SMOKE_NOTE)
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    if evaluate_only:
+        check_trained(out)
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
     wall: dict[str, float] = {}
     rng = random.Random(seed)
 
@@ -94,16 +99,13 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         return result
 
     world = out / "world"
-    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed, phrasing=plan.phrasing))
-    echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
-
-    annotation = stage(2, "annotate", lambda: annotate_world(out, world))
-    echo(f"      {annotation['lookups']} lookups in {annotation['passages']} passages, {annotation['passages_per_second']} passages/s; "
-         f"{annotation['clean']['examples_out']} kept after cleaning")
-    stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
-
-    training = stage(4, "train", lambda: train_both(out, plan, seed, echo, progress))
+    if evaluate_only:
+        echo(f"[1-4/7] world, annotate, kb, train: those of the run in {out}")
+        training = {mode: json.loads((out / mode / "lmlm_training.json").read_text())["metrics"] for mode in ("lmlm", "standard")}
+    else:
+        training = _build_and_train(out, world, plan, seed, stage, echo, progress)
     report = stage(5, "evaluate", lambda: _evaluate(out, world, plan, rng, echo))
+    report["evaluated_again"] = evaluate_only
     report["training"] = training
     report["plan"] = asdict(plan)
     report["wall_seconds"] = wall
@@ -115,6 +117,23 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     if quick:
         echo(SMOKE_NOTE)
     return report
+
+
+def _build_and_train(out: Path, world: Path, plan: DemoPlan, seed: int, stage, echo, progress: bool) -> dict:
+    counts = stage(1, "world", lambda: make_world(world, people=plan.people, seed=seed, phrasing=plan.phrasing))
+    echo(f"      {counts['people']} people ({counts['retain']} retain, {counts['forget']} forget, {counts['inject']} inject), {counts['bios']} bios")
+    annotation = stage(2, "annotate", lambda: annotate_world(out, world))
+    echo(f"      {annotation['lookups']} lookups in {annotation['passages']} passages, {annotation['passages_per_second']} passages/s; "
+         f"{annotation['clean']['examples_out']} kept after cleaning")
+    stage(3, "kb", lambda: build_kb([world / "kb.json"], out / "kb.sqlite"))
+    return stage(4, "train", lambda: train_both(out, plan, seed, echo, progress))
+
+
+def check_trained(out: Path) -> None:
+    needed = [out / "world" / "eval", out / "kb.sqlite", *(out / mode / "lmlm_training.json" for mode in ("lmlm", "standard"))]
+    missing = [str(path) for path in needed if not path.exists()]
+    if missing:
+        raise LmlmError(f"--evaluate-only needs a finished demo run in {out}; missing: {', '.join(missing)}")
 
 
 def annotate_world(out: Path, world: Path) -> dict:

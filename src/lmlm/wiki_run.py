@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmlm.demo import DemoPlan, train_both
+from lmlm.demo import DemoPlan, check_trained, train_both
 from lmlm.engine import LMLM
 from lmlm.evaluate import wiki as suites
 from lmlm.files import atomic_write
@@ -64,6 +64,8 @@ def run_wiki(out: str | Path = "runs/wiki", plan: WikiPlan = WIKI_PLAN, seed: in
     """Both noise levels, one after the other; the report (JSON, Markdown, the chart) in ``out``. With
     ``evaluate_only``, the worlds and models already in ``out`` are evaluated again (the stages are deterministic)."""
     out = Path(out)
+    for side in NOISE_LEVELS if evaluate_only else ():
+        check_trained(out / side)
     if out.exists() and not evaluate_only:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

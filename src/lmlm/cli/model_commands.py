@@ -90,11 +90,11 @@ def _demo(args) -> None:
     if args.profile == "wiki":
         from lmlm.wiki_run import QUICK_WIKI, WIKI_PLAN, run_wiki
 
-        run_wiki(args.out or "runs/wiki", plan=QUICK_WIKI if args.quick else WIKI_PLAN, seed=args.seed)
+        run_wiki(args.out or "runs/wiki", plan=QUICK_WIKI if args.quick else WIKI_PLAN, seed=args.seed, evaluate_only=args.evaluate_only)
         return
     from lmlm.demo import run_demo
 
-    run_demo(args.out or "runs/demo", quick=args.quick, seed=args.seed)
+    run_demo(args.out or "runs/demo", quick=args.quick, seed=args.seed, evaluate_only=args.evaluate_only)
 
 
 def _eval(args) -> None:
@@ -158,6 +158,8 @@ def add_model_commands(stages) -> None:
     p.add_argument("--profile", choices=["default", "wiki"], default="default",
                    help="wiki: the wiki world at relation noise 0 and at the measured default, scored by mention count and hops")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="evaluate the models a finished run of the same seed left in --out again, with this version's settings")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show the library's INFO log lines")
     p.set_defaults(run=_demo)
     stages.add_parser("eval", help="run one evaluation suite on a checkpoint", declare=_declare_eval).set_defaults(run=_eval)

@@ -39,7 +39,7 @@ from lmlm.errors import NotFound
 
 END = -1
 MAX_CACHED_ENTITIES = 100_000  # relation tries kept; the cache starts over past this, so memory stays bounded
-CONTEXT_TOKENS = 64  # how far back a call's sentence is looked for, for the relation prior
+CONTEXT_TOKENS = 64  # how far back the priors read the text before a call
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -141,8 +141,7 @@ class CallConstraints:
     def _mentioned(self, before: list[int], trie: dict) -> list[list[int]]:
         """The spellings of the KB entities the text before a call names: the trie walked from each token of that
         text, spelt again with a leading space so that a name at its very start is spelt as the trie has it."""
-        text = markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
-        ids = self.tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(" " + self._plain_text(before), add_special_tokens=False, split_special_tokens=True)["input_ids"]
         found = []
         for start in range(len(ids)):
             node = trie
@@ -154,6 +153,10 @@ class CallConstraints:
                     found.append(ids[start : end + 1])
         return found
 
+    def _plain_text(self, before: list[int]) -> str:
+        """The last CONTEXT_TOKENS tokens before a call as text, lookup calls removed."""
+        return markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
+
     def _relations_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict | None:
         entity = self.tokenizer.decode(tokens[row.call_start + 1 : row.relation_start], skip_special_tokens=False).strip()
         trie = self.relation_trie(entity)
@@ -162,8 +165,7 @@ class CallConstraints:
 
     def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
         """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
-        text = markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
-        sentence = SENTENCE_END.split(text)[-1]
+        sentence = SENTENCE_END.split(self._plain_text(before))[-1]
         sentence = " ".join((sentence.replace(entity, " ") if entity else sentence).split())
         relations = list(names_under(trie))
         if not sentence:
