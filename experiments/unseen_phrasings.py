@@ -2,7 +2,7 @@
 ``phrasing`` (``lmlm.world.Phrasing``).
 
     python experiments/unseen_phrasings.py OUT [--phrasing varied|plain] [--seed 0] [--steps 800] [--prompts 300]
-        [--relation-prior W [W ...]] [--mention-prior W [W ...]]
+        [--relation-prior W [W ...]] [--mention-prior W [W ...]] [--sets NAME [NAME ...]]
 
 Makes a world in the given wording, annotates it and builds its KB as the demo does, trains only the LMLM with the
 demo's recipe, and scores completion (calls held to the KB as the demo's are) on the training template, the dev set
@@ -48,9 +48,10 @@ def train_lmlm(out: Path, plan: DemoPlan, seed: int) -> None:
         raise SystemExit(f"training failed; see {out / 'train-lmlm.log'}")
 
 
-def score(model: LMLM, out: Path, plan: DemoPlan, prompts: int, priors: dict) -> dict:
+def score(model: LMLM, out: Path, plan: DemoPlan, prompts: int, priors: dict, sets: list[str]) -> dict:
     results = {}
-    for name, (file, people) in SETS.items():
+    for name in sets:
+        file, people = SETS[name]
         rows = [json.loads(line) for line in (out / "world" / "eval" / f"{file}.jsonl").read_text().splitlines()]
         rows = [r for r in rows if (r["split"] == "inject") == (people == "inject")]
         random.Random(0).shuffle(rows)
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--relation-prior", type=float, nargs="+", default=[DemoPlan.relation_prior])
     parser.add_argument("--mention-prior", type=float, nargs="+", default=[DemoPlan.mention_prior])
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     args = parser.parse_args()
     plan = DemoPlan(phrasing=args.phrasing, steps=args.steps)
     if not (args.out / "lmlm" / "model.safetensors").is_file():
@@ -89,8 +91,8 @@ def main() -> None:
     results = {"phrasing": args.phrasing, "seed": args.seed, "steps": args.steps, "by_priors": {}}
     for relation, mention in itertools.product(args.relation_prior, args.mention_prior):
         priors = {"relation_prior": relation, "mention_prior": mention}
-        scored = results["by_priors"][f"relation {relation:g}, mention {mention:g}"] = score(model, args.out, plan, args.prompts, priors)
-        for name in SETS:
+        scored = results["by_priors"][f"relation {relation:g}, mention {mention:g}"] = score(model, args.out, plan, args.prompts, priors, args.sets)
+        for name in args.sets:
             print(f"relation {relation:<4g} mention {mention:<4g} {name:26s} {scored[name]['accuracy']:.3f}  misses: {scored[name]['misses']}")
     (args.out / "unseen_phrasings.json").write_text(json.dumps(results, indent=1))
 

@@ -131,13 +131,27 @@ PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_
 
 
 @pytest.fixture
-def prior_lm(tmp_path):
+def scripted_engine(tmp_path):
+    """Makes engines whose scripted model writes the calls of its stories, with a tokenizer that also knows
+    ``words`` and a KB of ``triplets`` (closed at the end of the test)."""
+    kbs = []
+
+    def make(stories: list[str], words: str, triplets: list[tuple[str, str, str]]) -> LookupEngine:
+        tokenizer = train_tokenizer([*stories, words], vocab_size=300)
+        kbs.append(SqliteKB(tmp_path / f"scripted-{len(kbs)}.sqlite", encoder=HashingEncoder(), create=True))
+        kbs[-1].import_triplets(triplets)
+        return LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, stories)), tokenizer, kbs[-1])
+
+    yield make
+    for kb in kbs:
+        kb.close()
+
+
+@pytest.fixture
+def prior_lm(scripted_engine):
     """The scripted model always asks for Home City; the KB also holds Ada's Birth Date."""
-    tokenizer = train_tokenizer([*PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown"], vocab_size=300)
-    kb = SqliteKB(tmp_path / "prior.sqlite", encoder=HashingEncoder(), create=True)
-    kb.import_triplets([("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
-    yield LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, PRIOR_STORIES)), tokenizer, kb)
-    kb.close()
+    return scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown",
+                           [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
 
 
 def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(prior_lm):
@@ -163,13 +177,10 @@ MENTION_STORIES = ["Wren Mossfield works as a <|db_entity|> Amara Mossworth<|db_
 
 
 @pytest.fixture
-def mention_lm(tmp_path):
+def mention_lm(scripted_engine):
     """The scripted model miscopies Wren's name as another person's; the KB holds both people."""
-    tokenizer = train_tokenizer([*MENTION_STORIES, "surveyor chemist unknown"], vocab_size=300)
-    kb = SqliteKB(tmp_path / "mention.sqlite", encoder=HashingEncoder(), create=True)
-    kb.import_triplets([("Wren Mossfield", "Occupation", "surveyor"), ("Amara Mossworth", "Occupation", "chemist")])
-    yield LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, MENTION_STORIES)), tokenizer, kb)
-    kb.close()
+    return scripted_engine(MENTION_STORIES, "surveyor chemist unknown",
+                           [("Wren Mossfield", "Occupation", "surveyor"), ("Amara Mossworth", "Occupation", "chemist")])
 
 
 def test_the_mention_prior_pulls_a_calls_entity_toward_a_name_the_text_holds(mention_lm):
