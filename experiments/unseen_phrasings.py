@@ -69,7 +69,7 @@ def summarize(records: list[dict]) -> dict:
             call = r["lookups"][0] if r["lookups"] else {}
             misses["another person" if call.get("entity") != r["person"] else
                    "another relation" if call.get("relation") != r["relation"] else "other"] += 1
-    return {"accuracy": sum(r["correct"] for r in records) / len(records), "n": len(records), "misses": dict(misses),
+    return {"accuracy": sum(r["correct"] for r in records) / max(len(records), 1), "n": len(records), "misses": dict(misses),
             "by_phrasing": {p: round(sum(v) / len(v), 3) for p, v in sorted(by_phrasing.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))}}
 
 

@@ -52,9 +52,11 @@ def start_serve(model: Path, kb: str, port: int, max_batch: int = 32, env: dict 
     while time.time() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                log.close()  # the child keeps its own handle
                 return proc
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     proc.kill()
     proc.wait()
     log.seek(0)

@@ -196,3 +196,11 @@ def test_the_mention_prior_pulls_a_calls_entity_toward_a_name_the_text_holds(men
     assert lookup("Later, Wren Mossfield met Amara Mossworth, who works as a", 100.0).entity == "Amara Mossworth"
     # it acts only where the entity is constrained
     assert lookup("Wren Mossfield works as a", 100.0, mode="relation").entity == "Amara Mossworth"
+
+
+def test_the_text_before_a_call_never_starts_inside_an_earlier_call(prior_lm):
+    # a window cut after an earlier call's <|db_relationship|> would read that call's relation as plain text
+    text = "Ada Ashby<|db_relationship|> Birth Date<|db_return|> 1 May 1990<|db_end|> 1 May 1990 and lives in"
+    ids = prior_lm.tokenizer.encode(text, add_special_tokens=False)
+    plain = prior_lm.constraints._plain_text(ids)
+    assert "Birth Date" not in plain and plain.split() == "1 May 1990 and lives in".split(), plain

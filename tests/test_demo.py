@@ -79,6 +79,9 @@ def test_evaluate_only_scores_the_runs_own_models_again_to_the_same_figures(quic
     assert again["evaluated_again"] is True and report["evaluated_again"] is False
     assert _figures(again) == _figures(report)
     assert (out / "lmlm" / "model.safetensors").read_bytes() == weights
+    # another seed would score other prompts than the run's: refused before anything is evaluated
+    other_seed = run_cli("demo", "--quick", "--evaluate-only", "--seed", "3", "--out", out)
+    assert other_seed.returncode == 2 and "seed 0, not 3" in other_seed.stderr, other_seed.stderr
 
 
 def test_evaluate_only_refuses_a_folder_without_a_finished_run(tmp_path):
@@ -87,6 +90,9 @@ def test_evaluate_only_refuses_a_folder_without_a_finished_run(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "needs a finished demo run" in proc.stderr and "kb.sqlite" in proc.stderr
     assert (tmp_path / "half" / "world").is_dir()  # nothing of the folder was removed
+    wiki = run_cli("demo", "--profile", "wiki", "--evaluate-only", "--out", tmp_path / "half")
+    assert wiki.returncode == 2 and "noise_0" in wiki.stderr, wiki.stderr
+    assert (tmp_path / "half" / "world").is_dir() and not (tmp_path / "half" / "noise_0").exists()
 
 
 # A run small enough to repeat: the figures mean nothing, their equality does.

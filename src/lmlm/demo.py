@@ -82,7 +82,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
         echo(SMOKE_NOTE)
     out = Path(out)
     if evaluate_only:
-        check_trained(out)
+        trained = check_trained(out, plan, seed)
     else:
         if out.exists():
             shutil.rmtree(out)
@@ -101,7 +101,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     world = out / "world"
     if evaluate_only:
         echo(f"[1-4/7] world, annotate, kb, train: those of the run in {out}")
-        training = {mode: json.loads((out / mode / "lmlm_training.json").read_text())["metrics"] for mode in ("lmlm", "standard")}
+        training = trained
     else:
         training = _build_and_train(out, world, plan, seed, stage, echo, progress)
     report = stage(5, "evaluate", lambda: _evaluate(out, world, plan, rng, echo))
@@ -129,11 +129,26 @@ def _build_and_train(out: Path, world: Path, plan: DemoPlan, seed: int, stage, e
     return stage(4, "train", lambda: train_both(out, plan, seed, echo, progress))
 
 
-def check_trained(out: Path) -> None:
+def check_trained(out: Path, plan: DemoPlan | None = None, seed: int | None = None) -> dict:
+    """The training metrics of the finished run in ``out``, by model; an error naming what is missing, or what
+    differs from ``plan`` and ``seed`` (another seed or plan would evaluate other models on other prompts)."""
     needed = [out / "world" / "eval", out / "kb.sqlite", *(out / mode / "lmlm_training.json" for mode in ("lmlm", "standard"))]
     missing = [str(path) for path in needed if not path.exists()]
     if missing:
         raise LmlmError(f"--evaluate-only needs a finished demo run in {out}; missing: {', '.join(missing)}")
+    metrics = {}
+    for mode in ("lmlm", "standard"):
+        path = out / mode / "lmlm_training.json"
+        try:
+            record = json.loads(path.read_text())
+            trained, metrics[mode] = record["config"], record["metrics"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise LmlmError(f"--evaluate-only: {path} is not a finished training's record ({e})") from None
+        asked = {"seed": seed, "model": plan and plan.model, "max_steps": plan and plan.steps}
+        for key, value in asked.items():
+            if value is not None and trained.get(key) != value:
+                raise LmlmError(f"--evaluate-only: the run in {out} trained {mode} with {key} {trained.get(key)!r}, not {value!r}")
+    return metrics
 
 
 def annotate_world(out: Path, world: Path) -> dict:
@@ -282,6 +297,8 @@ def _live_edit(out: Path, world: Path, echo) -> dict:
     """The model states a fact; the fact is changed in the KB; the model states the new value; the entity is
     forgotten and its facts are no longer stated, while another person's still are."""
     live = out / "kb-live.sqlite"
+    for stale in out.glob("kb-live.sqlite*"):  # an earlier run's WAL would be replayed onto the fresh copy
+        stale.unlink()
     shutil.copy(out / "kb.sqlite", live)
     for index_file in out.glob("kb.sqlite.*.faiss"):
         shutil.copy(index_file, out / index_file.name.replace("kb.sqlite", "kb-live.sqlite", 1))

@@ -65,11 +65,11 @@ def run_wiki(out: str | Path = "runs/wiki", plan: WikiPlan = WIKI_PLAN, seed: in
     ``evaluate_only``, the worlds and models already in ``out`` are evaluated again (the stages are deterministic)."""
     out = Path(out)
     for side in NOISE_LEVELS if evaluate_only else ():
-        check_trained(out / side)
+        check_trained(out / side, plan.training(), seed)
     if out.exists() and not evaluate_only:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"wiki": {}, "plan": asdict(plan), "seed": seed, "wall_seconds": {}}
+    report: dict = {"wiki": {}, "plan": asdict(plan), "seed": seed, "evaluated_again": evaluate_only, "wall_seconds": {}}
     for side, relation_noise in NOISE_LEVELS.items():
         start = time.perf_counter()
         echo(f"[{side}] relation noise {relation_noise}")

@@ -3,9 +3,10 @@ lookup, and the ids of the lookup tokens in a tokenizer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from lmlm import markup
+from lmlm.config import check_bounds
 from lmlm.errors import LmlmError
 
 FALLBACKS = ("top1_anyway", "unknown", "abstain")
@@ -94,6 +95,8 @@ class GenerationConfig:
             raise LmlmError(f"unknown fallback {self.fallback!r}: expected one of {', '.join(FALLBACKS)}")
         if self.constrain_lookups not in CONSTRAINTS:
             raise LmlmError(f"unknown constrain_lookups {self.constrain_lookups!r}: expected one of {', '.join(CONSTRAINTS)}")
+        for name in ("relation_prior", "mention_prior"):  # the API and CLI check them too; the Python API only here
+            check_bounds(name, float(getattr(self, name)), next(f for f in fields(self) if f.name == name).metadata)
 
 
 @dataclass

@@ -35,11 +35,12 @@ from lmlm import markup
 from lmlm.engine.config import GenerationConfig, LookupTokens
 from lmlm.engine.sampling import choose
 from lmlm.engine.state import Batch, RowState
-from lmlm.errors import NotFound
+from lmlm.errors import LmlmError, NotFound
 
 END = -1
 MAX_CACHED_ENTITIES = 100_000  # relation tries kept; the cache starts over past this, so memory stays bounded
 CONTEXT_TOKENS = 64  # how far back the priors read the text before a call
+MAX_CACHED_RELATIONS = 10_000  # relation vectors kept for the relation prior; the cache starts over past this
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -154,8 +155,13 @@ class CallConstraints:
         return found
 
     def _plain_text(self, before: list[int]) -> str:
-        """The last CONTEXT_TOKENS tokens before a call as text, lookup calls removed."""
-        return markup.strip(self.tokenizer.decode(before[-CONTEXT_TOKENS:], skip_special_tokens=False))
+        """The last CONTEXT_TOKENS tokens before a call as text, lookup calls removed; a window that starts inside
+        an earlier call starts after it instead, or that call's relation and value would read as plain text."""
+        window = before[-CONTEXT_TOKENS:]
+        first_call_token = next((k for k, t in enumerate(window) if t in self.tokens.calls), None)
+        if first_call_token is not None and window[first_call_token] != self.tokens.entity:
+            window = window[window.index(self.tokens.end) + 1 :] if self.tokens.end in window else []
+        return markup.strip(self.tokenizer.decode(window, skip_special_tokens=False))
 
     def _relations_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict | None:
         entity = self.tokenizer.decode(tokens[row.call_start + 1 : row.relation_start], skip_special_tokens=False).strip()
@@ -166,15 +172,19 @@ class CallConstraints:
     def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
         """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
         sentence = SENTENCE_END.split(self._plain_text(before))[-1]
-        sentence = " ".join((sentence.replace(entity, " ") if entity else sentence).split())
+        if entity:
+            sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
+        sentence = " ".join(sentence.split())
         relations = list(names_under(trie))
         if not sentence:
             return dict.fromkeys(relations, 0.0)
         missing = [r for r in relations if r not in self._relation_vectors]
-        if len(self._relation_vectors) + len(missing) > MAX_CACHED_ENTITIES:
+        if len(self._relation_vectors) + len(missing) > MAX_CACHED_RELATIONS:
             self._relation_vectors.clear()
             missing = relations
-        encoder = self.kb.encoder
+        encoder = getattr(self.kb, "encoder", None)
+        if encoder is None:
+            raise LmlmError(f"relation_prior needs a KB with a sentence encoder; {type(self.kb).__name__} has none")
         if missing:
             self._relation_vectors.update(zip(missing, _unit(encoder.encode(missing))))
         context = _unit(encoder.encode([sentence]))[0]
@@ -207,7 +217,9 @@ class CallConstraints:
             row, node = batch.rows[ids[r]], nodes[r]
             allowed = self.allowed(row, node)
             keep = torch.full_like(masked[r], float("-inf"))
-            keep[allowed] = masked[r, allowed] + masked.new_tensor(self.bonus(row, node, cfg))
+            keep[allowed] = masked[r, allowed]
+            if cfg.relation_prior or cfg.mention_prior:
+                keep[allowed] += masked.new_tensor(self.bonus(row, node, cfg))
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)

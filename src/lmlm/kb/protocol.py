@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from lmlm.kb.encoder import Encoder
+from typing import Literal, Protocol, runtime_checkable
 
 Tier = Literal["exact", "fuzzy", "none"]
 Mode = Literal["default", "reference"]
@@ -66,8 +63,3 @@ class KnowledgeBase(Protocol):
     def stats(self) -> dict: ...
     def entity_names(self) -> list[str]: ...
     def version(self) -> tuple[int, int]: ...
-
-    @property
-    def encoder(self) -> Encoder:
-        """The sentence encoder its fuzzy lookups use (the engine's relation prior reads with it too)."""
-        ...
