@@ -11,6 +11,7 @@ import pytest
 from lmlm.errors import Ambiguous, Busy, LmlmError, NotFound
 from lmlm.kb import SqliteKB
 from lmlm.kb.encoder import HashingEncoder
+from lmlm.kb.sqlite_tables import count_pairs
 
 PEOPLE = [
     ("Ada Maria Lovelace", {"Birth Date": "10 December 1815", "Birthplace": "London", "Employer": "Analytical Society"}),
@@ -42,6 +43,35 @@ def test_readding_a_fact_leaves_relation_counts_alone(tmp_path):
             "SELECT b.key, p.n FROM relation_pairs p JOIN relations a ON a.id=p.a JOIN relations b ON b.id=p.b WHERE a.key='workplace'"))
         assert pairs == {"workplace": 1, "employer": 1, "employer city": 1}
         assert kb.lookup("Ada Maria Lovelace", "Workplace").value == "Analytical Society"
+
+
+def test_relation_pair_counts_are_those_of_the_live_facts(make_kb):
+    """The recount after a bulk import: for two relations, how many entities hold both live (a relation held
+    twice counts once, a deleted fact not at all)."""
+    rows = [(f"P{i}", rel, "x") for i in range(7) for rel in ("A", "B", "C")[: 1 + i % 3]] + [("P0", "A", "y")]
+    with _backend_kb(make_kb, "pairs", rows) as kb:
+        kb.delete(kb.lookup("P5", "C").triplet.id)
+        kb.import_triplets([("P7", "D", "z")])  # a newer fact: the next lookup's recount sees the deletion too
+        kb.statistics.bring_up_to_date()
+        assert sorted(kb.store.relation_cooccurrence("a")) == [("b", 4, 7, 4), ("c", 1, 7, 1)]
+        assert sorted(kb.store.relation_cooccurrence("c")) == [("a", 1, 1, 7), ("b", 1, 1, 4)]
+        assert kb.store.relation_cooccurrence("d") == []
+
+
+def test_pair_counts_keep_each_entity_whole_across_read_chunks():
+    """An entity whose rows straddle a chunk of the read (or fill several) still counts each of its pairs."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE er(e INTEGER, r INTEGER)")
+    holds = {1: [3], 2: [3, 5, 8], 3: [5, 8], 4: [1, 3, 5, 8]}
+    conn.executemany("INSERT INTO er VALUES (?, ?)", [(e, r) for e, rs in holds.items() for r in rs])
+    want = {}
+    for rs in holds.values():
+        for a in rs:
+            for b in rs:
+                want[(a, b)] = want.get((a, b), 0) + 1
+    for chunk in (1, 2, 3, 100):
+        got = {(a, b): n for a, b, n in count_pairs(conn.execute("SELECT e, r FROM er ORDER BY e, r"), chunk=chunk)}
+        assert got == want, chunk
 
 
 def test_forget_with_a_name_that_fits_several_entities_erases_nothing(make_kb):
