@@ -1,8 +1,9 @@
 """Do KB-constrained calls and the relation prior carry over to the wiki world? Scores a trained side of
 ``lmlm demo --profile wiki`` (``OUT/noise_0``) again, its LMLM only, once per setting: calls unconstrained, held
-to the KB's entities and relations (``entity_relation``), and that with each ``--relation-prior`` weight.
+to the KB's entities and relations (``entity_relation``), and that with each pair of ``--relation-prior`` and
+``--mention-prior`` weights.
 
-    python experiments/wiki_constraints.py SIDE [--relation-prior 0 20] [--per-bucket 80] [--per-hops 80]
+    python experiments/wiki_constraints.py SIDE [--relation-prior 0 20] [--mention-prior 0 5] [--per-bucket 80] [--per-hops 80]
 
 For each setting and each split of held-out phrasings (``dev``, ``test``): completion accuracy by the subject's
 mention bucket and over all, and multi-hop accuracy by hop count, on the same prompts the wiki demo samples. A
@@ -12,6 +13,7 @@ weight is chosen on ``dev``; ``test`` checks it. Writes SIDE/wiki_constraints.js
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 from pathlib import Path
@@ -23,9 +25,10 @@ from lmlm.kb import SqliteKB
 SPLITS = ("dev", "test")
 
 
-def settings(weights: list[float]) -> dict[str, dict]:
-    return {"off": {}, **{f"entity_relation, prior {w:g}": {"constrain_lookups": "entity_relation", "relation_prior": w}
-                          for w in weights}}
+def settings(relation: list[float], mention: list[float]) -> dict[str, dict]:
+    return {"off": {}, **{f"entity_relation, relation {r:g}, mention {m:g}":
+                          {"constrain_lookups": "entity_relation", "relation_prior": r, "mention_prior": m}
+                          for r, m in itertools.product(relation, mention)}}
 
 
 def prompts(world: Path, per_bucket: int, per_hops: int, seed: int) -> dict[str, dict[str, list[dict]]]:
@@ -55,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("side", type=Path, help="a trained side of the wiki demo, e.g. runs/wiki/noise_0")
     parser.add_argument("--relation-prior", type=float, nargs="+", default=[0.0, 20.0])
+    parser.add_argument("--mention-prior", type=float, nargs="+", default=[0.0, 5.0])
     parser.add_argument("--per-bucket", type=int, default=WIKI_PLAN.per_bucket)
     parser.add_argument("--per-hops", type=int, default=WIKI_PLAN.per_hops)
     parser.add_argument("--seed", type=int, default=0, help="the seed the wiki demo ran with (it draws the prompts)")
@@ -62,11 +66,11 @@ def main() -> None:
     sets = prompts(args.side / "world", args.per_bucket, args.per_hops, args.seed)
     model = LMLM.from_pretrained(args.side / "lmlm", kb=SqliteKB(args.side / "kb.sqlite"))
     results = {}
-    for name, options in settings(args.relation_prior).items():
+    for name, options in settings(args.relation_prior, args.mention_prior).items():
         results[name] = score(model, sets, options, WIKI_PLAN.completion_tokens, WIKI_PLAN.hop_tokens)
         for split in SPLITS:
             r = results[name][split]
-            print(f"{name:32s} {split:4s} completion {r['completion']:.3f} by bucket {r['by_bucket']} multi-hop {r['multi_hop']}")
+            print(f"{name:44s} {split:4s} completion {r['completion']:.3f} by bucket {r['by_bucket']} multi-hop {r['multi_hop']}")
     (args.side / "wiki_constraints.json").write_text(json.dumps(results, indent=1))
 
 
