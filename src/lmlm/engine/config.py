@@ -95,8 +95,8 @@ class GenerationConfig:
             raise LmlmError(f"unknown fallback {self.fallback!r}: expected one of {', '.join(FALLBACKS)}")
         if self.constrain_lookups not in CONSTRAINTS:
             raise LmlmError(f"unknown constrain_lookups {self.constrain_lookups!r}: expected one of {', '.join(CONSTRAINTS)}")
-        for name in ("relation_prior", "mention_prior"):  # the API and CLI check them too; the Python API only here
-            check_bounds(name, float(getattr(self, name)), next(f for f in fields(self) if f.name == name).metadata)
+        for f in fields(self):  # the CLI and the API check them on the way in; the Python API only here
+            check_bounds(f.name, getattr(self, f.name), f.metadata)
 
 
 @dataclass
