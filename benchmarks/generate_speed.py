@@ -10,7 +10,8 @@
            compile warm-up is timed apart, as it is paid once per process)
   (constrained) the engine at batch 1 and 32 with constrain_lookups="entity_relation" against "off", both
            on a KB of the world's facts plus a million other triplets (vectors from the hashing encoder), so that
-           the entity trie is that size
+           the entity trie is that size; with --trained, also the constraint with and without the demo's relation
+           and mention priors, on the demo's own KB (the relation prior encodes each call's sentence with its encoder)
   (b_draft) the engine at batch 1 with a draft model, for small: tiny, fine-tuned on small's output for
            other prompts (lmlm.draft; the time it takes is reported apart), eager and compiled; and,
            eager, tiny as trained (b_undistilled_draft), to show what the distillation buys
@@ -57,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmlm.data import build_dataset, documents  # noqa: E402
+from lmlm.demo import DemoPlan  # noqa: E402
 from lmlm.draft import distill  # noqa: E402
 from lmlm.engine import GenerationConfig, LookupEngine, LookupTokens, reference_loop  # noqa: E402
 from lmlm.engine.api import load_model, load_tokenizer  # noqa: E402
@@ -250,40 +252,56 @@ def big_kb(path: Path, world_kb: Path) -> SqliteKB:
     return kb
 
 
-def constrained_runs(model, tokenizer, kb: SqliteKB, ngrams, prompts: list[str], new_tokens: int, single: int) -> dict:
-    """Tokens/s of the engine with the entity and relation constraint against without, at batch 1 and 32, in turns."""
+def constrained_runs(model, tokenizer, kb: SqliteKB, ngrams, prompts: list[str], new_tokens: int, single: int,
+                     variants: dict[str, dict] | None = None) -> dict:
+    """Tokens/s of the engine under each variant (GenerationConfig fields) against constrain_lookups "off", at
+    batch 1 and 32, in turns; by default the one variant is the entity and relation constraint."""
+    variants = {"off": {"constrain_lookups": "off"}, **(variants or {"entity_relation": {"constrain_lookups": "entity_relation"}})}
     runs, engines = {}, {}
-    for constrain in ("off", "entity_relation"):
-        cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, constrain_lookups=constrain)
+    for variant, fields in variants.items():
+        cfg = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, **fields)
         for batch, chosen in ((1, prompts[:single]), (32, prompts)):
-            engine = engines[(constrain, batch)] = LookupEngine(model, tokenizer, kb, ngrams=ngrams)
+            engine = engines[(variant, batch)] = LookupEngine(model, tokenizer, kb, ngrams=ngrams)
             engine.generate(chosen[:2], cfg)  # warm up: the tries are built on first use, once per KB version
-            runs[f"batch{batch}_{constrain}"] = (lambda e=engine, c=cfg, ps=chosen, b=batch:
-                                                 [r for s in range(0, len(ps), b) for r in e.generate(ps[s : s + b], c)])
+            runs[f"batch{batch}_{variant}"] = (lambda e=engine, c=cfg, ps=chosen, b=batch:
+                                               [r for s in range(0, len(ps), b) for r in e.generate(ps[s : s + b], c)])
     timings = in_turns(runs)
     rows = {name: {"tokens": sum(len(r.token_ids) for r in out), "lookups": sum(len(r.lookups) for r in out),
                    "hits": sum(x.value is not None for r in out for x in r.lookups), "seconds": round(seconds, 2)}
             for name, (out, seconds, _) in timings.items()}
     for row in rows.values():
         row["tokens_per_second"] = round(row["tokens"] / row["seconds"], 1)
-    cost = {f"batch{b}": round(1 - rows[f"batch{b}_entity_relation"]["tokens_per_second"] / rows[f"batch{b}_off"]["tokens_per_second"], 3)
-            for b in (1, 32)}
-    return {"kb_triplets": kb.stats()["triplets"], "runs": rows, "cost": cost}
+    cost = {f"batch{b}" + ("" if len(variants) == 2 else f"_{variant}"):
+            round(1 - rows[f"batch{b}_{variant}"]["tokens_per_second"] / rows[f"batch{b}_off"]["tokens_per_second"], 3)
+            for variant in variants if variant != "off" for b in (1, 32)}
+    return {"kb_triplets": kb.stats()["triplets"], "variants": variants, "runs": rows, "cost": cost}
 
 
 def constrained_on_trained(run: Path, args) -> dict:
-    """The constrained runs on a model the demo trained, its world's bio prompts and KB (plus the million triplets)."""
+    """The constrained runs on a model the demo trained, its world's bio prompts and KB (plus the million triplets);
+    then, on the demo's own KB (its sentence encoder's vectors), the constraint with and without the demo's priors,
+    whose relation prior encodes each call's sentence."""
     tokenizer, model = load_tokenizer(run / "lmlm"), load_model(run / "lmlm")
     model.eval()
     corpus = [run / "world" / "corpus.jsonl"]
     ngrams = NgramTable.from_texts(documents(corpus, "lmlm"), tokenizer)
     bios = [json.loads(line)["prompt"] for line in (run / "world" / "eval" / "bio_prompts.jsonl").read_text().splitlines()]
+    prompts = bios[: args.prompts]
     with tempfile.TemporaryDirectory() as tmp:
         large = big_kb(Path(tmp) / "big.sqlite", run / "world" / "kb.json")
         try:
-            return constrained_runs(model, tokenizer, large, ngrams, bios[: args.prompts], args.new_tokens, args.single)
+            constrained = constrained_runs(model, tokenizer, large, ngrams, prompts, args.new_tokens, args.single)
         finally:
             large.close()
+    plan, own = DemoPlan(), SqliteKB(run / "kb.sqlite")
+    constraint = {"constrain_lookups": plan.constrain_lookups}
+    priors = {**constraint, "relation_prior": plan.relation_prior, "mention_prior": plan.mention_prior}
+    try:
+        with_priors = constrained_runs(model, tokenizer, own, ngrams, prompts, args.new_tokens, args.single,
+                                       {"entity_relation": constraint, "entity_relation_priors": priors})
+    finally:
+        own.close()
+    return {"constrained": constrained, "priors": with_priors}
 
 
 def main() -> None:
@@ -302,7 +320,7 @@ def main() -> None:
     torch.manual_seed(0)
     report = {"torch_threads": torch.get_num_threads(), "models": {}}
     if args.only_constrained and args.trained:
-        report["models"]["demo's tiny"] = {"constrained": constrained_on_trained(args.trained, args)}
+        report["models"]["demo's tiny"] = constrained_on_trained(args.trained, args)
         write_and_print_constrained(report, args.out)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,13 +405,17 @@ def write_and_print_constrained(report: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     for name, model in report["models"].items():
-        c = model["constrained"]
-        print(f"\n{name}, constrained lookups on a KB of {c['kb_triplets']:,} triplets")
-        print(f"{'run':<28}{'tokens':>8}{'lookups':>9}{'hits':>6}{'tokens/s':>10}")
-        for run, r in c["runs"].items():
-            print(f"{run:<28}{r['tokens']:>8}{r['lookups']:>9}{r['hits']:>6}{r['tokens_per_second']:>10}")
-        print("cost (1 - constrained/off tokens/s): " + ", ".join(f"{b} {v}" for b, v in c["cost"].items()))
+        for section in ("constrained", "priors"):
+            if section in model:
+                print_variants(f"{name}, {section} on a KB of {model[section]['kb_triplets']:,} triplets", model[section])
 
+
+def print_variants(title: str, timed: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'run':<36}{'tokens':>8}{'lookups':>9}{'hits':>6}{'tokens/s':>10}")
+    for run, r in timed["runs"].items():
+        print(f"{run:<36}{r['tokens']:>8}{r['lookups']:>9}{r['hits']:>6}{r['tokens_per_second']:>10}")
+    print("cost (1 - tokens/s against off): " + ", ".join(f"{b} {v}" for b, v in timed["cost"].items()))
 
 if __name__ == "__main__":
     main()

@@ -198,6 +198,19 @@ def test_the_mention_prior_pulls_a_calls_entity_toward_a_name_the_text_holds(men
     assert lookup("Wren Mossfield works as a", 100.0, mode="relation").entity == "Amara Mossworth"
 
 
+def test_a_name_is_mentioned_only_where_its_last_word_ends(mention_lm):
+    constraints = mention_lm.constraints
+    trie = constraints.entity_trie()
+
+    def mentioned(text):
+        spelt = constraints._mentioned(mention_lm.tokenizer.encode(text, add_special_tokens=False), trie)
+        return [mention_lm.tokenizer.decode(name).strip() for name in spelt]
+
+    assert mentioned("Later, Wren Mossfield, who works as a") == ["Wren Mossfield"]
+    assert mentioned("Wren Mossfield works as a") == ["Wren Mossfield"]
+    assert mentioned("Later, Wren Mossfieldworth works as a") == []
+
+
 def test_the_text_before_a_call_never_starts_inside_an_earlier_call(prior_lm):
     # a window cut after an earlier call's <|db_relationship|> would read that call's relation as plain text
     text = "Ada Ashby<|db_relationship|> Birth Date<|db_return|> 1 May 1990<|db_end|> 1 May 1990 and lives in"

@@ -250,3 +250,16 @@ def test_train_cli_rejects_bad_keys(tmp_path):
     (tmp_path / "c.yaml").write_text("modell: tiny\n")
     proc = run_cli("train", "--config", tmp_path / "c.yaml", "--data", tmp_path, "--out", tmp_path / "o")
     assert proc.returncode == 2 and "'modell'" in proc.stderr
+
+
+@pytest.mark.parametrize("native", [(), ("_is_avx512_bf16_supported",), ("_is_amx_tile_supported",)])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
+    from lmlm.train.run import bf16_enabled
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, check, lambda supported=check in native: supported, raising=False)
+    assert bf16_enabled("auto") is bool(native)
+    assert (bf16_enabled("bf16"), bf16_enabled("fp32")) == (True, False)
+    with pytest.raises(LmlmError, match="precision"):
+        bf16_enabled("half")

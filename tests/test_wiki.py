@@ -172,3 +172,7 @@ def test_wiki_run_reports_both_noise_levels(tmp_path):
     assert saved["wiki"]["noise_default"]["noise"]["applied"]["synonym"] > 0 == saved["wiki"]["noise_0"]["noise"]["applied"]["synonym"]
     assert (tmp_path / "run" / "popularity.png").read_bytes()[:4] == b"\x89PNG"
     assert report["wiki"]["noise_0"]["lmlm"] == saved["wiki"]["noise_0"]["lmlm"]
+    # the LMLM is scored as the demo serves it; Standard makes no calls to constrain
+    assert {k: saved["wiki"]["noise_0"]["lmlm"][k] for k in ("constrain_lookups", "relation_prior", "mention_prior")} == {
+        "constrain_lookups": "entity_relation", "relation_prior": 20.0, "mention_prior": 5.0}
+    assert "constrain_lookups" not in saved["wiki"]["noise_0"]["standard"]

@@ -4,6 +4,8 @@ finished rows (``select``)."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -58,6 +60,12 @@ def make_cache(model, capacity: int) -> Cache:
     return Cache(layers=[BufferLayer(capacity) for _ in range(model.config.get_text_config().num_hidden_layers)])
 
 
+def cache_keyword(model) -> str:
+    """The forward keyword that takes the KV cache: transformers renamed ``past_key_values`` to ``cache``, and
+    warns on the old name where it has."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class CacheTrack:
     """One model's KV cache over the active rows, fed in steps of each row's new tokens, left-padded to the
     longest. Tokens fed on trial that turn out wrong are retracted: masked out, and the row's position steps back."""
@@ -65,6 +73,7 @@ class CacheTrack:
     def __init__(self, model, decode, pad: int, rows: int, capacity: int, device):
         self.model, self.decode, self.pad, self.device = model, decode, pad, device
         self.cache = make_cache(model, capacity)
+        self.cache_keyword = cache_keyword(model)
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)
         self.next_pos = torch.zeros(rows, dtype=torch.long, device=device)
 
@@ -78,8 +87,8 @@ class CacheTrack:
         self.mask = torch.cat([self.mask, new], dim=1)
         for layer in self.cache.layers:
             layer.reserve(width)
-        out = forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache, use_cache=True,
-                      logits_to_keep=last_positions)
+        out = forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, **{self.cache_keyword: self.cache},
+                      use_cache=True, logits_to_keep=last_positions)
         self.next_pos = self.next_pos + new.sum(-1)
         return out.logits
 

@@ -141,7 +141,8 @@ class CallConstraints:
 
     def _mentioned(self, before: list[int], trie: dict) -> list[list[int]]:
         """The spellings of the KB entities the text before a call names: the trie walked from each token of that
-        text, spelt again with a leading space so that a name at its very start is spelt as the trie has it."""
+        text, spelt again with a leading space so that a name at its very start is spelt as the trie has it. A name
+        must end where a word ends: "Ann Lee" is not named by "Ann Leeds"."""
         ids = self.tokenizer(" " + self._plain_text(before), add_special_tokens=False, split_special_tokens=True)["input_ids"]
         found = []
         for start in range(len(ids)):
@@ -150,9 +151,12 @@ class CallConstraints:
                 node = node.get(ids[end])
                 if node is None:
                     break
-                if END in node:
+                if END in node and not self._continues_word(ids[end + 1 : end + 2]):
                     found.append(ids[start : end + 1])
         return found
+
+    def _continues_word(self, next_token: list[int]) -> bool:
+        return self.tokenizer.decode(next_token)[:1].isalnum()
 
     def _plain_text(self, before: list[int]) -> str:
         """The last CONTEXT_TOKENS tokens before a call as text, lookup calls removed; a window that starts inside

@@ -17,6 +17,7 @@ import torch
 
 from lmlm import markup
 from lmlm.engine import LMLM, LookupTokens
+from lmlm.engine.cache import cache_keyword
 from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported, factscore
@@ -166,7 +167,8 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
 
     tokenizer, lm, kb = model.tokenizer, model.model, model.kb
     tokens = LookupTokens(tokenizer)
-    step = lambda ids, cache: lm(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]  # noqa: E731
+    keyword = cache_keyword(lm)
+    step = lambda ids, cache: lm(input_ids=torch.tensor([ids]), **{keyword: cache}, use_cache=True).logits[0, -1]  # noqa: E731
     total, count = 0.0, 0
     for doc in docs:
         plain_ids = tokenizer.encode(markup.strip(doc["annotated_text"]))
@@ -192,18 +194,18 @@ def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int)
     """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>."""
     from lmlm.engine import choose_value, encode_text, query_of
 
-    written = [tokens.entity]
-    logits = lm(input_ids=torch.tensor([[tokens.entity]]), past_key_values=cache, use_cache=True).logits[0, -1]
+    keyword, written = cache_keyword(lm), [tokens.entity]
+    logits = lm(input_ids=torch.tensor([[tokens.entity]]), **{keyword: cache}, use_cache=True).logits[0, -1]
     while written[-1] != tokens.ret and len(written) < max_tokens:
         written.append(int(logits.argmax()))
-        logits = lm(input_ids=torch.tensor([[written[-1]]]), past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = lm(input_ids=torch.tensor([[written[-1]]]), **{keyword: cache}, use_cache=True).logits[0, -1]
     if written[-1] == tokens.ret:
         entity, relation, _ = query_of(written, tokens, tokenizer)
         value = choose_value(kb.lookup(entity, relation), "top1_anyway").value
         forced = encode_text(tokenizer, " " + value) + [tokens.end]
     else:
         forced = [tokens.end]
-    return lm(input_ids=torch.tensor([forced]), past_key_values=cache, use_cache=True).logits[0, -1]
+    return lm(input_ids=torch.tensor([forced]), **{keyword: cache}, use_cache=True).logits[0, -1]
 
 
 # --- forgetting --------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class TrainConfig:
     weight_decay: float = field(default=0.1)
     adam_beta2: float = field(default=0.95)
     max_grad_norm: float = field(default=1.0)
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 where the hardware has it), bf16, or fp32"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast where the hardware has native bf16: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX), bf16, or fp32"})
     gradient_checkpointing: bool = field(default=False)
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: at the end only)"})
     eval_blocks: int = field(default=64, metadata={"help": "blocks of eval_data used per evaluation"})

@@ -52,7 +52,7 @@ def train(cfg: TrainConfig):
         trainer.add_callback(_value_loss(cfg, data, tokenizer, trainer.log))
     resume = _resume_point(cfg, out, trainer)
     result = trainer.train(resume_from_checkpoint=resume)
-    metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step}
+    metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "bf16": trainer.args.bf16}
     if eval_data:
         metrics.update(trainer.evaluate())
     if trainer.state.global_step >= trainer.state.max_steps:
@@ -115,7 +115,7 @@ def _training_arguments(cfg: TrainConfig, evaluates: bool):
         weight_decay=cfg.weight_decay,
         adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm,
-        bf16=_precision(cfg.precision),
+        bf16=bf16_enabled(cfg.precision),
         eval_strategy="steps" if evaluates and cfg.eval_every else "no",
         eval_steps=cfg.eval_every or None,
         save_strategy="steps" if cfg.save_every else "no",  # stop_after saves through StopAfter
@@ -132,12 +132,16 @@ def _training_arguments(cfg: TrainConfig, evaluates: bool):
     )
 
 
-def _precision(setting: str) -> bool:
+def bf16_enabled(setting: str) -> bool:
+    """Whether a run with ``precision: setting`` trains under bf16 autocast on this machine."""
     import torch
 
     if setting not in ("auto", "bf16", "fp32"):
         raise LmlmError(f"config key 'precision': expected auto, bf16 or fp32, got {setting!r}")
-    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if torch.cuda.is_available():
+        has_bf16 = torch.cuda.is_bf16_supported()
+    else:  # without native bf16 matmuls (AVX512-BF16, AMX) autocast emulates them, slower than fp32
+        has_bf16 = any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return setting == "bf16" or (setting == "auto" and has_bf16)
 
 
