@@ -16,7 +16,7 @@ import pytest
 from conftest import fails_cleanly, run_cli
 
 from lmlm.errors import Busy, LmlmError
-from lmlm.kb import SqliteKB, open_kb
+from lmlm.kb import SqliteKB, open_kb, pg_store
 from lmlm.kb.encoder import HashingEncoder
 from lmlm.kb.pg_schema import SCHEMA_VERSION
 from lmlm.kb.pg_store import PgStore
@@ -74,6 +74,27 @@ def test_a_replica_catches_up_before_answering_without_its_listener(url):
         assert (found.triplet, found.tier) == (added, "fuzzy")
         assert b.replica.applied == found.kb_version == a.store.current_version()
         assert b.indexes.loaded["entities"].ntotal == 3
+
+
+def test_a_replica_behind_the_pruned_change_log_builds_its_memory_again(url, monkeypatch):
+    """The change log keeps the last CHANGES_KEPT versions; a replica that missed an older one cannot replay it,
+    so it drops its in-memory indexes and builds them again from the stored vectors."""
+    monkeypatch.setattr(pg_store, "CHANGES_KEPT", 2)
+    with PostgresKB(url, encoder=HashingEncoder(), create=True) as a, PostgresKB(url, encoder=HashingEncoder(), listen=False) as b:
+        a.import_triplets(ROWS)
+        a.embed()
+        b.embed()
+        assert b.indexes.loaded["entities"].ntotal == 2
+        added = a.add("Zora Neale Hurston", "Birthplace", "Notasulga")
+        liu = a.lookup("Liu Wen", "Occupation").triplet.id
+        for job in ("astronaut", "pilot", "teacher"):
+            a.update(liu, job)
+        assert [v for v, _ in a.store.changes_between(0, a.store.current_version())] == [a.store.current_version() - 1,
+                                                                                          a.store.current_version()]
+        found = b.lookup("Zora Hurston", "Birthplace")
+        assert (found.triplet, found.tier) == (added, "fuzzy")
+        assert b.vectors.index("entities").ntotal == 3  # the added entity's vector, whose change was pruned
+        assert b.lookup("Liu Wen", "Occupation").value == "teacher"
 
 
 def test_each_lookup_reports_the_version_it_answered_from(url):

@@ -29,6 +29,8 @@ from lmlm.kb.storage import BUSY_RETRY_AFTER_S, BUSY_TIMEOUT_S, ImportStats
 CHANNEL = "lmlm_kb"
 NOTIFY_MAX_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes; longer changes send the version alone
 POOL_MAX = 4
+# versions of the change log kept: a replica further behind than this starts its in-memory state over
+CHANGES_KEPT = 10_000
 
 
 def md5(key: str) -> str:
@@ -153,6 +155,7 @@ class PgStore(PgSideTables):
             return None
         version = conn.execute("UPDATE kb_state SET version = version + 1 WHERE id=1 RETURNING version").fetchone()[0]
         conn.execute("INSERT INTO changes(version, detail) VALUES (%s, %s)", (version, json.dumps(notes)))
+        conn.execute("DELETE FROM changes WHERE version <= %s", (version - CHANGES_KEPT,))
         payload = json.dumps({"version": version, "changes": notes})
         if len(payload.encode()) > NOTIFY_MAX_BYTES:
             payload = json.dumps({"version": version})

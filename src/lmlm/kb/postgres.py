@@ -88,12 +88,24 @@ class Replica:
         """Apply the changes up to ``version`` that this process did not make itself (the caller holds the KB's lock)."""
         if version <= self.applied:
             return
-        for changed_at, notes in self.store.changes_between(self.applied, version):
+        changes = self.store.changes_between(self.applied, version)
+        if not changes or changes[0][0] != self.applied + 1:  # every version logs a row: the log was pruned past ours
+            self._start_over(version)
+            return
+        for changed_at, notes in changes:
             if changed_at in self.store.written:
                 self.store.written.discard(changed_at)
                 continue
             for note in notes:
                 self._apply(changed_at, note)
+        self.applied = version
+
+    def _start_over(self, version: int) -> None:
+        """Forget what this replica holds in memory (indexes, statistics), to be built again from the database."""
+        log.warning("%s: this replica was behind the change log's oldest version; its in-memory state starts over", self.store.path)
+        self.kb.statistics.forget_cached()
+        self.kb.indexes.clear()
+        self.store.written = {v for v in self.store.written if v > version}
         self.applied = version
 
     def _apply(self, version: int, note: dict) -> None:
