@@ -315,3 +315,15 @@ def test_a_migration_whose_source_cannot_be_read_leaves_no_destination(tmp_path)
     target = tmp_path / "target.sqlite"
     fails_cleanly(run_cli("kb", "migrate", garbage, target), "garbage.sqlite")
     assert not target.exists()
+
+
+def test_annotate_reads_its_known_facts_from_a_shared_kb(url, tmp_path):
+    """`annotate --kb URL` aligns against the shared KB's facts as it does against the same facts in a file."""
+    run_cli("world", "--out", tmp_path / "w", "--people", "20", "--seed", "1", check=True)
+    rows = json.loads((tmp_path / "w" / "kb.json").read_text())["triplets"]
+    with PostgresKB(url, encoder=HashingEncoder(), create=True) as kb:
+        kb.import_triplets(rows)
+    for name, spec in (("file", tmp_path / "w" / "kb.json"), ("shared", url)):
+        run_cli("annotate", tmp_path / "w" / "corpus.jsonl", "--kb", spec, "--out", tmp_path / f"{name}.jsonl", check=True)
+    annotated = {name: (tmp_path / f"{name}.jsonl").read_text() for name in ("file", "shared")}
+    assert annotated["shared"] == annotated["file"] and "[dblookup(" in annotated["shared"]

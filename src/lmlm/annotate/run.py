@@ -30,15 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def _kb_triplets(kb: str | os.PathLike):
-    path = Path(kb)
-    if path.suffix in (".sqlite", ".db"):
-        from lmlm.kb import SqliteKB
+    from lmlm.kb.opening import is_shared, open_kb
 
-        with SqliteKB(path) as store:
+    if is_shared(kb) or Path(kb).suffix in (".sqlite", ".db"):
+        with open_kb(kb) as store:
             return [(e, r, v) for _, e, r, v, *_ in store.triplets()]
     from lmlm.kb.io import read_any
 
-    return [row[:3] for row in read_any(path)]
+    return [row[:3] for row in read_any(kb)]
 
 
 def annotate_aligned(src: str | os.PathLike, out: str | os.PathLike, kb: str | os.PathLike | None = None) -> dict:

@@ -127,7 +127,7 @@ def _add_annotate_command(stages) -> None:
     p.add_argument("--out", required=True, help="annotated corpus; for openai and hf a .jsonl file, appended as results arrive")
     p.add_argument("--json", action="store_true")
     g = p.add_argument_group("aligned")
-    g.add_argument("--kb", help="known facts: database JSON, JSONL triplets or a KB file; default: each example's own lookups")
+    g.add_argument("--kb", help="known facts: database JSON, JSONL triplets, a KB file, or a shared KB (postgresql://... or env:NAME); default: each example's own lookups")
     g = p.add_argument_group("openai and hf")
     g.add_argument("--model", help="openai: the endpoint's model name; hf: a model directory, or a LoRA adapter directory")
     g.add_argument("--resume", action="store_true", help="continue --out, skipping the ids already in it")
