@@ -7,6 +7,7 @@ import pytest
 from test_engine_unit import LMLMScript, ScriptedLM
 
 from lmlm.engine import GenerationConfig, LookupEngine
+from lmlm.engine.constrain import continues_word
 from lmlm.kb import SqliteKB
 from lmlm.kb.encoder import HashingEncoder
 from lmlm.tokenizer import train_tokenizer
@@ -209,6 +210,25 @@ def test_a_name_is_mentioned_only_where_its_last_word_ends(mention_lm):
     assert mentioned("Later, Wren Mossfield, who works as a") == ["Wren Mossfield"]
     assert mentioned("Wren Mossfield works as a") == ["Wren Mossfield"]
     assert mentioned("Later, Wren Mossfieldworth works as a") == []
+
+
+@pytest.mark.parametrize("decoder", ["byte_level", "metaspace"])
+def test_a_word_goes_on_only_where_the_next_token_adds_no_space(decoder):
+    """A SentencePiece decoder drops the leading space of a token decoded alone: the check must read what the
+    token adds to the text before it, whatever the tokenizer."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    marker = "Ġ" if decoder == "byte_level" else "▁"
+    vocab = {piece: i for i, piece in enumerate(["Ann", f"{marker}Ann", f"{marker}Lee", "ds", f"{marker}works", "."])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="Ann"))
+    core.decoder = decoders.ByteLevel() if decoder == "byte_level" else decoders.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core)
+    ann, lee, ds, works, stop = (vocab[p] for p in (f"{marker}Ann", f"{marker}Lee", "ds", f"{marker}works", "."))
+    assert not continues_word(tokenizer, [ann, lee, works])
+    assert not continues_word(tokenizer, [ann, lee, stop])
+    assert continues_word(tokenizer, [ann, lee, ds])
+    assert not continues_word(tokenizer, [ann, lee])
 
 
 def test_the_text_before_a_call_never_starts_inside_an_earlier_call(prior_lm):

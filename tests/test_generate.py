@@ -3,6 +3,7 @@ batch-invariant, robust to malformed calls, and the reference-compatible API."""
 
 import copy
 import json
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -121,6 +122,17 @@ def test_the_weight_layout_changes_the_speed_not_the_model(model, tokenizer, kb,
     relaid.save_pretrained(tmp_path)
     saved = AutoModelForCausalLM.from_pretrained(tmp_path).state_dict()
     assert saved.keys() == loaded.state_dict().keys() and all(torch.equal(saved[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_the_engine_and_the_dynamic_perplexity_pass_the_cache_by_its_current_name(model, tokenizer, kb, world):
+    """transformers renamed the forward's ``past_key_values`` to ``cache`` and warns on the old name where it has."""
+    from lmlm.evaluate.suites import _dynamic_perplexity
+
+    doc = json.loads((world / "corpus.jsonl").read_text().splitlines()[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert LookupEngine(model, tokenizer, kb).generate(PROMPTS[:2], GenerationConfig(max_new_tokens=8))[0].token_ids
+        assert _dynamic_perplexity(LMLM(model, tokenizer, kb), [doc]) > 1
 
 
 def test_lookups_off_equals_hf_generate(model, tokenizer, kb):

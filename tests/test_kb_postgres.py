@@ -97,6 +97,25 @@ def test_a_replica_behind_the_pruned_change_log_builds_its_memory_again(url, mon
         assert b.lookup("Liu Wen", "Occupation").value == "teacher"
 
 
+def test_a_replica_replays_the_log_it_still_has_and_skips_its_own_pruned_writes(url, monkeypatch):
+    """Behind by no more than the log keeps, or only by its own writes, a replica keeps its in-memory index."""
+    monkeypatch.setattr(pg_store, "CHANGES_KEPT", 4)  # what one add and one update log
+    with PostgresKB(url, encoder=HashingEncoder(), create=True) as a, PostgresKB(url, encoder=HashingEncoder(), listen=False) as b:
+        a.import_triplets(ROWS)
+        a.embed()
+        b.embed()
+        assert b.lookup("Liu Wen", "Occupation").kb_version == b.replica.applied  # b is up to date
+        index = b.vectors.index("entities")
+        a.add("Zora Neale Hurston", "Birthplace", "Notasulga")
+        a.update(a.lookup("Liu Wen", "Occupation").triplet.id, "pilot")
+        assert b.lookup("Zora Hurston", "Birthplace").value == "Notasulga"  # the changes, replayed
+        assert b.indexes.loaded["entities"] is index and index.ntotal == 3
+        for city in ("Paris", "Rome", "Lyon"):  # b's own writes, the first of them pruned before b reads the log
+            b.add("Liu Wen", f"Home {city}", city)
+        assert b.lookup("Liu Wen", "Home Lyon").value == "Lyon"
+        assert b.indexes.loaded["entities"] is index and not b.store.written
+
+
 def test_each_lookup_reports_the_version_it_answered_from(url):
     with PostgresKB(url, encoder=HashingEncoder(), create=True) as kb:
         kb.import_triplets(ROWS)

@@ -172,6 +172,13 @@ def test_stop_after_counts_the_steps_of_this_run(datasets, tmp_path):
     assert [row["step"] for row in _log_rows(out) if "loss" in row] == list(range(1, 11))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_training_record_says_whether_it_trained_in_bf16(datasets, tmp_path, precision):
+    train(_cfg(datasets, "lmlm", tmp_path / "run", max_steps=2, log_every=1, precision=precision))
+    record = json.loads((tmp_path / "run" / "lmlm_training.json").read_text())
+    assert record["metrics"]["bf16"] is (precision == "bf16")
+
+
 def test_two_processes_with_torchrun(datasets, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""

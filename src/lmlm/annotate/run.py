@@ -30,14 +30,16 @@ log = logging.getLogger(__name__)
 
 
 def _kb_triplets(kb: str | os.PathLike):
-    from lmlm.kb.opening import is_shared, open_kb
+    from lmlm.kb.opening import open_kb, resolve_kb_spec
+    from lmlm.kb.pg_schema import is_url
 
-    if is_shared(kb) or Path(kb).suffix in (".sqlite", ".db"):
-        with open_kb(kb) as store:
+    target = resolve_kb_spec(kb)
+    if is_url(target) or Path(target).suffix in (".sqlite", ".db"):
+        with open_kb(target) as store:
             return [(e, r, v) for _, e, r, v, *_ in store.triplets()]
     from lmlm.kb.io import read_any
 
-    return [row[:3] for row in read_any(kb)]
+    return [row[:3] for row in read_any(target)]
 
 
 def annotate_aligned(src: str | os.PathLike, out: str | os.PathLike, kb: str | os.PathLike | None = None) -> dict:

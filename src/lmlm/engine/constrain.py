@@ -75,6 +75,15 @@ def walk(trie: dict, prefix: list[int]) -> dict | None:
     return node
 
 
+def continues_word(tokenizer, ids: list[int]) -> bool:
+    """Does the last token of ``ids`` go on with the word before it? Read from what it adds to the decoded text, as
+    a SentencePiece decoder drops the leading space of a token decoded alone."""
+    if len(ids) < 2:
+        return False
+    before = tokenizer.decode(ids[:-1])
+    return tokenizer.decode(ids)[len(before) :][:1].isalnum()
+
+
 class CallConstraints:
     """The tries of one engine's KB, and the constrained choice of a step's tokens."""
 
@@ -151,12 +160,9 @@ class CallConstraints:
                 node = node.get(ids[end])
                 if node is None:
                     break
-                if END in node and not self._continues_word(ids[end + 1 : end + 2]):
+                if END in node and not continues_word(self.tokenizer, ids[start : end + 2]):
                     found.append(ids[start : end + 1])
         return found
-
-    def _continues_word(self, next_token: list[int]) -> bool:
-        return self.tokenizer.decode(next_token)[:1].isalnum()
 
     def _plain_text(self, before: list[int]) -> str:
         """The last CONTEXT_TOKENS tokens before a call as text, lookup calls removed; a window that starts inside

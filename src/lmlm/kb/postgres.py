@@ -89,9 +89,11 @@ class Replica:
         if version <= self.applied:
             return
         changes = self.store.changes_between(self.applied, version)
-        if not changes or changes[0][0] != self.applied + 1:  # every version logs a row: the log was pruned past ours
+        pruned = range(self.applied + 1, changes[0][0] if changes else version + 1)  # every version logs a row
+        if any(v not in self.store.written for v in pruned):  # a change this process did not make is gone from the log
             self._start_over(version)
             return
+        self.store.written.difference_update(pruned)
         for changed_at, notes in changes:
             if changed_at in self.store.written:
                 self.store.written.discard(changed_at)
@@ -105,7 +107,7 @@ class Replica:
         log.warning("%s: this replica was behind the change log's oldest version; its in-memory state starts over", self.store.path)
         self.kb.statistics.forget_cached()
         self.kb.indexes.clear()
-        self.store.written = {v for v in self.store.written if v > version}
+        self.store.written.difference_update([v for v in self.store.written if v <= version])
         self.applied = version
 
     def _apply(self, version: int, note: dict) -> None:

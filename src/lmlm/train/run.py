@@ -139,7 +139,10 @@ def bf16_enabled(setting: str) -> bool:
     if setting not in ("auto", "bf16", "fp32"):
         raise LmlmError(f"config key 'precision': expected auto, bf16 or fp32, got {setting!r}")
     if torch.cuda.is_available():
-        has_bf16 = torch.cuda.is_bf16_supported()
+        try:
+            has_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3 reports native support only
+            has_bf16 = torch.cuda.is_bf16_supported()
     else:  # without native bf16 matmuls (AVX512-BF16, AMX) autocast emulates them, slower than fp32
         has_bf16 = any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return setting == "bf16" or (setting == "auto" and has_bf16)
