@@ -29,8 +29,7 @@ from lmlm.kb.storage import BUSY_RETRY_AFTER_S, BUSY_TIMEOUT_S, ImportStats
 CHANNEL = "lmlm_kb"
 NOTIFY_MAX_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes; longer changes send the version alone
 POOL_MAX = 4
-# versions of the change log kept: a replica further behind than this starts its in-memory state over
-CHANGES_KEPT = 10_000
+CHANGES_KEPT = 10_000  # versions of the change log kept: a replica further behind starts its in-memory state over
 
 
 def md5(key: str) -> str:
@@ -157,8 +156,7 @@ class PgStore(PgSideTables):
         conn.execute("INSERT INTO changes(version, detail) VALUES (%s, %s)", (version, json.dumps(notes)))
         conn.execute("DELETE FROM changes WHERE version <= %s", (version - CHANGES_KEPT,))
         payload = json.dumps({"version": version, "changes": notes})
-        if len(payload.encode()) > NOTIFY_MAX_BYTES:
-            payload = json.dumps({"version": version})
+        payload = payload if len(payload.encode()) <= NOTIFY_MAX_BYTES else json.dumps({"version": version})
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
         return version
 
