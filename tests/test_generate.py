@@ -237,6 +237,24 @@ def ngrams(tokenizer, world):
     return NgramTable.from_texts(documents([world / "corpus.jsonl"], "lmlm"), tokenizer)
 
 
+@pytest.mark.parametrize("margin", [5.0, 0.0])
+def test_drafts_under_constraints_and_priors_change_the_speed_not_the_tokens(model, tokenizer, kb, ngrams, world, margin):
+    """Under the entity and relation constraint with both priors, drafted tokens are verified under the mask: the
+    tokens and lookups are those of decoding without drafts. At margin 0 any token the mask changes makes its call
+    a miss."""
+    cfg = GenerationConfig(max_new_tokens=40, constrain_lookups="entity_relation", constrain_margin=margin, relation_prior=20.0,
+                           mention_prior=5.0)
+    prompts, engine = _openings(world)[-12:], LookupEngine(model, tokenizer, kb, ngrams=ngrams)
+
+    def run(cfg):
+        return [(r.token_ids, [p.to_dict() for p in r.lookups]) for p in prompts for r in engine.generate([p], cfg)]
+
+    expected = run(replace(cfg, ngram_drafts=False, draft_values=False))
+    engine.draft_stats = dict.fromkeys(engine.draft_stats, 0)
+    assert run(cfg) == expected
+    assert engine.draft_stats["drafted"] > engine.draft_stats["rejected"]  # drafts were taken
+
+
 @pytest.mark.slow
 def test_ngram_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb, ngrams, world):
     """Drafts from a row's own text and from the training text's n-gram table, calls with their answers
