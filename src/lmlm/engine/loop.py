@@ -214,6 +214,9 @@ class LookupEngine:
             return False
         cursor[i] += 1
         if row.draft_call and row.draft_call[0] == j:  # the drafted call is taken: so is its answer
+            if row.call_miss:  # unless the constraint gave up on it: the step's end answers it as a miss, and
+                rejected[b] = len(row.draft) - j  # its <|db_return|> leaves the cache too, to be fed again as the others
+                return False
             cursor[i] += len(self.write_answer(batch, i, row.draft_call[1]))
             self.draft_stats["calls"] += 1
         return not row.done
@@ -233,18 +236,8 @@ class LookupEngine:
         elif cfg.ngram_drafts and not cfg.do_sample:
             for row in (rows[i] for i in batch.active if not rows[i].draft):
                 row.draft = text_proposal(row.tokens, cfg.draft_tokens, self.tokens, self.ngrams, batch.stops)[: row.room(cfg)]
-        if batch.tokens is not None:
-            self.cut_drafts_at_calls(batch)
         self.answer_drafted_calls(batch)
         return proposed
-
-    def cut_drafts_at_calls(self, batch: Batch):
-        """Under constraints a draft stops before its first lookup token: a drafted call would be answered before
-        the constraint could make it a miss. Drafted tokens inside a call's name are verified under the mask."""
-        for row in (batch.rows[i] for i in batch.active):
-            cut = next((k for k, t in enumerate(row.draft) if t in self.tokens.calls), None)
-            if cut is not None:
-                del row.draft[cut:]
 
     def answer_drafted_calls(self, batch: Batch):
         """A draft that closes a call with <|db_return|> is looked up now, and its answer (and the draft of the

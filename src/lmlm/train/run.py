@@ -59,7 +59,8 @@ def train(cfg: TrainConfig):
         trainer.save_model(str(out))
         if trainer.is_world_process_zero():
             (out / "lmlm_training.json").write_text(json.dumps({"config": asdict(cfg), "data": data.meta, "metrics": metrics}, indent=1))
-    return metrics, trainer.model
+    # without accelerate's autocast wrapper, which bf16 training leaves on the model's forward
+    return metrics, trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def _value_loss(cfg: TrainConfig, data: PackedDataset, tokenizer, log):
