@@ -282,8 +282,7 @@ def test_ngram_drafts_change_the_speed_not_the_tokens(model, tokenizer, kb, ngra
     hook.remove()
     assert engine.draft_stats["rejected"] > 0  # the masking path ran
     if model.config.model_type == "llama":  # the briefly trained GPT-2 rarely writes a whole call
-        stats = engine.draft_stats  # drafted calls were taken with their answers (at margin 0 most calls miss: drafts at least)
-    assert (stats["calls"] if margin else stats["drafted"] - stats["rejected"]) > 0
+        assert engine.draft_stats["calls"] > 0  # drafted calls were taken with their answers
     assert with_table < 0.8 * (len(forwards) - with_table), (with_table, len(forwards) - with_table)
     assert [r.token_ids for r in engine.generate(prompts[:8], cfg)] == expected[:8]
     sampled = GenerationConfig(max_new_tokens=20, do_sample=True, temperature=0.8, seed=3)  # drafts sit out: same draws

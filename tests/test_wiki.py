@@ -165,7 +165,7 @@ def test_wiki_run_reports_both_noise_levels(tmp_path, monkeypatch):
     completion = suites.completion
 
     def spy(model, prompts, **options):
-        asked = tuple(options.get(k) for k in ("constrain_lookups", "relation_prior", "mention_prior"))
+        asked = repr(tuple(options.get(k) for k in ("constrain_lookups", "relation_prior", "mention_prior")))
         kept.append(model.model)
         options_by_model.setdefault(id(model.model), set()).add(asked)
         return completion(model, prompts, **options)
@@ -174,7 +174,7 @@ def test_wiki_run_reports_both_noise_levels(tmp_path, monkeypatch):
     report = run_wiki(tmp_path / "run", plan=plan, seed=SEED, echo=lambda line: None, progress=False)
     # each of the four models (LMLM and Standard at two noise levels) is asked one way throughout: the LMLMs as the
     # demo serves them in every suite, the Standard models with no call options
-    assert sorted(map(sorted, options_by_model.values())) == [[(None, None, None)]] * 2 + [[("entity_relation", 20.0, 5.0)]] * 2
+    assert sorted(map(sorted, options_by_model.values())) == [["('entity_relation', 20.0, 5.0)"]] * 2 + [["(None, None, None)"]] * 2
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["wiki"].keys() == {"noise_0", "noise_default"}
     for side in saved["wiki"].values():
