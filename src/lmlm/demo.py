@@ -249,8 +249,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
     unseen = {f"completion_{name}": _sample([p for p in _jsonl(world / "eval" / f"completion_{name}.jsonl") if p["split"] != "inject"],
                                             plan.completion_per_split, rng) for name in ("unseen", "unseen_confirm")}
 
-    lmlm_options = {"constrain_lookups": plan.constrain_lookups, "relation_prior": plan.relation_prior,
-                    "mention_prior": plan.mention_prior}
+    lmlm_options = call_options(plan)
     report: dict = {"lmlm": dict(lmlm_options), "standard": {}, "records": {}}
     options = {"lmlm": lmlm_options, "standard": {}}
     for name, model in models.items():
@@ -282,6 +281,11 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
     report["notes"] = _notes(report)
     kb.close()
     return report
+
+
+def call_options(plan) -> dict:
+    """How a plan's LMLM writes its calls (a DemoPlan's or a WikiPlan's): the constraint and both priors."""
+    return {"constrain_lookups": plan.constrain_lookups, "relation_prior": plan.relation_prior, "mention_prior": plan.mention_prior}
 
 
 def _notes(report: dict) -> list[str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmlm.demo import DemoPlan, check_trained, train_both
+from lmlm.demo import DemoPlan, call_options, check_trained, train_both
 from lmlm.engine import LMLM
 from lmlm.evaluate import wiki as suites
 from lmlm.files import atomic_write
@@ -123,8 +123,7 @@ def _evaluate(out: Path, world: Path, plan: WikiPlan, seed: int, echo, splits) -
     linked = suites.sample_by(_jsonl(world / "eval" / "forget_linked.jsonl"), "split", plan.forget_rows, rng)
     extract = fact_extractor(world)
     side: dict = {"kb_coverage": _kb_coverage(kb, completion[splits[-1]]), "records": {}}
-    options = {"lmlm": {"constrain_lookups": plan.constrain_lookups, "relation_prior": plan.relation_prior,
-                        "mention_prior": plan.mention_prior}, "standard": {}}
+    options = {"lmlm": call_options(plan), "standard": {}}
     for name, model in models.items():
         r = side[name] = dict(options[name])
         echo(f"      {name}: completion by mentions, multi-hop, articles")

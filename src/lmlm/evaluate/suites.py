@@ -181,7 +181,7 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
                 after_lead = step(lead, cache) if lead else logits
                 if int(after_lead.argmax()) == tokens.entity:
                     calls += 1
-                    logits = _write_call(lm, tokenizer, kb, tokens, cache, max_call_tokens)
+                    logits = _write_call(lm, tokenizer, kb, tokens, cache, max_call_tokens, keyword)
                 elif lead:
                     cache.crop(-1)  # not a call after all: forget the space
             total += float(-torch.log_softmax(logits.float(), -1)[target])
@@ -190,11 +190,12 @@ def _dynamic_perplexity(model: LMLM, docs: list[dict], max_call_tokens: int = 24
     return math.exp(total / count) if count else float("nan")
 
 
-def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int):
-    """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>."""
+def _write_call(lm, tokenizer, kb, tokens: LookupTokens, cache, max_tokens: int, keyword: str):
+    """Feed <|db_entity|>, let the model write the query greedily, answer it, feed the value and <|db_end|>;
+    ``keyword`` is the forward's name for the cache (``cache_keyword``)."""
     from lmlm.engine import choose_value, encode_text, query_of
 
-    keyword, written = cache_keyword(lm), [tokens.entity]
+    written = [tokens.entity]
     logits = lm(input_ids=torch.tensor([[tokens.entity]]), **{keyword: cache}, use_cache=True).logits[0, -1]
     while written[-1] != tokens.ret and len(written) < max_tokens:
         written.append(int(logits.argmax()))
