@@ -128,7 +128,9 @@ def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_f
 
 
 PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
-                 "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]
+                 "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
+                 "Ada Ashby first saw the light of day on <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]
+PRIOR_TRIPLETS = [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")]
 
 
 @pytest.fixture
@@ -137,11 +139,11 @@ def scripted_engine(tmp_path):
     ``words`` and a KB of ``triplets`` (closed at the end of the test)."""
     kbs = []
 
-    def make(stories: list[str], words: str, triplets: list[tuple[str, str, str]]) -> LookupEngine:
+    def make(stories: list[str], words: str, triplets: list[tuple[str, str, str]], cues=None) -> LookupEngine:
         tokenizer = train_tokenizer([*stories, words], vocab_size=300)
         kbs.append(SqliteKB(tmp_path / f"scripted-{len(kbs)}.sqlite", encoder=HashingEncoder(), create=True))
         kbs[-1].import_triplets(triplets)
-        return LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, stories)), tokenizer, kbs[-1])
+        return LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, stories)), tokenizer, kbs[-1], cues=cues)
 
     yield make
     for kb in kbs:
@@ -151,8 +153,7 @@ def scripted_engine(tmp_path):
 @pytest.fixture
 def prior_lm(scripted_engine):
     """The scripted model always asks for Home City; the KB also holds Ada's Birth Date."""
-    return scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown",
-                           [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
+    return scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown", PRIOR_TRIPLETS)
 
 
 def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(prior_lm):
@@ -166,6 +167,17 @@ def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(p
     assert (tipped.relation, tipped.value) == ("Birth Date", "1 May 1990")
     # a sentence that names no relation leaves the model's choice alone, whatever an earlier sentence said
     assert relation("Her date of birth is unknown. Ada Ashby lives in", 100.0).relation == "Home City"
+
+
+def test_the_relation_prior_reads_a_relation_from_the_sentences_its_calls_stood_in(scripted_engine):
+    # no word of the sentence is in "Birth Date"; a cue sentence of the relation holds them
+    cues = {"Birth Date": ["saw the light of day on", "was born on"], "Home City": ["lives in"]}
+    with_cues = scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown", PRIOR_TRIPLETS, cues=cues)
+    cfg = GenerationConfig(**LOOSE, constrain_lookups="relation", relation_prior=100.0)
+    assert only_lookup(with_cues.generate(["Ada Ashby first saw the light of day on"], cfg)[0]).relation == "Birth Date"
+    assert only_lookup(with_cues.generate(["Ada Ashby lives in"], cfg)[0]).relation == "Home City"
+    names_only = scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown", PRIOR_TRIPLETS)
+    assert only_lookup(names_only.generate(["Ada Ashby first saw the light of day on"], cfg)[0]).relation == "Home City"
 
 
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
