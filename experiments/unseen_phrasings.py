@@ -2,16 +2,14 @@
 ``phrasing`` (``lmlm.world.Phrasing``).
 
     python experiments/unseen_phrasings.py OUT [--phrasing varied|plain] [--seed 0] [--steps 800] [--prompts 300]
-        [--relation-prior W [W ...]] [--mention-prior W [W ...]] [--cues on off] [--sets NAME [NAME ...]]
+        [--relation-prior W [W ...]] [--mention-prior W [W ...]] [--sets NAME [NAME ...]]
 
 Makes a world in the given wording, annotates it and builds its KB as the demo does, trains only the LMLM with the
 demo's recipe, and scores completion (calls held to the KB as the demo's are) on the training template, the dev set
 of unseen phrasings and the confirm set, each on ``--prompts`` prompts of train people, and the training template
 on injected people (their bios never trained on, their facts only in the KB). A wording is chosen on the dev set;
 the confirm set checks the choice. ``--relation-prior`` and ``--mention-prior`` score the same model once per pair
-of weights of the engine's priors (``GenerationConfig``), which are chosen the same way; ``--cues off`` scores the
-relation prior from relation names alone, without the cue table of the training text (``lmlm.cues``; a run made
-before the demo wrote one gets one first). Writes
+of weights of the engine's priors (``GenerationConfig``), which are chosen the same way. Writes
 OUT/unseen_phrasings.json: by pair of weights, the accuracy of each set, each phrasing's accuracy, and why each
 miss missed (the call named another person, or another relation). A trained OUT is scored again without training.
 """
@@ -25,7 +23,6 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from lmlm.cues import CUES_FILE, CuesConfig, build_cues
 from lmlm.data import build_dataset, documents
 from lmlm.demo import DemoPlan, annotate_world, train_config
 from lmlm.engine import LMLM
@@ -85,25 +82,18 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--relation-prior", type=float, nargs="+", default=[DemoPlan.relation_prior])
     parser.add_argument("--mention-prior", type=float, nargs="+", default=[DemoPlan.mention_prior])
-    parser.add_argument("--cues", nargs="+", choices=["on", "off"], default=["on"])
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     args = parser.parse_args()
     plan = DemoPlan(phrasing=args.phrasing, steps=args.steps)
     if not (args.out / "lmlm" / "model.safetensors").is_file():
         train_lmlm(args.out, plan, args.seed)
-    if not (args.out / "lmlm" / CUES_FILE).is_file():
-        build_cues(CuesConfig(model=str(args.out / "lmlm"), corpus=[str(args.out / "train.jsonl")]))
-    loaded = LMLM.from_pretrained(args.out / "lmlm", kb=SqliteKB(args.out / "kb.sqlite"))
+    model = LMLM.from_pretrained(args.out / "lmlm", kb=SqliteKB(args.out / "kb.sqlite"))
     results = {"phrasing": args.phrasing, "seed": args.seed, "steps": args.steps, "by_priors": {}}
-    for cue_table, relation, mention in itertools.product(args.cues, args.relation_prior, args.mention_prior):
-        model = LMLM(loaded.model, loaded.tokenizer, loaded.kb, ngrams=loaded.engine.ngrams,
-                     cues=loaded.engine.constraints.cues if cue_table == "on" else None)
+    for relation, mention in itertools.product(args.relation_prior, args.mention_prior):
         priors = {"relation_prior": relation, "mention_prior": mention}
-        key = f"relation {relation:g}, mention {mention:g}" + (", names only" if cue_table == "off" else "")
-        scored = results["by_priors"][key] = score(model, args.out, plan, args.prompts, priors, args.sets)
+        scored = results["by_priors"][f"relation {relation:g}, mention {mention:g}"] = score(model, args.out, plan, args.prompts, priors, args.sets)
         for name in args.sets:
-            print(f"cues {cue_table:3s} relation {relation:<4g} mention {mention:<4g} {name:26s} {scored[name]['accuracy']:.3f}  "
-                  f"misses: {scored[name]['misses']}")
+            print(f"relation {relation:<4g} mention {mention:<4g} {name:26s} {scored[name]['accuracy']:.3f}  misses: {scored[name]['misses']}")
     (args.out / "unseen_phrasings.json").write_text(json.dumps(results, indent=1))
 
 

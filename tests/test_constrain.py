@@ -3,6 +3,8 @@ stories, whatever the KB holds) with a real tokenizer and a real SQLite KB."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_engine_unit import LMLMScript, ScriptedLM
 
@@ -128,9 +130,7 @@ def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_f
 
 
 PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
-                 "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
-                 "Ada Ashby first saw the light of day on <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]
-PRIOR_TRIPLETS = [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")]
+                 "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]
 
 
 @pytest.fixture
@@ -139,11 +139,11 @@ def scripted_engine(tmp_path):
     ``words`` and a KB of ``triplets`` (closed at the end of the test)."""
     kbs = []
 
-    def make(stories: list[str], words: str, triplets: list[tuple[str, str, str]], cues=None) -> LookupEngine:
+    def make(stories: list[str], words: str, triplets: list[tuple[str, str, str]]) -> LookupEngine:
         tokenizer = train_tokenizer([*stories, words], vocab_size=300)
         kbs.append(SqliteKB(tmp_path / f"scripted-{len(kbs)}.sqlite", encoder=HashingEncoder(), create=True))
         kbs[-1].import_triplets(triplets)
-        return LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, stories)), tokenizer, kbs[-1], cues=cues)
+        return LookupEngine(ScriptedLM(tokenizer, LMLMScript(tokenizer, stories)), tokenizer, kbs[-1])
 
     yield make
     for kb in kbs:
@@ -153,7 +153,8 @@ def scripted_engine(tmp_path):
 @pytest.fixture
 def prior_lm(scripted_engine):
     """The scripted model always asks for Home City; the KB also holds Ada's Birth Date."""
-    return scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown", PRIOR_TRIPLETS)
+    return scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown",
+                           [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
 
 
 def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(prior_lm):
@@ -167,17 +168,6 @@ def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(p
     assert (tipped.relation, tipped.value) == ("Birth Date", "1 May 1990")
     # a sentence that names no relation leaves the model's choice alone, whatever an earlier sentence said
     assert relation("Her date of birth is unknown. Ada Ashby lives in", 100.0).relation == "Home City"
-
-
-def test_the_relation_prior_reads_a_relation_from_the_sentences_its_calls_stood_in(scripted_engine):
-    # no word of the sentence is in "Birth Date"; a cue sentence of the relation holds them
-    cues = {"Birth Date": ["saw the light of day on", "was born on"], "Home City": ["lives in"]}
-    with_cues = scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown", PRIOR_TRIPLETS, cues=cues)
-    cfg = GenerationConfig(**LOOSE, constrain_lookups="relation", relation_prior=100.0)
-    assert only_lookup(with_cues.generate(["Ada Ashby first saw the light of day on"], cfg)[0]).relation == "Birth Date"
-    assert only_lookup(with_cues.generate(["Ada Ashby lives in"], cfg)[0]).relation == "Home City"
-    names_only = scripted_engine(PRIOR_STORIES, "Birth Date. Lyon 1 May 1990 unknown", PRIOR_TRIPLETS)
-    assert only_lookup(names_only.generate(["Ada Ashby first saw the light of day on"], cfg)[0]).relation == "Home City"
 
 
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
@@ -209,6 +199,19 @@ def test_the_mention_prior_pulls_a_calls_entity_toward_a_name_the_text_holds(men
     assert lookup("Later, Wren Mossfield met Amara Mossworth, who works as a", 100.0).entity == "Amara Mossworth"
     # it acts only where the entity is constrained
     assert lookup("Wren Mossfield works as a", 100.0, mode="relation").entity == "Amara Mossworth"
+
+
+def test_a_name_the_text_holds_is_not_given_up_for_the_models_miscopy_of_it(scripted_engine):
+    # the scripted model puts 20 nats on a miscopy the KB lacks, past the default margin: counted on its scores alone,
+    # the call would end as a miss; the mention prior's bonus is counted in the cost too, so the named person is asked about
+    miscopying = scripted_engine(["Wren Mossfield works as a <|db_entity|> Wren Mossard<|db_relationship|> Occupation<|db_return|>"],
+                                 "surveyor chemist unknown", [("Wren Mossfield", "Occupation", "surveyor")])
+    cfg = GenerationConfig(**FREE, constrain_lookups="entity_relation", mention_prior=100.0)
+    held = only_lookup(miscopying.generate(["Wren Mossfield works as a"], cfg)[0])
+    assert (held.entity, held.value, held.tier) == ("Wren Mossfield", "surveyor", "exact")
+    for too_weak in (0.0, 10.0):  # evidence short of the 20 nats by more than the margin: the model's own call, a miss
+        missed = only_lookup(miscopying.generate(["Wren Mossfield works as a"], replace(cfg, mention_prior=too_weak))[0])
+        assert (missed.entity, missed.tier) == ("Wren Mossard", "none")
 
 
 def test_a_name_is_mentioned_only_where_its_last_word_ends(mention_lm):

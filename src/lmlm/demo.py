@@ -27,7 +27,6 @@ from lmlm.evaluate.report import table, write_report
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
 from lmlm.ngrams import NgramsConfig, build_ngrams
-from lmlm.cues import CuesConfig, build_cues
 from lmlm.tokenizer import train_tokenizer
 from lmlm.train import TrainConfig, launch_training
 from lmlm.world import atomic_facts, make_world, read_people
@@ -174,7 +173,6 @@ def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
         metrics[mode] = json.loads((out / mode / "lmlm_training.json").read_text())["metrics"]
         echo(f"      {mode}: final train loss {metrics[mode]['train_loss']:.3f} after {metrics[mode]['steps']} steps")
     build_ngrams(NgramsConfig(model=str(out / "lmlm"), corpus=[str(c) for c in corpus]))  # the engine drafts from it
-    build_cues(CuesConfig(model=str(out / "lmlm"), corpus=[str(c) for c in corpus]))  # the relation prior reads them
     return metrics
 
 

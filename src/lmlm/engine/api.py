@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from lmlm import cues
 from lmlm.engine.config import GenerationConfig
 from lmlm.engine.loop import LookupEngine
 from lmlm.errors import LmlmError
@@ -23,9 +22,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # the fil
 class LMLM:
     """A checkpoint and a knowledge base: ``LMLM.from_pretrained(path, kb=...).generate(prompts)``."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None,
-                 cues: dict[str, list[str]] | None = None):
-        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model, ngrams=ngrams, cues=cues)
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None):
+        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model, ngrams=ngrams)
 
     @property
     def model(self):
@@ -43,8 +41,7 @@ class LMLM:
     def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, compile: bool = False, draft_model: str | Path | None = None,
                         **model_kwargs) -> LMLM:
         """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see
-        ``lmlm.draft``). An n-gram table in the checkpoint folder (``lmlm ngrams``) is loaded to draft from, and a cue
-        table (``lmlm cues``) for the relation prior."""
+        ``lmlm.draft``). An n-gram table in the checkpoint folder (``lmlm ngrams``) is loaded to draft from."""
         tokenizer, model = load_tokenizer(path), load_model(path, **model_kwargs)
         draft = load_model(draft_model, **model_kwargs) if draft_model else None
         if use_lookups:
@@ -53,9 +50,8 @@ class LMLM:
             from lmlm.kb import open_kb
 
             kb = open_kb(kb)
-        table, cue_table = Path(path) / NGRAMS_FILE, Path(path) / cues.CUES_FILE
-        return cls(model, tokenizer, kb, compile=compile, draft_model=draft, ngrams=NgramTable.load(table) if table.is_file() else None,
-                   cues=cues.load(cue_table) if cue_table.is_file() else None)
+        table = Path(path) / NGRAMS_FILE
+        return cls(model, tokenizer, kb, compile=compile, draft_model=draft, ngrams=NgramTable.load(table) if table.is_file() else None)
 
     def generate(self, prompts: str | Sequence[str], batch_size: int = 32, on_token=None, **options):
         """One result for a string, a list of results for a list; ``options`` are GenerationConfig fields."""

@@ -12,13 +12,14 @@ a miss (the fallback decides its value).
 
 A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
 With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
-sentence encoder, between the sentence the call stands in (its entity left out) and the relation, read as the best
-match among its name and the sentences its calls stood in during training (``lmlm.cues``), so a pretrained
-encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the best relation
-it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a"
+sentence encoder, between that relation's name and the sentence the call stands in (its entity left out), so a
+pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the
+best relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a"
 gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that
-continues a KB entity named in the text before the call gets w. The mask's cost is still counted on the model's
-own scores.
+continues a KB entity named in the text before the call gets w. The priors are evidence, so the mask's cost counts
+them too: it is how far the token taken falls below the best token of the model's scores plus the priors' bonuses.
+A call then ends as a miss only where the model means something the KB does not hold, not where the evidence
+settled a choice against the model's first guess (a name the text holds, against the model's miscopy of it).
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
@@ -27,11 +28,12 @@ build a new one (a call reads the entity's facts once); one over all entity name
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
 from lmlm import markup
-from lmlm.cues import call_context
 from lmlm.engine.config import GenerationConfig, LookupTokens
 from lmlm.engine.sampling import choose
 from lmlm.engine.state import Batch, RowState
@@ -41,6 +43,7 @@ END = -1
 MAX_CACHED_ENTITIES = 100_000  # relation tries kept; the cache starts over past this, so memory stays bounded
 CONTEXT_TOKENS = 64  # how far back the priors read the text before a call
 MAX_CACHED_RELATIONS = 10_000  # relation vectors kept for the relation prior; the cache starts over past this
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def build_trie(sequences, names=None) -> dict:
@@ -86,8 +89,8 @@ def continues_word(tokenizer, ids: list[int]) -> bool:
 class CallConstraints:
     """The tries of one engine's KB, and the constrained choice of a step's tokens."""
 
-    def __init__(self, kb, tokenizer, tokens: LookupTokens, cues: dict[str, list[str]] | None = None):
-        self.kb, self.tokenizer, self.tokens, self.cues = kb, tokenizer, tokens, cues or {}
+    def __init__(self, kb, tokenizer, tokens: LookupTokens):
+        self.kb, self.tokenizer, self.tokens = kb, tokenizer, tokens
         self._relations: dict[str, tuple[frozenset[str], dict]] = {}
         self._entities: tuple[object, dict] | None = None
         self._relation_vectors: dict[str, np.ndarray] = {}
@@ -179,31 +182,25 @@ class CallConstraints:
         return trie
 
     def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
-        """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out: the
-        best over the relation's name and its cue sentences from training text (``lmlm.cues``)."""
-        context = call_context(self._plain_text(before), entity)
+        """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
+        sentence = SENTENCE_END.split(self._plain_text(before))[-1]
+        if entity:
+            sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
+        sentence = " ".join(sentence.split())
         relations = list(names_under(trie))
-        if not context:
+        if not sentence:
             return dict.fromkeys(relations, 0.0)
-        encoder = getattr(self.kb, "encoder", None)
-        if encoder is None:
-            raise LmlmError(f"relation_prior needs a KB with a sentence encoder; {type(self.kb).__name__} has none")
-        vectors = self._relation_vectors_of(relations, encoder)
-        context_vector = _unit(encoder.encode([context]))[0]
-        return {r: float((vectors[r] @ context_vector).max()) for r in relations}
-
-    def _relation_vectors_of(self, relations: list[str], encoder) -> dict[str, np.ndarray]:
-        """The unit vectors of each relation's name and cue sentences, encoded once and kept."""
         missing = [r for r in relations if r not in self._relation_vectors]
         if len(self._relation_vectors) + len(missing) > MAX_CACHED_RELATIONS:
             self._relation_vectors.clear()
             missing = relations
-        texts = [[r, *self.cues.get(r, ())] for r in missing]
+        encoder = getattr(self.kb, "encoder", None)
+        if encoder is None:
+            raise LmlmError(f"relation_prior needs a KB with a sentence encoder; {type(self.kb).__name__} has none")
         if missing:
-            flat = _unit(encoder.encode([t for group in texts for t in group]))
-            offsets = np.cumsum([0] + [len(group) for group in texts])
-            self._relation_vectors.update((r, flat[offsets[k] : offsets[k + 1]]) for k, r in enumerate(missing))
-        return self._relation_vectors
+            self._relation_vectors.update(zip(missing, _unit(encoder.encode(missing))))
+        context = _unit(encoder.encode([sentence]))[0]
+        return {r: float(self._relation_vectors[r] @ context) for r in relations}
 
     def bonus(self, row: RowState, node: dict, cfg: GenerationConfig) -> list[float]:
         """The prior of each allowed token (in ``allowed``'s order): in a relation, that of the best relation it
@@ -228,19 +225,23 @@ class CallConstraints:
         if not constrained:
             return choose(scores, cfg, batch.generator).tolist()
         masked = scores.clone()
+        priors = {}
         for r in constrained:
             row, node = batch.rows[ids[r]], nodes[r]
             allowed = self.allowed(row, node)
             keep = torch.full_like(masked[r], float("-inf"))
             keep[allowed] = masked[r, allowed]
             if cfg.relation_prior or cfg.mention_prior:
-                keep[allowed] += masked.new_tensor(self.bonus(row, node, cfg))
+                prior = priors[r] = torch.zeros_like(masked[r])
+                prior[allowed] = masked.new_tensor(self.bonus(row, node, cfg))
+                keep[allowed] += prior[allowed]
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)
         for k, r in enumerate(constrained):
             row = batch.rows[ids[r]]
-            row.call_cost += float(logp[k].max() - logp[k, chosen[r]])
+            believed = logp[k] + priors[r] if r in priors else logp[k]
+            row.call_cost += float(believed.max() - believed[chosen[r]])
             if row.call_cost > cfg.constrain_margin:
                 row.call_miss = True
                 chosen[r] = int(choose(scores[r : r + 1], cfg, batch.generator)[0])

@@ -25,6 +25,9 @@ from lmlm.evaluate.protocols import FACTSCORE_GAMMA, factuality_settings
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
+# new tokens for a completion: the call (entity, relation and value, each spelt in full on a small vocabulary) comes
+# before the answer's words and shares the budget, which must not cut the answer short
+COMPLETION_TOKENS = 64
 
 
 def _is_lmlm(model: LMLM) -> bool:
@@ -43,7 +46,7 @@ def writes_calls(model: LMLM, options: dict, protocol: str = "ours") -> bool:
 # --- knowledge completion ------------------------------------------------------------------------------------
 
 
-def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = 32, batch_size: int = 64, protocol: str = "ours",
+def completion(model: LMLM, prompts: list[dict], max_new_tokens: int = COMPLETION_TOKENS, batch_size: int = 64, protocol: str = "ours",
                force_call: bool = True, **options) -> dict:
     """T-REx-style completion: correct when the answer is in the first 5 words after the prefix. An LMLM has
     " <|db_entity|>" forced after the prefix unless ``force_call`` is off (then it decides where to look up).
