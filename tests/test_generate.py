@@ -240,8 +240,9 @@ def ngrams(tokenizer, world):
 @pytest.mark.parametrize("margin", [5.0, 0.0])
 def test_drafts_under_constraints_and_priors_change_the_speed_not_the_tokens(model, tokenizer, kb, ngrams, world, margin):
     """Under the entity and relation constraint with both priors, drafts with calls and their answers in them are
-    verified under the mask: the tokens and lookups are those of decoding without drafts. At margin 0 any token the
-    mask changes makes its call a miss, which a drafted answer must not overrule."""
+    verified under the mask: the tokens and lookups are those of decoding without drafts. At margin 0 a token the mask
+    changes makes its call a miss unless the mention prior's bonus makes up for it, which a drafted answer must not
+    overrule."""
     cfg = GenerationConfig(max_new_tokens=40, constrain_lookups="entity_relation", constrain_margin=margin, relation_prior=20.0,
                            mention_prior=5.0)
     prompts, engine = _openings(world)[-12:], LookupEngine(model, tokenizer, kb, ngrams=ngrams)

@@ -59,8 +59,8 @@ class GenerationConfig:
         "help": "hold a call's relation to those its entity has in the KB (relation), and its entity to the KB's names too "
                 "(entity_relation)", "choices": CONSTRAINTS, "surfaces": ("cli", "eval", "api", "serve")})
     constrain_margin: float = field(default=5.0, metadata={
-        "help": "nats the constrained call may fall below the model's own choice (with the priors' bonuses) before the call "
-                "ends as a miss",
+        "help": "nats the constrained call may fall below the model's own choice (with the mention prior's bonuses) before the "
+                "call ends as a miss",
         "ge": 0, "le": 1000, "surfaces": ("cli", "api", "serve")})
     relation_prior: float = field(default=0.0, metadata={
         "help": "under a constraint: nats per unit of cosine similarity, under the KB's encoder, between each allowed relation "

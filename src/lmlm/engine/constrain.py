@@ -6,9 +6,9 @@ of the relations its entity holds in the KB, and <|db_return|> once a whole one 
 <|db_relationship|>. Names are tokenized as training text has them: a leading space after the lookup token.
 
 A call the model did not mean must not be forced onto a stored fact: each constrained step adds what the mask
-cost (the log-probability of the model's own best token minus that of the token taken), and once a call's cost
-passes ``constrain_margin`` the mask is lifted, the model writes what it meant, and the call is answered as
-a miss (the fallback decides its value).
+cost (the log-probability of the model's own best token minus that of the token taken; in an entity, with the
+mention prior's bonuses added, below), and once a call's cost passes ``constrain_margin`` the mask is lifted, the
+model writes what it meant, and the call is answered as a miss (the fallback decides its value).
 
 A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
 With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
@@ -16,10 +16,11 @@ sentence encoder, between that relation's name and the sentence the call stands 
 pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the
 best relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a"
 gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that
-continues a KB entity named in the text before the call gets w. The priors are evidence, so the mask's cost counts
-them too: it is how far the token taken falls below the best token of the model's scores plus the priors' bonuses.
-A call then ends as a miss only where the model means something the KB does not hold, not where the evidence
-settled a choice against the model's first guess (a name the text holds, against the model's miscopy of it).
+continues a KB entity named in the text before the call gets w. That bonus is evidence about what the model means,
+so the mask's cost counts it: in an entity, a step costs how far the token taken falls below the best token of the
+model's scores plus the mention prior's bonuses, and a name the text holds is not given up for the model's
+miscopy of it. The relation prior's bonus is not counted: it goes to every relation the entity holds, and counted
+it would keep the margin from ever ending a call whose relation the KB lacks.
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
@@ -225,22 +226,24 @@ class CallConstraints:
         if not constrained:
             return choose(scores, cfg, batch.generator).tolist()
         masked = scores.clone()
-        priors = {}
+        named = {}
         for r in constrained:
             row, node = batch.rows[ids[r]], nodes[r]
             allowed = self.allowed(row, node)
             keep = torch.full_like(masked[r], float("-inf"))
             keep[allowed] = masked[r, allowed]
             if cfg.relation_prior or cfg.mention_prior:
-                prior = priors[r] = torch.zeros_like(masked[r])
+                prior = torch.zeros_like(masked[r])
                 prior[allowed] = masked.new_tensor(self.bonus(row, node, cfg))
                 keep[allowed] += prior[allowed]
+                if row.relation_start is None:  # the mention prior's, see the module's docstring
+                    named[r] = prior
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)
         for k, r in enumerate(constrained):
             row = batch.rows[ids[r]]
-            believed = logp[k] + priors[r] if r in priors else logp[k]
+            believed = logp[k] + named[r] if r in named else logp[k]
             row.call_cost += float(believed.max() - believed[chosen[r]])
             if row.call_cost > cfg.constrain_margin:
                 row.call_miss = True
