@@ -214,6 +214,18 @@ def test_a_name_the_text_holds_is_not_given_up_for_the_models_miscopy_of_it(scri
         assert (missed.entity, missed.tier) == ("Wren Mossard", "none")
 
 
+def test_the_relation_prior_does_not_force_a_relation_the_model_did_not_mean(scripted_engine):
+    # the model means a relation the KB lacks, by 20 nats; the sentence names the one it has. The prior's bonus goes to
+    # every relation the entity holds, so it must not count against the margin: the call ends as a miss
+    story = "The home city of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Residence<|db_return|>"
+    lm = scripted_engine([story], "Home City. Lyon unknown", [("Ada Ashby", "Home City", "Lyon")])
+    cfg = GenerationConfig(**FREE, constrain_lookups="relation", relation_prior=100.0)
+    missed = only_lookup(lm.generate(["The home city of Ada Ashby is"], cfg)[0])
+    assert (missed.relation, missed.tier) == ("Residence", "none")
+    held = only_lookup(lm.generate(["The home city of Ada Ashby is"], replace(cfg, constrain_margin=1000.0))[0])
+    assert (held.relation, held.value) == ("Home City", "Lyon")
+
+
 def test_a_name_is_mentioned_only_where_its_last_word_ends(mention_lm):
     constraints = mention_lm.constraints
     trie = constraints.entity_trie()
