@@ -20,6 +20,7 @@ from pathlib import Path
 from lmlm.demo import DemoPlan, call_options, check_trained, train_both
 from lmlm.engine import LMLM
 from lmlm.evaluate import wiki as suites
+from lmlm.evaluate.suites import COMPLETION_TOKENS
 from lmlm.files import atomic_write
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
@@ -40,7 +41,7 @@ class WikiPlan:
     per_hops: int = 80  # multi-hop prompts per hop count and split
     articles_per_type: int = 10
     forget_rows: int = 30  # prompts of the linked forgetting audit, each of forget and retain
-    completion_tokens: int = 48  # new tokens for a one-hop answer: the call spells the name out before the value
+    completion_tokens: int = COMPLETION_TOKENS  # new tokens for a one-hop answer: the completion suite's own budget
     hop_tokens: int = 64  # new tokens for a multi-hop answer: up to three calls come before it
     article_tokens: int = 64  # new tokens for an article: the prompt and the article fit the context
     # the LMLM's calls as the demo serves them (DemoPlan): held to the KB's names and relations, with both priors,
