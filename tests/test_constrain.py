@@ -216,7 +216,7 @@ def test_a_name_the_text_holds_is_not_given_up_for_the_models_miscopy_of_it(scri
 
 def test_the_relation_prior_does_not_force_a_relation_the_model_did_not_mean(scripted_engine):
     # the model means a relation the KB lacks, by 20 nats; the sentence names the one it has. The prior's bonus goes to
-    # every relation the entity holds, so it must not count against the margin: the call ends as a miss
+    # every relation the entity holds, so it must not count in the call's cost: the call ends as a miss
     story = "The home city of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Residence<|db_return|>"
     lm = scripted_engine([story], "Home City. Lyon unknown", [("Ada Ashby", "Home City", "Lyon")])
     cfg = GenerationConfig(**FREE, constrain_lookups="relation", relation_prior=100.0)
@@ -224,6 +224,17 @@ def test_the_relation_prior_does_not_force_a_relation_the_model_did_not_mean(scr
     assert (missed.relation, missed.tier) == ("Residence", "none")
     held = only_lookup(lm.generate(["The home city of Ada Ashby is"], replace(cfg, constrain_margin=1000.0))[0])
     assert (held.relation, held.value) == ("Home City", "Lyon")
+
+
+def test_in_one_batch_each_row_counts_only_its_own_evidence(scripted_engine):
+    # the two cases above side by side: one row in its entity, the other in its relation at the same steps
+    lm = scripted_engine(["Wren Mossfield works as a <|db_entity|> Wren Mossard<|db_relationship|> Occupation<|db_return|>",
+                          "The home city of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Residence<|db_return|>"],
+                         "Home City. Lyon surveyor unknown", [("Wren Mossfield", "Occupation", "surveyor"), ("Ada Ashby", "Home City", "Lyon")])
+    cfg = GenerationConfig(**FREE, constrain_lookups="entity_relation", relation_prior=100.0, mention_prior=100.0)
+    held, missed = (only_lookup(r) for r in lm.generate(["Wren Mossfield works as a", "The home city of Ada Ashby is"], cfg))
+    assert (held.entity, held.value, held.tier) == ("Wren Mossfield", "surveyor", "exact")
+    assert (missed.relation, missed.tier) == ("Residence", "none")
 
 
 def test_a_name_is_mentioned_only_where_its_last_word_ends(mention_lm):

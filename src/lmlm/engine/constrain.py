@@ -18,9 +18,10 @@ best relation it leads to. Likewise a tiny model copies a name it never saw badl
 gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that
 continues a KB entity named in the text before the call gets w. That bonus is evidence about what the model means,
 so the mask's cost counts it: in an entity, a step costs how far the token taken falls below the best token of the
-model's scores plus the mention prior's bonuses, and a name the text holds is not given up for the model's
-miscopy of it. The relation prior's bonus is not counted: it goes to every relation the entity holds, and counted
-it would keep the margin from ever ending a call whose relation the KB lacks.
+model's scores plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of
+it only where the model prefers the miscopy by more than the bonus and the margin together. The relation prior's
+bonus is not counted: it goes to every relation the entity holds, so counted it would offset up to w nats of the
+cost of every call whose relation the KB lacks, and the margin would end far fewer of them.
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
