@@ -234,17 +234,19 @@ class CallConstraints:
             keep = torch.full_like(masked[r], float("-inf"))
             keep[allowed] = masked[r, allowed]
             if cfg.relation_prior or cfg.mention_prior:
-                prior = torch.zeros_like(masked[r])
-                prior[allowed] = masked.new_tensor(self.bonus(row, node, cfg))
-                keep[allowed] += prior[allowed]
-                if row.relation_start is None:  # the mention prior's, see the module's docstring
-                    named[r] = prior
+                bonus = masked.new_tensor(self.bonus(row, node, cfg))
+                keep[allowed] += bonus
+                if row.relation_start is None and cfg.mention_prior:  # counted in the cost: see the module's docstring
+                    named[r] = (allowed, bonus)
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)
         for k, r in enumerate(constrained):
             row = batch.rows[ids[r]]
-            believed = logp[k] + named[r] if r in named else logp[k]
+            believed = logp[k]
+            if r in named:
+                allowed, bonus = named[r]
+                believed = believed.index_add(0, torch.tensor(allowed, device=believed.device), bonus)
             row.call_cost += float(believed.max() - believed[chosen[r]])
             if row.call_cost > cfg.constrain_margin:
                 row.call_miss = True
