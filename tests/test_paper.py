@@ -4,11 +4,15 @@ end to end at a tiny scale, resuming."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 from conftest import fails_cleanly, run_cli
 
+from lmlm.experiments.offload import OffloadConfig
+from lmlm.experiments.paper import PaperConfig
 from lmlm.experiments.paper_report import render
+from lmlm.unlearn.config import UnlearnConfig
 
 SECTIONS = ("## FactScore (bios)", "## T-REx-style completion", "## Database off", "## Memorization", "## Offloading sweep",
             "## Unlearning (TOFU-style)", "## Time")
@@ -81,6 +85,17 @@ def test_the_report_page_holds_every_table_and_chart(report):
 def test_deletion_that_reaches_the_target_reads_met(report):
     report["unlearn"]["kinds"]["lmlm"]["forget"]["0.1"]["deletion"]["forget_quality"] = 0.3
     assert "target **met**" in render(report)
+
+
+@pytest.mark.parametrize("prefix, config", [("offload_", OffloadConfig), ("unlearn_", UnlearnConfig)])
+def test_the_sweep_and_unlearning_options_are_their_commands_own(prefix, config):
+    paper = {f.name: f for f in fields(PaperConfig) if f.name.startswith(prefix)}
+    own = {f.name: f for f in fields(config)}
+    assert paper and all(name[len(prefix):] in own for name in paper)
+    for name, option in paper.items():
+        source = own[name[len(prefix):]]
+        assert option.metadata == source.metadata, name
+        assert getattr(PaperConfig(), name) == getattr(config(), source.name), name
 
 
 def test_bad_options_are_refused_before_any_stage_runs(tmp_path):

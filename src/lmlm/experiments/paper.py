@@ -26,12 +26,22 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from lmlm.experiments.offload import OffloadConfig, parse_fractions, run_offload
 from lmlm.files import atomic_write
+from lmlm.unlearn.config import UnlearnConfig, check_lists
 
 log = logging.getLogger(__name__)
+
+
+def _option_of(config: type, name: str):
+    """A field with the default, bounds and help of ``config``'s option ``name``: one source for both commands."""
+    source = next(f for f in fields(config) if f.name == name)
+    if source.default_factory is not MISSING:
+        return field(default_factory=source.default_factory, metadata=source.metadata)
+    return field(default=source.default, metadata=source.metadata)
 
 
 @dataclass(kw_only=True)
@@ -50,24 +60,23 @@ class PaperConfig:
     value_loss_every: int = field(default=40, metadata={"help": "log the value-token loss every N steps (the memorization figure)", "ge": 1})
     completion_prompts: int = field(default=400, metadata={"help": "T-REx-style prompts about train people", "ge": 1})
     bios: int = field(default=100, metadata={"help": "bios generated for FactScore", "ge": 1})
-    # the offloading sweep
-    offload_fractions: str = field(default="0,0.25,0.5,0.75,1", metadata={"help": "comma-separated shares of the facts annotated as lookups"})
-    offload_people: int = field(default=1000, metadata={"help": "people in the sweep's world", "ge": 4})
-    offload_steps: int = field(default=300, metadata={"help": "training steps at each fraction", "ge": 1})
-    offload_model: str = field(default="micro", metadata={"help": "the sweep's model preset"})
-    offload_completion_prompts: int = field(default=60, metadata={"help": "completion prompts per fraction", "ge": 1})
-    offload_bios: int = field(default=16, metadata={"help": "bios per fraction", "ge": 1})
-    offload_ppl_docs: int = field(default=16, metadata={"help": "held-out bios for normalized perplexity per fraction", "ge": 1})
-    # the unlearning panel
-    unlearn_people: int = field(default=60, metadata={"help": "people in the unlearning world", "ge": 20})
-    unlearn_steps: int = field(default=300, metadata={"help": "pretraining steps of each unlearning model", "ge": 1})
-    unlearn_forget: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1], metadata={"help": "forget-set sizes"})
-    unlearn_methods: list[str] = field(default_factory=lambda: ["GA", "GD", "NPO", "SimNPO"], metadata={"help": "gradient methods"})
-    unlearn_lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3], metadata={"help": "learning rates swept per method"})
-    unlearn_epochs: float = field(default=5.0, metadata={"help": "unlearning epochs over the forget set", "gt": 0})
-    unlearn_utility_people: int = field(default=40, metadata={"help": "retain-split people asked for Model Utility", "ge": 1})
-    unlearn_world_fact_people: int = field(default=20, metadata={"help": "unseen people asked the world facts", "ge": 1})
-    unlearn_heldout_docs: int = field(default=40, metadata={"help": "held-out bios for the utility's perplexity part", "ge": 1})
+    # the offloading sweep and the unlearning panel: their commands' own options, under a prefix
+    offload_fractions: str = _option_of(OffloadConfig, "fractions")
+    offload_people: int = _option_of(OffloadConfig, "people")
+    offload_steps: int = _option_of(OffloadConfig, "steps")
+    offload_model: str = _option_of(OffloadConfig, "model")
+    offload_completion_prompts: int = _option_of(OffloadConfig, "completion_prompts")
+    offload_bios: int = _option_of(OffloadConfig, "bios")
+    offload_ppl_docs: int = _option_of(OffloadConfig, "ppl_docs")
+    unlearn_people: int = _option_of(UnlearnConfig, "people")
+    unlearn_steps: int = _option_of(UnlearnConfig, "steps")
+    unlearn_forget: list[float] = _option_of(UnlearnConfig, "forget")
+    unlearn_methods: list[str] = _option_of(UnlearnConfig, "methods")
+    unlearn_lrs: list[float] = _option_of(UnlearnConfig, "lrs")
+    unlearn_epochs: float = _option_of(UnlearnConfig, "epochs")
+    unlearn_utility_people: int = _option_of(UnlearnConfig, "utility_people")
+    unlearn_world_fact_people: int = _option_of(UnlearnConfig, "world_fact_people")
+    unlearn_heldout_docs: int = _option_of(UnlearnConfig, "heldout_docs")
 
 
 # name: the stages whose output it reads (a stage that runs again makes these run again too)
@@ -102,9 +111,7 @@ def run_paper(cfg: PaperConfig, echo: Callable[[str], None] = log.info) -> dict:
 def _check(cfg: PaperConfig) -> None:
     """Options that a late stage would refuse, refused before the first stage runs."""
     from lmlm.errors import LmlmError
-    from lmlm.experiments.offload import parse_fractions
     from lmlm.models import check_preset
-    from lmlm.unlearn.config import check_lists
 
     for key in ("model", "offload_model"):
         check_preset(getattr(cfg, key), "--" + key.replace("_", "-"))
@@ -218,8 +225,6 @@ def _memorization(cfg: PaperConfig, out: Path, echo) -> dict:
 
 
 def _offload(cfg: PaperConfig, out: Path, echo) -> dict:
-    from lmlm.experiments.offload import OffloadConfig, run_offload
-
     shutil.rmtree(out / "offload", ignore_errors=True)
     report = run_offload(OffloadConfig(out=str(out / "offload"), fractions=cfg.offload_fractions, people=cfg.offload_people,
                                        steps=cfg.offload_steps, model=cfg.offload_model, completion_prompts=cfg.offload_completion_prompts,
@@ -246,8 +251,6 @@ def _unlearn(cfg: PaperConfig, out: Path, echo) -> dict:
 
 
 def _unlearn_config(cfg: PaperConfig, out: Path | None = None):
-    from lmlm.unlearn import UnlearnConfig
-
     return UnlearnConfig(out=str((out or Path(cfg.out)) / "unlearn"), people=cfg.unlearn_people, steps=cfg.unlearn_steps,
                          forget=cfg.unlearn_forget, methods=cfg.unlearn_methods, lrs=cfg.unlearn_lrs, epochs=cfg.unlearn_epochs,
                          utility_people=cfg.unlearn_utility_people, world_fact_people=cfg.unlearn_world_fact_people,
