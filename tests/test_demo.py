@@ -52,6 +52,7 @@ def test_quick_demo_report_is_complete(quick):
     for side in ("lmlm", "standard"):
         for key in ("completion_train", "completion_inject", "completion_unseen", "completion_unseen_confirm", "factual_precision"):
             assert fraction(report[side][key]), (side, key)
+    assert fraction(report["lmlm"]["completion_db_off"])
     forget = report["lmlm"]["forget"]
     for key in ("forget_full", "forget_del_on", "forget_del_off", "retain_full", "retain_del_on"):
         assert fraction(forget[key]), key

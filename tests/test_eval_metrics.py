@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from lmlm.evaluate.metrics import completion_correct, fact_supported
-from lmlm.evaluate.report import table
+from lmlm.evaluate.report import ROWS, table
 from lmlm.perplexity import perplexities, token_nll
 from lmlm.world import atomic_facts
 
@@ -64,13 +64,22 @@ def test_atomic_facts_of_a_bio():
 
 
 def test_report_table_side_by_side():
-    report = {"lmlm": {"completion_train": 0.95, "ppl": {"static": 2.0, "normalized": 3.0, "dynamic": 3.5},
+    report = {"lmlm": {"completion_train": 0.95, "completion_db_off": 0.02, "ppl": {"static": 2.0, "normalized": 3.0, "dynamic": 3.5},
                        "forget": {"leaked_near_neighbour": 0}},
               "standard": {"completion_train": 0.1, "ppl": {"standard": 4.0}}}
     text = table(report)
     assert "| completion, train people | 0.950 | 0.100 |" in text
     assert "| perplexity, normalized | 3.00 | 4.00 |" in text
     assert "| answers leaked via near neighbours | 0 | – |" in text
+    assert "| completion, train people, database off | 0.020 | – |" in text
+
+
+def test_each_chart_draws_only_its_own_kind_of_figure():
+    charts = {chart: [(path, kind) for _, path, kind, drawn in ROWS if drawn == chart] for chart in ("accuracy", "forgetting", "perplexity")}
+    assert charts["perplexity"] and all(kind == "ppl" for _, kind in charts["perplexity"])
+    assert charts["forgetting"] and all(path[0] == "forget" and kind == "acc" for path, kind in charts["forgetting"])
+    assert charts["accuracy"] and all(path[0] != "forget" and kind == "acc" for path, kind in charts["accuracy"])
+    assert sum(map(len, charts.values())) == sum(1 for *_, drawn in ROWS if drawn)
 
 
 def test_the_metrics_read_facts_through_an_extractor_not_the_worlds_templates():

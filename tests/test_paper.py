@@ -83,8 +83,11 @@ def test_the_report_page_holds_every_table_and_chart(report):
 
 
 def test_deletion_that_reaches_the_target_reads_met(report):
-    report["unlearn"]["kinds"]["lmlm"]["forget"]["0.1"]["deletion"]["forget_quality"] = 0.3
-    assert "target **met**" in render(report)
+    deletion = report["unlearn"]["kinds"]["lmlm"]["forget"]["0.1"]["deletion"]
+    deletion["forget_quality"] = 0.3
+    assert "utility change +0.000 (target within 0.02): target **met**" in render(report)
+    deletion["model_utility"] -= 0.03
+    assert "utility change -0.030 (target within 0.02): target **missed**" in render(report)
 
 
 @pytest.mark.parametrize("prefix, config", [("offload_", OffloadConfig), ("unlearn_", UnlearnConfig)])

@@ -269,6 +269,7 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
                                                                    **options[name])["metrics"]["factual_precision"]
             r["completion_unconstrained"] = {split: suites.completion(model, prompts)["metrics"]["accuracy"]
                                              for split, prompts in (("train", train_prompts), ("inject", inject_prompts))}
+            r["completion_db_off"] = suites.completion(model, train_prompts, use_db=False)["metrics"]["accuracy"]  # the paper's database-off row
         echo(f"      {name}: perplexity")
         r["ppl"] = suites.perplexity(model, heldout, dynamic_docs=plan.dynamic_docs)["metrics"]
     echo("      lmlm: forgetting audit")

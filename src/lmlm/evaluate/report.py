@@ -8,22 +8,23 @@ from pathlib import Path
 
 from lmlm.files import atomic_write
 
-ROWS = [  # (label, path in the report, kind)
-    ("completion, train people", ("completion_train",), "acc"),
-    ("completion, injected people", ("completion_inject",), "acc"),
-    ("completion, unseen phrasings (dev set)", ("completion_unseen",), "acc"),
-    ("completion, unseen phrasings (confirm set)", ("completion_unseen_confirm",), "acc"),
-    ("factual precision of bios", ("factual_precision",), "acc"),
-    ("factual precision, nearest fact on a miss (top1_anyway)", ("factual_precision_top1_anyway",), "acc"),
-    ("forget set, KB intact (FULL)", ("forget", "forget_full"), "acc"),
-    ("forget set, deleted, lookups on (DEL-ON)", ("forget", "forget_del_on"), "acc"),
-    ("forget set, deleted, lookups off (DEL-OFF)", ("forget", "forget_del_off"), "acc"),
-    ("retain set, KB intact", ("forget", "retain_full"), "acc"),
-    ("retain set, after deletion", ("forget", "retain_del_on"), "acc"),
-    ("answers leaked via near neighbours", ("forget", "leaked_near_neighbour"), "count"),
-    ("perplexity, static (oracle)", ("ppl", "static"), "ppl"),
-    ("perplexity, dynamic", ("ppl", "dynamic"), "ppl"),
-    ("perplexity, normalized", ("ppl", "normalized"), "ppl"),
+ROWS = [  # (label, path in the report, kind, the chart it is drawn in or None)
+    ("completion, train people", ("completion_train",), "acc", "accuracy"),
+    ("completion, train people, database off", ("completion_db_off",), "acc", "accuracy"),
+    ("completion, injected people", ("completion_inject",), "acc", "accuracy"),
+    ("completion, unseen phrasings (dev set)", ("completion_unseen",), "acc", "accuracy"),
+    ("completion, unseen phrasings (confirm set)", ("completion_unseen_confirm",), "acc", "accuracy"),
+    ("factual precision of bios", ("factual_precision",), "acc", "accuracy"),
+    ("factual precision, nearest fact on a miss (top1_anyway)", ("factual_precision_top1_anyway",), "acc", "accuracy"),
+    ("forget set, KB intact (FULL)", ("forget", "forget_full"), "acc", "forgetting"),
+    ("forget set, deleted, lookups on (DEL-ON)", ("forget", "forget_del_on"), "acc", "forgetting"),
+    ("forget set, deleted, lookups off (DEL-OFF)", ("forget", "forget_del_off"), "acc", "forgetting"),
+    ("retain set, KB intact", ("forget", "retain_full"), "acc", "forgetting"),
+    ("retain set, after deletion", ("forget", "retain_del_on"), "acc", "forgetting"),
+    ("answers leaked via near neighbours", ("forget", "leaked_near_neighbour"), "count", None),
+    ("perplexity, static (oracle)", ("ppl", "static"), "ppl", "perplexity"),
+    ("perplexity, dynamic", ("ppl", "dynamic"), "ppl", "perplexity"),
+    ("perplexity, normalized", ("ppl", "normalized"), "ppl", "perplexity"),
 ]
 
 
@@ -51,7 +52,7 @@ def _standard(report: dict, path: tuple[str, ...]):
 def table(report: dict) -> str:
     """The side-by-side Markdown table of LMLM and Standard."""
     lines = ["| metric | LMLM | Standard |", "|---|---:|---:|"]
-    for label, path, kind in ROWS:
+    for label, path, kind, _ in ROWS:
         lmlm, std = _get(report.get("lmlm", {}), path), _standard(report, path)
         if lmlm is None and std is None:
             continue
@@ -66,16 +67,13 @@ def charts(report: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {
-        "accuracy.png": [r for r in ROWS[:4]],
-        "forgetting.png": [r for r in ROWS[4:9]],
-        "perplexity.png": [r for r in ROWS[10:]],
-    }
     written = []
-    for name, rows in groups.items():
-        labels = [label.replace(", ", ",\n") for label, _, _ in rows]
-        lmlm = [_get(report.get("lmlm", {}), path) or 0 for _, path, _ in rows]
-        std = [_standard(report, path) or 0 for _, path, _ in rows]
+    for chart in dict.fromkeys(row[3] for row in ROWS if row[3]):
+        name = f"{chart}.png"
+        rows = [row for row in ROWS if row[3] == chart]
+        labels = [label.replace(", ", ",\n") for label, *_ in rows]
+        lmlm = [_get(report.get("lmlm", {}), path) or 0 for _, path, *_ in rows]
+        std = [_standard(report, path) or 0 for _, path, *_ in rows]
         fig, ax = plt.subplots(figsize=(1.9 * len(rows) + 2, 3.6), dpi=110)
         xs = range(len(rows))
         ax.bar([x - 0.2 for x in xs], lmlm, width=0.4, label="LMLM", color="#2b6cb0")
@@ -83,7 +81,7 @@ def charts(report: dict, out: Path) -> list[str]:
         ax.set_xticks(list(xs), labels, fontsize=8)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(frameon=False)
-        ax.set_title(name.removesuffix(".png"))
+        ax.set_title(chart)
         fig.tight_layout()
         fig.savefig(out / name)
         plt.close(fig)

@@ -125,10 +125,10 @@ def _deletion_verdict(unlearn: dict) -> str:
     if not lmlm or not lmlm["forget"]:
         return "No LMLM deletion was run."
     size, r = max(lmlm["forget"].items(), key=lambda item: float(item[0]))
-    quality, drop = r["deletion"]["forget_quality"], lmlm["before_utility"] - r["deletion"]["model_utility"]
-    met = quality >= FORGET_TARGET and drop <= UTILITY_TOLERANCE
+    quality, change = r["deletion"]["forget_quality"], r["deletion"]["model_utility"] - lmlm["before_utility"]
+    met = quality >= FORGET_TARGET and -change <= UTILITY_TOLERANCE
     return (f"Deletion at {float(size):.0%} forget: Forget Quality {_quality(quality)} (target ≥ {FORGET_TARGET}), utility change "
-            f"{-drop:+.3f} (target within {UTILITY_TOLERANCE}): target **{'met' if met else 'missed'}**.")
+            f"{change:+.3f} (target within {UTILITY_TOLERANCE}): target **{'met' if met else 'missed'}**.")
 
 
 def _images(section: str) -> str:
