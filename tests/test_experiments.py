@@ -10,8 +10,8 @@ from conftest import fails_cleanly, run_cli
 
 from lmlm import markup
 from lmlm.data import build_dataset, documents
-from lmlm.experiments.offload import OffloadConfig, annotate_at, parse_fractions, run_offload
 from lmlm.errors import LmlmError
+from lmlm.experiments.offload import OffloadConfig, annotate_at, parse_fractions, run_offload
 from lmlm.tokenizer import lookup_token_ids, train_tokenizer
 from lmlm.train import TrainConfig, train
 from lmlm.train.value_loss import value_positions

@@ -23,7 +23,7 @@ from lmlm.unlearn.methods import METHODS, ForgetRetainPairs, pad, pair_collator,
 from lmlm.unlearn.questions import forget_people, person_questions, world_fact_questions
 from lmlm.unlearn.report import best_runs
 from lmlm.unlearn.scoring import _encode, answer_text, score
-from lmlm.world import TEMPLATES, Person, make_world, read_people
+from lmlm.world import TEMPLATES, make_world, read_people
 
 # --- the scores, by hand ------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from lmlm.wiki.heldout import HELDOUT
 from lmlm.wiki.make import ZIPF_EXPONENT
 from lmlm.wiki.noise import MEASURED, SYNONYMS
 from lmlm.wiki_run import WIKI_PLAN, WikiPlan, run_wiki
+
 SEED = 0
 ENTITIES = WIKI_PLAN.entities  # the world `make wiki` trains on
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-
 from lmlm.errors import Busy, LmlmError
 from lmlm.kb.aliases import stored_alias_keys
 from lmlm.kb.fields import field_problem, is_row_id, provenance_problem

@@ -23,10 +23,10 @@ from lmlm.errors import LmlmError
 from lmlm.kb.encoder import Encoder
 from lmlm.kb.facade import DEFAULT_THRESHOLDS as _DEFAULTS
 from lmlm.kb.facade import StoredKB
+from lmlm.kb.fields import query_key
 from lmlm.kb.index import MemoryIndexes, describe
 from lmlm.kb.normalize import normalize_key, shortened_name
 from lmlm.kb.pg_store import CHANNEL, PgStore
-from lmlm.kb.fields import query_key
 from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode
 from lmlm.kb.resolver import ENTITY_NEIGHBOURS, Resolver, Thresholds, exact_result
 from lmlm.kb.storage import BUSY_TIMEOUT_S
