@@ -150,3 +150,10 @@ def test_the_paper_end_to_end_at_a_tiny_scale_then_resumed(tmp_path):
     assert all(f"] {stage}: done in an earlier run, skipped" in again.stderr for stage in STAGES if stage not in rerun)
     resumed = json.loads((out / "report.json").read_text())
     assert resumed["seconds"]["train"] == report["seconds"]["train"] and resumed["offload"] == report["offload"]
+
+    # a stage whose own options changed runs again, not one whose results those options do not touch
+    fewer_bios = [2 if previous == "--bios" else value for previous, value in zip(["", *TINY], TINY)]
+    changed = run_cli("experiment", "paper", "--out", out, *fewer_bios, check=True)
+    assert [stage for stage in STAGES if f"] {stage} ..." in changed.stderr] == ["evaluate"]
+    assert "evaluate ... (its options changed since its earlier run)" in changed.stderr
+    assert json.loads((out / "report.json").read_text())["evaluate"]["bios"] == 2

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import random
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from lmlm.unlearn.methods import METHODS, ForgetRetainPairs, pad, pair_collator,
 from lmlm.unlearn.questions import forget_people, person_questions, world_fact_questions
 from lmlm.unlearn.report import best_runs
 from lmlm.unlearn.scoring import _encode, answer_text, score
-from lmlm.world import TEMPLATES, make_world, read_people
+from lmlm.world import TEMPLATES, make_people, make_world, read_people
 
 # --- the scores, by hand ------------------------------------------------------------------------------------------
 
@@ -107,6 +108,13 @@ def test_forget_sets_are_nested_and_a_size_past_the_forget_split_is_refused(worl
     assert small == large[:2] and all(p.split == "forget" for p in large)
     with pytest.raises(LmlmError, match="forget fraction 0.2"):
         forget_people(people, 0.2, 40)
+
+
+@pytest.mark.parametrize("total", [25, 45, 205])
+def test_a_forget_set_of_the_whole_split_fits_where_a_tenth_ends_in_a_half(total):
+    people = make_people(total, random.Random(0))
+    split = [p for p in people if p.split == "forget"]
+    assert forget_people(people, 0.1, total) == sorted(split, key=lambda p: p.name)
 
 
 # --- scoring an LMLM's answer through its KB -----------------------------------------------------------------------

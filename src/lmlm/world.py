@@ -19,6 +19,7 @@ Output folder:
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -195,6 +196,12 @@ VALUES = {
 }
 
 
+def share_of(total: int, fraction: float) -> int:
+    """How many of ``total`` make up ``fraction`` of them, halves rounded up: the splits here and the forget sets
+    drawn from them count alike, so a forget set of the split's whole fraction fits in it."""
+    return math.floor(fraction * total + 0.5)
+
+
 def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget_fraction: float = 0.1) -> list[Person]:
     names: set[str] = set()
     while len(names) < n:
@@ -204,7 +211,7 @@ def make_people(n: int, rng: random.Random, inject_fraction: float = 0.1, forget
         relations = sorted(rng.sample(list(TEMPLATES), rng.randint(6, 8)), key=list(TEMPLATES).index)
         people.append(Person(name, rng.choice(list(PRONOUNS)), "train", {r: VALUES[r](rng) for r in relations}))
     rng.shuffle(people)
-    n_inject, n_forget = round(n * inject_fraction), round(n * forget_fraction)
+    n_inject, n_forget = share_of(n, inject_fraction), share_of(n, forget_fraction)
     for i, person in enumerate(people):
         person.split = "inject" if i < n_inject else "forget" if i < n_inject + n_forget else "retain"
     return people

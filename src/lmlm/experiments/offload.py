@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class OffloadConfig:
     out: str = field(default="runs/offload", metadata={"help": "write offload.json, offload.md, the charts and every run here"})
     fractions: str = field(default="0,0.25,0.5,0.75,1", metadata={"help": "comma-separated shares of the facts annotated as lookups"})
-    people: int = field(default=1000, metadata={"help": "people in the synthetic world", "ge": 4})
+    people: int = field(default=1000, metadata={"help": "people in the sweep's world", "ge": 4})
     steps: int = field(default=300, metadata={"help": "training steps of each model (the same budget for all)", "ge": 1})
     model: str = field(default="micro", metadata={"help": "the model preset (lmlm.models)"})
     batch_size: int = field(default=16, metadata={"ge": 1, "help": "blocks per step"})

@@ -12,8 +12,8 @@ Stages, each run by the module that owns it:
 4. offload: the offloading sweep (``lmlm.experiments.offload``);
 5. unlearn: the TOFU-style panel (``lmlm.unlearn``).
 
-A stage's result is kept in ``stages/NAME.json`` with its wall and CPU time; a rerun skips every stage that has
-one, unless a stage it depends on ran again. CPU time (user + system, this process and its children) is kept
+A stage's result is kept in ``stages/NAME.json`` with its wall and CPU time and the options it read; a rerun skips
+every stage that has one, unless a stage it depends on ran again or its options changed. CPU time (user + system, this process and its children) is kept
 beside wall time because on a shared machine wall time measures the other jobs too.
 """
 
@@ -82,6 +82,12 @@ class PaperConfig:
 # name: the stages whose output it reads (a stage that runs again makes these run again too)
 STAGES = {"world": (), "annotate": ("world",), "kb": ("world",), "train": ("annotate",), "evaluate": ("kb", "train"),
           "memorization": ("train",), "offload": (), "unlearn": ()}
+# name: the options it reads itself, besides the seed (a stage whose options changed runs again)
+STAGE_OPTIONS = {"world": ("people",), "annotate": (), "kb": (),
+                 "train": ("model", "steps", "batch_size", "block_size", "lr", "vocab_size", "value_loss_every"),
+                 "evaluate": ("completion_prompts", "bios"), "memorization": (),
+                 "offload": tuple(f.name for f in fields(PaperConfig) if f.name.startswith("offload_")),
+                 "unlearn": tuple(f.name for f in fields(PaperConfig) if f.name.startswith("unlearn_"))}
 
 
 def cpu_seconds() -> float:
@@ -97,7 +103,7 @@ def run_paper(cfg: PaperConfig, echo: Callable[[str], None] = log.info) -> dict:
     _check(cfg)
     out = Path(cfg.out)
     runner = _StageRunner(out, echo)
-    results = {name: runner.run(name, lambda name=name: _STAGE_FUNCTIONS[name](cfg, out, echo)) for name in STAGES}
+    results = {name: runner.run(name, _stage_options(cfg, name), lambda name=name: _STAGE_FUNCTIONS[name](cfg, out, echo)) for name in STAGES}
     report = {"config": asdict(cfg), "training": results["train"], "evaluate": results["evaluate"],
               "memorization": results["memorization"], "offload": results["offload"], "unlearn": results["unlearn"],
               "seconds": runner.times, "total_seconds": {kind: round(sum(t[kind] for t in runner.times.values()), 1) for kind in ("wall", "cpu")}}
@@ -129,22 +135,27 @@ class _StageRunner:
     def __init__(self, out: Path, echo: Callable[[str], None]):
         self.out, self.echo, self.times, self.ran = out, echo, {}, set()
 
-    def run(self, name: str, fn: Callable[[], dict]) -> dict:
+    def run(self, name: str, options: dict, fn: Callable[[], dict]) -> dict:
         n, path = list(STAGES).index(name) + 1, self.out / "stages" / f"{name}.json"
-        if path.exists() and not self.ran & set(STAGES[name]):
-            saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() and not self.ran & set(STAGES[name]) else None
+        if saved is not None and saved.get("options") == options:
             self.times[name] = saved["seconds"]
             self.echo(f"[{n}/{len(STAGES)}] {name}: done in an earlier run, skipped ({path})")
             return saved["result"]
-        self.echo(f"[{n}/{len(STAGES)}] {name} ...")
+        self.echo(f"[{n}/{len(STAGES)}] {name} ..." + (" (its options changed since its earlier run)" if saved is not None else ""))
         wall, cpu = time.perf_counter(), cpu_seconds()
         result = fn()
         self.times[name] = {"wall": round(time.perf_counter() - wall, 1), "cpu": round(cpu_seconds() - cpu, 1)}
         self.ran.add(name)
         with atomic_write(path) as f:
-            json.dump({"result": result, "seconds": self.times[name]}, f, indent=1, default=str)
+            json.dump({"options": options, "result": result, "seconds": self.times[name]}, f, indent=1, default=str)
         self.echo(f"      {name} done: {self.times[name]['wall']:.0f}s wall, {self.times[name]['cpu']:.0f}s CPU")
         return result
+
+
+def _stage_options(cfg: PaperConfig, name: str) -> dict:
+    """The options ``name`` reads, as JSON would give them back."""
+    return json.loads(json.dumps({key: getattr(cfg, key) for key in ("seed", *STAGE_OPTIONS[name])}))
 
 
 def _plan(cfg: PaperConfig):

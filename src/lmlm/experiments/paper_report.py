@@ -125,7 +125,8 @@ def _deletion_verdict(unlearn: dict) -> str:
     if not lmlm or not lmlm["forget"]:
         return "No LMLM deletion was run."
     size, r = max(lmlm["forget"].items(), key=lambda item: float(item[0]))
-    quality, change = r["deletion"]["forget_quality"], r["deletion"]["model_utility"] - lmlm["before_utility"]
+    quality = r["deletion"]["forget_quality"]
+    change = round(r["deletion"]["model_utility"] - lmlm["before_utility"], 3) + 0.0  # + 0.0: no "-0.000"
     met = quality >= FORGET_TARGET and -change <= UTILITY_TOLERANCE
     return (f"Deletion at {float(size):.0%} forget: Forget Quality {_quality(quality)} (target ≥ {FORGET_TARGET}), utility change "
             f"{change:+.3f} (target within {UTILITY_TOLERANCE}): target **{'met' if met else 'missed'}**.")

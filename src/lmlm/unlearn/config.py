@@ -12,9 +12,10 @@ class UnlearnConfig:
     """List fields are checked by ``check_lists`` (``lmlm.config`` bounds numbers, not lists)."""
 
     out: str = field(default="runs/unlearn", metadata={"help": "output folder: world, models, report.json, unlearn.png"})
-    # TOFU's 200 authors: at the default steps this is also about TOFU's 5 epochs over each bio, where a smaller
-    # world is seen so often that the weights learn its values from the text after each call
-    people: int = field(default=200, metadata={"help": "people in the synthetic world (10%% of them form its forget split)", "ge": 20})
+    # TOFU's 200 authors: at the default steps the LMLM also sees each bio about TOFU's 5 times (the Standard model,
+    # whose text has no calls, about 10); a smaller world is seen so often that the LMLM's weights learn its values
+    # from the text after each call
+    people: int = field(default=200, metadata={"help": "people in the unlearning world (10%% of them form its forget split)", "ge": 20})
     model: str = field(default="micro", metadata={"help": "model preset of every model trained (lmlm.models)"})
     steps: int = field(default=300, metadata={"help": "pretraining steps of each model: the full ones and the retain-only ones", "ge": 1})
     batch_size: int = field(default=16, metadata={"help": "pretraining blocks per step", "ge": 1})

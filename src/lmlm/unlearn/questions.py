@@ -12,13 +12,12 @@ against values of other relations. Such knowledge is in no knowledge base and th
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
 from lmlm import markup
 from lmlm.errors import LmlmError
-from lmlm.world import OPENINGS, PHRASINGS, PRONOUNS, VALUES, Person
+from lmlm.world import OPENINGS, PHRASINGS, PRONOUNS, VALUES, Person, share_of
 
 TEMPLATES = PHRASINGS["plain"].templates  # the unlearning run's world is worded plainly (lmlm.unlearn.run)
 
@@ -125,7 +124,7 @@ def _same_kind(a: str, b: str) -> bool:
 def forget_people(people: list[Person], fraction: float, total: int) -> list[Person]:
     """The first ``fraction`` of ``total`` people, by name, from the world's forget split: the sets of the
     smaller fractions are inside those of the larger ones, as TOFU's forget01 < forget05 < forget10."""
-    count = max(1, math.floor(fraction * total + 0.5))
+    count = max(1, share_of(total, fraction))
     pool = sorted((p for p in people if p.split == "forget"), key=lambda p: p.name)
     if count > len(pool):
         raise LmlmError(f"forget fraction {fraction}: {count} people wanted, the world's forget split has {len(pool)}")
