@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=1_000_000)
     parser.add_argument("--url", default=None, help="postgres: an empty database (a URL or env:NAME); default: a throwaway server")
     parser.add_argument("--queries", type=int, default=5000)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the KB here (default: a temp dir)")
+    parser.add_argument("--workdir", type=Path, default=None, help="make the KB's temporary folder in this folder, created if missing (a disk with room; default: the system's)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "kb_scale.json")
     parser.add_argument("--serve-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,6 +274,8 @@ def main() -> None:
 
         server = PostgresServer().start()
         args.url = server.new_database("scale")
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             spec = args.url if args.backend == "postgres" else str(Path(tmp) / "scale.sqlite")
