@@ -13,8 +13,9 @@ Stages, each run by the module that owns it:
 5. unlearn: the TOFU-style panel (``lmlm.unlearn``).
 
 A stage's result is kept in ``stages/NAME.json`` with its wall and CPU time and the options it read; a rerun skips
-every stage that has one, unless a stage it depends on ran again or its options changed. CPU time (user + system, this process and its children) is kept
-beside wall time because on a shared machine wall time measures the other jobs too.
+every stage that has one, unless a stage it depends on ran again or its options changed. CPU time (user + system,
+this process and its children) is kept beside wall time because on a shared machine wall time measures the other
+jobs too.
 """
 
 from __future__ import annotations
