@@ -11,6 +11,8 @@ in them), and after a call's <|db_end|> copy the value it was answered with, the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import PretrainedConfig
@@ -333,3 +335,39 @@ def test_the_engine_samples_with_top_k(tokenizer, kb):
     greedy = GenerationConfig(max_new_tokens=10, use_lookups=False, repetition_penalty=1.0)
     assert set(engine.generate(["Ada"], greedy)[0].token_ids) == {words[0]}
     assert set(engine.generate(["Ada"], GenerationConfig(**{**vars(cfg), "top_k": 0}))[0].token_ids) == set(words)
+
+
+# --- holding a value's repeat -------------------------------------------------------------------------------------------
+
+class MiscopyScript(LMLMScript):
+    """After <|db_end|>: restates a value's first token and then writes "." instead of the rest of it; or, for the
+    values in ``elsewhere``, writes "." at once."""
+
+    def __init__(self, tokenizer, elsewhere=()):
+        super().__init__(tokenizer)
+        self.elsewhere = [tokenizer.encode(" " + value, add_special_tokens=False) for value in elsewhere]
+
+    def __call__(self, context: list[int]) -> int:
+        token = super().__call__(context)
+        if self.tokens.end not in context or token in (self.period, self.tokens.eos):
+            return token
+        last_end = len(context) - 1 - context[::-1].index(self.tokens.end)
+        value = context[max(i for i in range(last_end) if context[i] == self.tokens.ret) + 1 : last_end]
+        written = len(context) - 1 - last_end
+        return self.period if written == 1 or (written == 0 and value in self.elsewhere) else token
+
+
+@pytest.mark.parametrize("cfg", [GREEDY, GenerationConfig(max_new_tokens=64)], ids=["plain", "drafted"])
+def test_a_held_value_is_restated_whole_once_begun(tokenizer, kb, cfg):
+    engine = LookupEngine(ScriptedLM(tokenizer, MiscopyScript(tokenizer)), tokenizer, kb)
+    miscopied, held = (engine.generate(["Cleo Dunmore was born"], replace(cfg, hold_value_repeat=hold))[0] for hold in (False, True))
+    assert "New York" not in miscopied.text and held.text.endswith(" in New York.")
+    assert miscopied.lookups[0].value == held.lookups[0].value == "New York"
+
+
+def test_in_one_batch_only_the_rows_that_began_their_value_are_held(tokenizer, kb):
+    engine = LookupEngine(ScriptedLM(tokenizer, MiscopyScript(tokenizer, elsewhere=["Paris", "Rome"])), tokenizer, kb)
+    free, held = (engine.generate(PROMPTS, replace(GREEDY, hold_value_repeat=hold)) for hold in (False, True))
+    assert [r.token_ids for r in free[:2]] == [r.token_ids for r in held[:2]]  # they wrote "." at once: nothing to hold
+    assert [r.text.split(" in")[-1] for r in held] == [".", ".", " New York."]
+    assert "New York" not in free[2].text

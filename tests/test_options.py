@@ -86,7 +86,8 @@ def test_each_serve_field_is_a_serve_flag_that_sets_the_servers_default_only_whe
     assert parsing.generation_options(_parsed(*base), "serve") == {}
     given = _another_value(f)
     flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-    assert parsing.generation_options(_parsed(*base, flag, str(given)), "serve") == {f.name: given}
+    given_as = (flag,) if isinstance(given, bool) else (flag, str(given))  # a switch takes no value
+    assert parsing.generation_options(_parsed(*base, *given_as), "serve") == {f.name: given}
 
 
 def _another_value(f: dataclasses.Field):

@@ -69,6 +69,9 @@ class GenerationConfig:
     mention_prior: float = field(default=0.0, metadata={
         "help": "under entity_relation: nats added to each token of a call's entity that continues a KB entity named in the "
                 "text before the call", "ge": 0, "le": 100, "surfaces": ("cli", "eval", "api", "serve")})
+    hold_value_repeat: bool = field(default=False, metadata={
+        "help": "once the text after a call's <|db_end|> begins to restate the looked-up value, it restates all of it (a small "
+                "model can miscopy a value's later tokens, such as a year's digits)", "surfaces": ("cli", "eval", "api", "serve")})
     lookup_free_budget: int = field(default=0, metadata={
         "help": "end a row once its prompt and output, lookup calls left out, hold this many tokens (the reference's FactScore "
                 "budget; 0: only max_new_tokens counts)", "ge": 0, "surfaces": ()})

@@ -12,6 +12,7 @@ LMLM text repeats a looked-up value after the call (``<|db_return|> Yokohama<|db
 in wide steps under greedy decoding the engine also feeds the value a second time, as a draft, after
 the forced tokens, and accepts each drafted token the model would have chosen anyway: the repeat costs
 no forwards of its own, and the output is unchanged (rejected drafts are retracted from the cache).
+With ``hold_value_repeat``, a row that has begun to restate the value must restate all of it.
 
 Other tokens are drafted the same way (speculative decoding, ``lmlm.engine.drafts``): at batch 1 every
 forward reads all the weights, so drafts are how the engine makes fewer of them. Each row proposes its
@@ -192,6 +193,7 @@ class LookupEngine:
             at = [logits.shape[1] - 1 - len(rows[i].draft) + cursor[i] for i in ids]  # a draft's first guess sits on <|db_end|>
             new_tokens = torch.tensor([len(rows[i].generated) for i in ids], device=logits.device)
             scores = process_logits(logits[index, at], batch.seen[ids], batch.lookups_done[ids], self.tokens, batch.cfg, new_tokens)
+            hold_repeats(batch, ids, scores)
             if batch.tokens is not None:
                 chosen = self.constraints.choose(batch, ids, scores)
             else:
@@ -288,6 +290,7 @@ class LookupEngine:
         forced = answer.forced[: cfg.max_new_tokens - len(row.generated)]
         batch.append(i, forced, forced=True)
         row.done = answer.abstains or self.spent(row, cfg)
+        row.held_repeat, row.repeat_written = (list(answer.repeat) if cfg.hold_value_repeat and forced == answer.forced else []), 0
         return forced
 
     def spent(self, row: RowState, cfg: GenerationConfig) -> bool:
@@ -308,3 +311,12 @@ class LookupEngine:
         offsets = [min(len(clean(ids[: p.token_span[0] + 1])), len(text)) for p in row.lookups]
         return GenerationResult(text=text, raw=self.tokenizer.decode(ids, skip_special_tokens=False), lookups=row.lookups,
                                 token_ids=row.generated, text_offsets=offsets)
+
+
+def hold_repeats(batch: Batch, ids: list[int], scores: torch.Tensor) -> None:
+    """A row that has begun to restate its held value may only write the value's next token (``hold_value_repeat``)."""
+    for r, i in enumerate(ids):
+        token = batch.rows[i].next_held_token
+        if token is not None:
+            scores[r].fill_(float("-inf"))
+            scores[r, token] = 0.0

@@ -36,6 +36,10 @@ class RowState:
     call_trie: tuple[int, dict | None] | None = None  # the trie of the part being written, by where that part starts
     relation_similarity: dict[str, float] | None = None  # by relation of the call's entity, for the relation prior
     mentioned: list[list[int]] | None = None  # the spellings of KB entities named before the call, for the mention prior
+    # a looked-up value that the text after <|db_end|> must restate whole once it has begun to (hold_value_repeat), and
+    # how many of its tokens it has restated
+    held_repeat: list[int] = field(default_factory=list)
+    repeat_written: int = 0
     # the lookup-free count: tokens outside calls among the first ``free_counted`` of ``tokens``, and whether they end in a call
     free_tokens: int = 0
     free_counted: int = 0
@@ -50,6 +54,20 @@ class RowState:
             self.relation_start = position
         elif token in (tokens.ret, tokens.end):
             self.call_start = self.relation_start = None
+
+    def follow_repeat(self, token: int):
+        """Track the restatement of a held value as ``token`` is written: on while the tokens are the value's, done once
+        all of it is written, dropped when the first token after <|db_end|> is something else."""
+        if not self.held_repeat:
+            return
+        self.repeat_written = self.repeat_written + 1 if token == self.held_repeat[self.repeat_written] else 0
+        if self.repeat_written in (0, len(self.held_repeat)):
+            self.held_repeat, self.repeat_written = [], 0
+
+    @property
+    def next_held_token(self) -> int | None:
+        """The value's next token, once its restatement has begun and until it is whole."""
+        return self.held_repeat[self.repeat_written] if self.repeat_written else None
 
     def lookup_free_tokens(self, tokens: LookupTokens) -> int:
         """How many of the row's tokens, prompt included, are outside lookup calls (the lone space in front of a call
@@ -99,6 +117,8 @@ class Batch:
         if self.tokens is not None:
             for k, token in enumerate(tokens, start=len(row.prompt) + len(row.generated)):
                 row.follow(token, k, self.tokens)
+        for token in tokens:
+            row.follow_repeat(token)
         row.generated += tokens
         self.seen[i, tokens] = True
         if self.on_token:
