@@ -340,8 +340,8 @@ def test_the_engine_samples_with_top_k(tokenizer, kb):
 # --- holding a value's repeat -------------------------------------------------------------------------------------------
 
 class MiscopyScript(LMLMScript):
-    """After <|db_end|>: restates a value's first token and then writes "." instead of the rest of it; or, for the
-    values in ``elsewhere``, writes "." at once."""
+    """After <|db_end|>: restates a value's first two tokens (a space and a letter), then writes "." instead of the
+    rest; or, for the values in ``elsewhere``, writes "." at once."""
 
     def __init__(self, tokenizer, elsewhere=()):
         super().__init__(tokenizer)
@@ -354,7 +354,7 @@ class MiscopyScript(LMLMScript):
         last_end = len(context) - 1 - context[::-1].index(self.tokens.end)
         value = context[max(i for i in range(last_end) if context[i] == self.tokens.ret) + 1 : last_end]
         written = len(context) - 1 - last_end
-        return self.period if written == 1 or (written == 0 and value in self.elsewhere) else token
+        return self.period if written == 2 or (written == 0 and value in self.elsewhere) else token
 
 
 @pytest.mark.parametrize("cfg", [GREEDY, GenerationConfig(max_new_tokens=64)], ids=["plain", "drafted"])
@@ -371,3 +371,20 @@ def test_in_one_batch_only_the_rows_that_began_their_value_are_held(tokenizer, k
     assert [r.token_ids for r in free[:2]] == [r.token_ids for r in held[:2]]  # they wrote "." at once: nothing to hold
     assert [r.text.split(" in")[-1] for r in held] == [".", ".", " New York."]
     assert "New York" not in free[2].text
+
+
+def test_a_space_alone_does_not_begin_a_held_value_a_new_call_after_it_is_free(tokenizer, kb):
+    class SpaceThenCall(LMLMScript):  # after <|db_end|>: " <|db_entity|>", a new call, where the value starts with " "
+        def __call__(self, context):
+            t = self.tokens
+            if t.end in context and t.entity not in context[len(context) - 1 - context[::-1].index(t.end):]:
+                after = context[len(context) - 1 - context[::-1].index(t.end) + 1:]
+                return t.space if not after else t.entity if after == [t.space] else t.eos
+            return super().__call__(context)
+
+    assert tokenizer.encode(" New York", add_special_tokens=False)[0] == LookupTokens(tokenizer).space
+    engine = LookupEngine(ScriptedLM(tokenizer, SpaceThenCall(tokenizer)), tokenizer, kb)
+    free, held = (engine.generate(["Cleo Dunmore was born"], replace(GREEDY, hold_value_repeat=hold, max_new_tokens=40))[0]
+                  for hold in (False, True))
+    assert held.token_ids == free.token_ids
+    assert "New York<|db_end|> <|db_entity|>" in held.raw

@@ -291,6 +291,7 @@ class LookupEngine:
         batch.append(i, forced, forced=True)
         row.done = answer.abstains or self.spent(row, cfg)
         row.held_repeat, row.repeat_written = (list(answer.repeat) if cfg.hold_value_repeat and forced == answer.forced else []), 0
+        row.repeat_begun_at = 2 if row.held_repeat[:1] == [self.tokens.space] else 1
         return forced
 
     def spent(self, row: RowState, cfg: GenerationConfig) -> bool:

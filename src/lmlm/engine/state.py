@@ -36,10 +36,12 @@ class RowState:
     call_trie: tuple[int, dict | None] | None = None  # the trie of the part being written, by where that part starts
     relation_similarity: dict[str, float] | None = None  # by relation of the call's entity, for the relation prior
     mentioned: list[list[int]] | None = None  # the spellings of KB entities named before the call, for the mention prior
-    # a looked-up value that the text after <|db_end|> must restate whole once it has begun to (hold_value_repeat), and
-    # how many of its tokens it has restated
+    # a looked-up value that the text after <|db_end|> must restate whole once it has begun to (hold_value_repeat), how
+    # many of its tokens it has restated, and how many make a beginning (two where the first is a lone space, which
+    # also comes before a new call)
     held_repeat: list[int] = field(default_factory=list)
     repeat_written: int = 0
+    repeat_begun_at: int = 1
     # the lookup-free count: tokens outside calls among the first ``free_counted`` of ``tokens``, and whether they end in a call
     free_tokens: int = 0
     free_counted: int = 0
@@ -67,7 +69,7 @@ class RowState:
     @property
     def next_held_token(self) -> int | None:
         """The value's next token, once its restatement has begun and until it is whole."""
-        return self.held_repeat[self.repeat_written] if self.repeat_written else None
+        return self.held_repeat[self.repeat_written] if self.repeat_written >= self.repeat_begun_at else None
 
     def lookup_free_tokens(self, tokens: LookupTokens) -> int:
         """How many of the row's tokens, prompt included, are outside lookup calls (the lone space in front of a call
