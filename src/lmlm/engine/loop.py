@@ -193,7 +193,8 @@ class LookupEngine:
             at = [logits.shape[1] - 1 - len(rows[i].draft) + cursor[i] for i in ids]  # a draft's first guess sits on <|db_end|>
             new_tokens = torch.tensor([len(rows[i].generated) for i in ids], device=logits.device)
             scores = process_logits(logits[index, at], batch.seen[ids], batch.lookups_done[ids], self.tokens, batch.cfg, new_tokens)
-            hold_repeats(batch, ids, scores)
+            if batch.cfg.hold_value_repeat:
+                hold_repeats(batch, ids, scores)
             if batch.tokens is not None:
                 chosen = self.constraints.choose(batch, ids, scores)
             else:
