@@ -101,6 +101,18 @@ def test_the_sweep_and_unlearning_options_are_their_commands_own(prefix, config)
         assert getattr(PaperConfig(), name) == getattr(config(), source.name), name
 
 
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"result": {}}'])
+def test_an_unreadable_stage_file_runs_its_stage_again(tmp_path, content):
+    from lmlm.experiments.paper import _StageRunner
+
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "world.json").write_bytes(content)
+    ran = []
+    result = _StageRunner(tmp_path, lambda line: None).run("world", {"seed": 0}, lambda: ran.append(1) or {"people": 3})
+    assert ran == [1] and result == {"people": 3}
+    assert json.loads((tmp_path / "stages" / "world.json").read_text())["result"] == {"people": 3}
+
+
 def test_bad_options_are_refused_before_any_stage_runs(tmp_path):
     fails_cleanly(run_cli("experiment", "paper", "--out", tmp_path / "p", "--offload-fractions", "0,2"), "--offload-fractions", "0,2")
     fails_cleanly(run_cli("experiment", "paper", "--out", tmp_path / "p", "--unlearn-forget", "0.5"), "--unlearn-", "forget", "0.5")

@@ -138,7 +138,7 @@ class _StageRunner:
 
     def run(self, name: str, options: dict, fn: Callable[[], dict]) -> dict:
         n, path = list(STAGES).index(name) + 1, self.out / "stages" / f"{name}.json"
-        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() and not self.ran & set(STAGES[name]) else None
+        saved = _saved_stage(path) if not self.ran & set(STAGES[name]) else None
         if saved is not None and saved.get("options") == options:
             self.times[name] = saved["seconds"]
             self.echo(f"[{n}/{len(STAGES)}] {name}: done in an earlier run, skipped ({path})")
@@ -152,6 +152,18 @@ class _StageRunner:
             json.dump({"options": options, "result": result, "seconds": self.times[name]}, f, indent=1, default=str)
         self.echo(f"      {name} done: {self.times[name]['wall']:.0f}s wall, {self.times[name]['cpu']:.0f}s CPU")
         return result
+
+
+def _saved_stage(path: Path) -> dict | None:
+    """A stage's kept result, or None where there is none or it cannot be read (the stage then runs again)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s); the stage runs again", path, e)
+        return None
+    return saved if isinstance(saved, dict) and {"result", "seconds"} <= saved.keys() else None
 
 
 def _stage_options(cfg: PaperConfig, name: str) -> dict:
@@ -238,9 +250,8 @@ def _memorization(cfg: PaperConfig, out: Path, echo) -> dict:
 
 def _offload(cfg: PaperConfig, out: Path, echo) -> dict:
     shutil.rmtree(out / "offload", ignore_errors=True)
-    report = run_offload(OffloadConfig(out=str(out / "offload"), fractions=cfg.offload_fractions, people=cfg.offload_people,
-                                       steps=cfg.offload_steps, model=cfg.offload_model, completion_prompts=cfg.offload_completion_prompts,
-                                       bios=cfg.offload_bios, ppl_docs=cfg.offload_ppl_docs, seed=cfg.seed), echo=lambda line: echo("      " + line))
+    report = run_offload(OffloadConfig(out=str(out / "offload"), seed=cfg.seed, **_prefixed(cfg, "offload")),
+                         echo=lambda line: echo("      " + line))
     return {"rows": report["rows"]}
 
 
@@ -263,10 +274,12 @@ def _unlearn(cfg: PaperConfig, out: Path, echo) -> dict:
 
 
 def _unlearn_config(cfg: PaperConfig, out: Path | None = None):
-    return UnlearnConfig(out=str((out or Path(cfg.out)) / "unlearn"), people=cfg.unlearn_people, steps=cfg.unlearn_steps,
-                         forget=cfg.unlearn_forget, methods=cfg.unlearn_methods, lrs=cfg.unlearn_lrs, epochs=cfg.unlearn_epochs,
-                         utility_people=cfg.unlearn_utility_people, world_fact_people=cfg.unlearn_world_fact_people,
-                         heldout_docs=cfg.unlearn_heldout_docs, seed=cfg.seed)
+    return UnlearnConfig(out=str((out or Path(cfg.out)) / "unlearn"), seed=cfg.seed, **_prefixed(cfg, "unlearn"))
+
+
+def _prefixed(cfg: PaperConfig, stage: str) -> dict:
+    """A sub-command's own options, from their ``STAGE_OPTIONS`` names under its prefix."""
+    return {name.removeprefix(stage + "_"): getattr(cfg, name) for name in STAGE_OPTIONS[stage]}
 
 
 _STAGE_FUNCTIONS = {"world": _world, "annotate": _annotate, "kb": _kb, "train": _train, "evaluate": _evaluate,
