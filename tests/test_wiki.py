@@ -109,18 +109,6 @@ def test_multi_hop_answers_are_unique_and_follow_the_links(world):
         assert ends == {row["answer"]}, row
 
 
-def test_news_chains_calls_as_often_as_articles(world):
-    """A call looked up on the value of the call before it (a bridge the text does not state) is as common in news
-    items as in articles: drawn evenly over relation paths, news was three times as chained."""
-    chained = {"news": [0, 0], "article": [0, 0]}
-    for doc in _jsonl(world / "corpus.jsonl"):
-        counts = chained["news" if doc["kind"] == "news" else "article"]
-        counts[0] += doc["annotated_text"].count("][dblookup(")
-        counts[1] += len(markup.parse(doc["annotated_text"]).lookups)
-    news, article = (hops / calls for hops, calls in chained.values())
-    assert article > 0.05 and abs(news / article - 1) < 0.25, (news, article)
-
-
 def test_heldout_phrasings_are_in_no_training_document(world):
     text = "\n".join(d["text"] for d in _jsonl(world / "corpus.jsonl"))
     phrasings = [t for paths in HELDOUT.values() for splits in paths.values() for ts in splits.values() for t in ts]

@@ -72,27 +72,11 @@ def article(entity: Entity, world: dict[str, Entity], rng: random.Random, calls=
         if n:
             builder.text(" ")
         _say(builder, relation, entity, world, rng, by_name=n == 0 or rng.random() < BY_NAME)
-    linked = _linked_keys(entity, world)
+    linked = [key for key in TEMPLATES[entity.type] if "." in key and resolve(key, entity, world)]
     if linked and rng.random() < LINKED_SENTENCE:
         builder.text(" ")
         _say(builder, rng.choice(linked), entity, world, rng, by_name=rng.random() < BY_NAME)
     return builder.done()
-
-
-def _linked_keys(entity: Entity, world: dict[str, Entity]) -> list[str]:
-    return [key for key in TEMPLATES[entity.type] if "." in key and resolve(key, entity, world)]
-
-
-def _news_keys(entity: Entity, world: dict[str, Entity], rng: random.Random) -> list[str]:
-    """One or two keys for a news item's sentences about ``entity``. A sentence tells a linked fact as often as an
-    article's sentences do, where one linked sentence follows the entity's own facts in LINKED_SENTENCE of articles;
-    drawn evenly over all keys, most of a person's news would be multi-hop, and a model trained on it chains a second
-    call onto a value that a one-hop sentence should state."""
-    direct = [key for key in TEMPLATES[entity.type] if "." not in key and key in entity.facts]
-    linked = _linked_keys(entity, world)
-    linked_share = LINKED_SENTENCE / (len(direct) + LINKED_SENTENCE)
-    keys = rng.sample(direct, min(len(direct), rng.randint(1, 2)))
-    return [rng.choice(linked) if linked and rng.random() < linked_share else key for key in keys]
 
 
 def news_item(entities: list[Entity], world: dict[str, Entity], rng: random.Random, calls=None) -> list[markup.Segment]:
@@ -102,7 +86,8 @@ def news_item(entities: list[Entity], world: dict[str, Entity], rng: random.Rand
     builder.text(headline + " " if headline else "")
     first = True
     for entity in entities:
-        for key in _news_keys(entity, world, rng):
+        keys = list(TEMPLATES[entity.type])
+        for key in rng.sample(keys, min(len(keys), rng.randint(1, 2))):
             builder.text("" if first else " ")
             first = not _say(builder, key, entity, world, rng, by_name=True, frame=rng.choice(NEWS_FRAMES)) and first
     return builder.done()
