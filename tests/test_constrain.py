@@ -275,22 +275,3 @@ def test_the_text_before_a_call_never_starts_inside_an_earlier_call(prior_lm):
     ids = prior_lm.tokenizer.encode(text, add_special_tokens=False)
     plain = prior_lm.constraints._plain_text(ids)
     assert "Birth Date" not in plain and plain.split() == "1 May 1990 and lives in".split(), plain
-
-
-def test_cue_sentences_tip_the_relation_prior_where_the_names_share_no_word_with_the_sentence(scripted_engine):
-    """"came into the world on" says nothing to the names "Birth Date" and "Home City"; a cue table in which Birth
-    Date's calls follow that sentence in training text does."""
-    story = "Ada Ashby came into the world on <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"
-    plain = scripted_engine([story], "Birth Date. Lyon 1 May 1990 unknown",
-                            [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
-    cfg = GenerationConfig(**LOOSE, constrain_lookups="relation", relation_prior=100.0)
-    prompt = "Ada Ashby came into the world on"
-    assert only_lookup(plain.generate([prompt], cfg)[0]).relation == "Home City"
-    cues = {"Birth Date": {"came into the world on": 3, "was born on": 1}, "Home City": {"lives in": 2}}
-    cued = LookupEngine(plain.model, plain.tokenizer, plain.kb, relation_cues=cues)
-    tipped = only_lookup(cued.generate([prompt], cfg)[0])
-    assert (tipped.relation, tipped.value) == ("Birth Date", "1 May 1990")
-    # the prior still needs its weight, and a relation the table lacks keeps its name alone
-    assert only_lookup(cued.generate([prompt], replace(cfg, relation_prior=0.0))[0]).relation == "Home City"
-    named_only = LookupEngine(plain.model, plain.tokenizer, plain.kb, relation_cues={"Home City": {"came into the world on": 1}})
-    assert only_lookup(named_only.generate([prompt], cfg)[0]).relation == "Home City"

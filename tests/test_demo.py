@@ -62,7 +62,6 @@ def test_quick_demo_report_is_complete(quick):
     assert report["standard"]["ppl"]["standard"] >= 1
     assert set(report["wall_seconds"]) >= {"world", "annotate", "kb", "train", "evaluate", "live editing", "total"}
     assert (out / "lmlm" / "ngram_drafts.json").is_file()  # the engine drafts from the training text's n-grams
-    assert (out / "lmlm" / "relation_cues.json").is_file()  # and the relation prior reads how it asks for each relation
     assert "| metric | LMLM | Standard |" in (out / "report.md").read_text()
     for chart in ("accuracy.png", "forgetting.png", "perplexity.png"):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"

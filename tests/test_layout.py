@@ -8,7 +8,7 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "lmlm"
 # the README's table, top to bottom: a module may import from its own rank and those below, never above
 LAYERS = [["cli"], ["demo", "unlearn", "serve", "evaluate", "compat"], ["engine", "train", "draft"],
-          ["kb", "data", "annotate", "ngrams", "relation_cues", "tokenizer", "world"], ["markup", "corpus"], ["files", "errors", "config"]]
+          ["kb", "data", "annotate", "ngrams", "tokenizer", "world"], ["markup", "corpus"], ["files", "errors", "config"]]
 RANKS = {name: len(LAYERS) - depth for depth, names in enumerate(LAYERS) for name in names}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60

@@ -27,7 +27,6 @@ from lmlm.evaluate.report import table, write_report
 from lmlm.kb import SqliteKB
 from lmlm.kb.io import build as build_kb
 from lmlm.ngrams import NgramsConfig, build_ngrams
-from lmlm.relation_cues import CuesConfig, build_relation_cues
 from lmlm.tokenizer import train_tokenizer
 from lmlm.train import TrainConfig, launch_training
 from lmlm.world import atomic_facts, make_world, read_people
@@ -107,7 +106,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     world = out / "world"
     if evaluate_only:
         echo(f"[1-4/7] world, annotate, kb, train: those of the run in {out}")
-        checkpoint_tables(out / "lmlm", [out / "train.jsonl"])
         training = trained
     else:
         training = _build_and_train(out, world, plan, seed, stage, echo, progress)
@@ -179,15 +177,8 @@ def train_both(out: Path, plan: DemoPlan, seed: int, echo: Callable[[str], None]
     for mode in runs:
         metrics[mode] = json.loads((out / mode / "lmlm_training.json").read_text())["metrics"]
         echo(f"      {mode}: final train loss {metrics[mode]['train_loss']:.3f} after {metrics[mode]['steps']} steps")
-    checkpoint_tables(out / "lmlm", corpus)
+    build_ngrams(NgramsConfig(model=str(out / "lmlm"), corpus=[str(c) for c in corpus]))  # the engine drafts from it
     return metrics
-
-
-def checkpoint_tables(model: Path, corpus: list[Path]) -> None:
-    """What the LMLM reads beside its weights, counted from its training text: the n-gram table the engine drafts
-    from and the relation prior's cue table. ``--evaluate-only`` counts them again, as this version counts them."""
-    build_ngrams(NgramsConfig(model=str(model), corpus=[str(c) for c in corpus]))
-    build_relation_cues(CuesConfig(model=str(model), corpus=[str(c) for c in corpus]))
 
 
 PROGRESS_UPDATES = 100  # log rows per training: the progress line moves about once per 1% of the steps

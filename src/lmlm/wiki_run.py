@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lmlm.demo import DemoPlan, call_options, check_trained, checkpoint_tables, train_both
+from lmlm.demo import DemoPlan, call_options, check_trained, train_both
 from lmlm.engine import LMLM
 from lmlm.evaluate import wiki as suites
 from lmlm.evaluate.suites import COMPLETION_TOKENS
@@ -84,7 +84,6 @@ def run_wiki(out: str | Path = "runs/wiki", plan: WikiPlan = WIKI_PLAN, seed: in
         start = time.perf_counter()
         echo(f"[{side}] relation noise {relation_noise}")
         if evaluate_only:
-            checkpoint_tables(out / side / "lmlm", [out / side / "world" / "corpus.jsonl"])
             report["wiki"][side] = _evaluate_side(out / side, plan, seed, echo, splits)
         else:
             report["wiki"][side] = _run_side(out / side, plan, seed, noise_for(relation_noise), echo, progress, splits)

@@ -1,4 +1,4 @@
-"""The model stages: ``lmlm train``, ``generate``, ``distill``, ``ngrams``, ``cues``, ``demo``, ``eval``, ``serve``."""
+"""The model stages: ``lmlm train``, ``generate``, ``distill``, ``ngrams``, ``demo``, ``eval``, ``serve``."""
 
 from __future__ import annotations
 
@@ -84,14 +84,6 @@ def _ngrams(args) -> None:
     print(f"wrote an n-gram table of {contexts:,} contexts to {out}; the engine drafts from it at batch sizes up to 8")
 
 
-def _cues(args) -> None:
-    from lmlm.relation_cues import CuesConfig, build_relation_cues, load_relation_cues
-
-    out = build_relation_cues(load_args(CuesConfig, args))
-    cues = load_relation_cues(out)
-    print(f"wrote the cue sentences of {len(cues)} relations to {out}; the relation prior reads them")
-
-
 def _demo(args) -> None:
     if not args.verbose:  # the stage lines and the progress line tell the story; library INFO lines only with -v
         logging.getLogger("lmlm").setLevel(logging.WARNING)
@@ -159,8 +151,6 @@ def add_model_commands(stages) -> None:
                       declare=from_config_file("lmlm.draft", "DistillConfig")).set_defaults(run=_distill)
     stages.add_parser("ngrams", help="count the training text's n-grams into a checkpoint, for the engine to draft tokens from",
                       declare=from_config_file("lmlm.ngrams", "NgramsConfig")).set_defaults(run=_ngrams)
-    stages.add_parser("cues", help="collect the sentences that lead to each relation's calls into a checkpoint, for the relation prior",
-                      declare=from_config_file("lmlm.relation_cues", "CuesConfig")).set_defaults(run=_cues)
     p = stages.add_parser("demo", help="the end-to-end run on a synthetic world, with a report")
     p.add_argument("--quick", action="store_true",
                    help="a smoke test of the machinery; its models are too briefly trained for the full run's figures")

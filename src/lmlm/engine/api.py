@@ -13,7 +13,6 @@ from lmlm.engine.config import GenerationConfig
 from lmlm.engine.loop import LookupEngine
 from lmlm.errors import LmlmError
 from lmlm.ngrams import NGRAMS_FILE, NgramTable
-from lmlm.relation_cues import CUES_FILE, load_relation_cues
 from lmlm.tokenizer import check_lookup_tokens
 
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -23,10 +22,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # the fil
 class LMLM:
     """A checkpoint and a knowledge base: ``LMLM.from_pretrained(path, kb=...).generate(prompts)``."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None,
-                 relation_cues: dict[str, dict[str, int]] | None = None):
-        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model, ngrams=ngrams,
-                                   relation_cues=relation_cues)
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams: NgramTable | None = None):
+        self.engine = LookupEngine(model, tokenizer, kb, compile=compile, draft_model=draft_model, ngrams=ngrams)
 
     @property
     def model(self):
@@ -40,16 +37,11 @@ class LMLM:
     def kb(self):
         return self.engine.kb
 
-    @property
-    def relation_cues(self) -> dict[str, dict[str, int]] | None:
-        return self.engine.relation_cues
-
     @classmethod
     def from_pretrained(cls, path: str | Path, kb=None, use_lookups: bool = True, compile: bool = False, draft_model: str | Path | None = None,
                         **model_kwargs) -> LMLM:
         """``draft_model``: the folder of a smaller checkpoint with the same tokenizer, to propose tokens (see
-        ``lmlm.draft``). An n-gram table in the checkpoint folder (``lmlm ngrams``) is loaded to draft from, and a cue
-        table (``lmlm cues``) for the relation prior."""
+        ``lmlm.draft``). An n-gram table in the checkpoint folder (``lmlm ngrams``) is loaded to draft from."""
         tokenizer, model = load_tokenizer(path), load_model(path, **model_kwargs)
         draft = load_model(draft_model, **model_kwargs) if draft_model else None
         if use_lookups:
@@ -58,9 +50,8 @@ class LMLM:
             from lmlm.kb import open_kb
 
             kb = open_kb(kb)
-        table, cues = Path(path) / NGRAMS_FILE, Path(path) / CUES_FILE
-        return cls(model, tokenizer, kb, compile=compile, draft_model=draft, ngrams=NgramTable.load(table) if table.is_file() else None,
-                   relation_cues=load_relation_cues(cues) if cues.is_file() else None)
+        table = Path(path) / NGRAMS_FILE
+        return cls(model, tokenizer, kb, compile=compile, draft_model=draft, ngrams=NgramTable.load(table) if table.is_file() else None)
 
     def generate(self, prompts: str | Sequence[str], batch_size: int = 32, on_token=None, **options):
         """One result for a string, a list of results for a list; ``options`` are GenerationConfig fields."""

@@ -12,10 +12,8 @@ model writes what it meant, and the call is answered as a miss (the fallback dec
 
 A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
 With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
-sentence encoder, between that relation and the sentence the call stands in (its entity left out), so a
-pretrained encoder's reading of the cue can tip a choice the model is unsure of. A relation is its name, averaged
-with the sentences that lead to its calls in training text where the checkpoint has a cue table
-(``lmlm.relation_cues``). A token's bonus is that of the
+sentence encoder, between that relation's name and the sentence the call stands in (its entity left out), so a
+pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the
 best relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a"
 gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that
 continues a KB entity named in the text before the call gets w. That bonus is evidence about what the model means,
@@ -32,6 +30,8 @@ build a new one (a call reads the entity's facts once); one over all entity name
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -40,12 +40,12 @@ from lmlm.engine.config import GenerationConfig, LookupTokens
 from lmlm.engine.sampling import choose
 from lmlm.engine.state import Batch, RowState
 from lmlm.errors import LmlmError, NotFound
-from lmlm.relation_cues import cue_sentence
 
 END = -1
 MAX_CACHED_ENTITIES = 100_000  # relation tries kept; the cache starts over past this, so memory stays bounded
 CONTEXT_TOKENS = 64  # how far back the priors read the text before a call
 MAX_CACHED_RELATIONS = 10_000  # relation vectors kept for the relation prior; the cache starts over past this
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def build_trie(sequences, names=None) -> dict:
@@ -91,8 +91,8 @@ def continues_word(tokenizer, ids: list[int]) -> bool:
 class CallConstraints:
     """The tries of one engine's KB, and the constrained choice of a step's tokens."""
 
-    def __init__(self, kb, tokenizer, tokens: LookupTokens, relation_cues: dict[str, dict[str, int]] | None = None):
-        self.kb, self.tokenizer, self.tokens, self.relation_cues = kb, tokenizer, tokens, relation_cues or {}
+    def __init__(self, kb, tokenizer, tokens: LookupTokens):
+        self.kb, self.tokenizer, self.tokens = kb, tokenizer, tokens
         self._relations: dict[str, tuple[frozenset[str], dict]] = {}
         self._entities: tuple[object, dict] | None = None
         self._relation_vectors: dict[str, np.ndarray] = {}
@@ -185,7 +185,10 @@ class CallConstraints:
 
     def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
         """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
-        sentence = cue_sentence(self._plain_text(before), entity)
+        sentence = SENTENCE_END.split(self._plain_text(before))[-1]
+        if entity:
+            sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
+        sentence = " ".join(sentence.split())
         relations = list(names_under(trie))
         if not sentence:
             return dict.fromkeys(relations, 0.0)
@@ -197,26 +200,9 @@ class CallConstraints:
         if encoder is None:
             raise LmlmError(f"relation_prior needs a KB with a sentence encoder; {type(self.kb).__name__} has none")
         if missing:
-            self._relation_vectors.update(zip(missing, self._relation_vectors_of(missing, encoder)))
+            self._relation_vectors.update(zip(missing, _unit(encoder.encode(missing))))
         context = _unit(encoder.encode([sentence]))[0]
         return {r: float(self._relation_vectors[r] @ context) for r in relations}
-
-    def _relation_vectors_of(self, relations: list[str], encoder) -> np.ndarray:
-        """Each relation's name vector, averaged with the unit centroid of its cue sentences where the cue table
-        has them (``lmlm.relation_cues``)."""
-        vectors = _unit(encoder.encode(relations))
-        cued = [k for k, relation in enumerate(relations) if self.relation_cues.get(relation)]
-        if not cued:
-            return vectors
-        cues = [self.relation_cues[relations[k]] for k in cued]
-        encoded = _unit(encoder.encode([sentence for sentences in cues for sentence in sentences]))
-        start = 0
-        for k, sentences in zip(cued, cues):
-            counts = np.fromiter(sentences.values(), dtype=np.float32, count=len(sentences))
-            centroid = _unit(counts[None] @ encoded[start : start + len(sentences)])[0]
-            vectors[k] = (vectors[k] + centroid) / 2
-            start += len(sentences)
-        return vectors
 
     def bonus(self, row: RowState, node: dict, cfg: GenerationConfig) -> list[float]:
         """The prior of each allowed token (in ``allowed``'s order): in a relation, that of the best relation it

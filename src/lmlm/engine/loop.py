@@ -46,8 +46,8 @@ class LookupEngine:
     """Batched decoding with lookups for any HF causal LM whose tokenizer has the lookup tokens. On the CPU it
     lays the model's linear weights out column-major, in place (``lmlm.engine.layout``)."""
 
-    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams=None, relation_cues=None):
-        self.model, self.tokenizer, self.kb, self.ngrams, self.relation_cues = model.eval(), tokenizer, kb, ngrams, relation_cues
+    def __init__(self, model, tokenizer, kb=None, compile: bool = False, draft_model=None, ngrams=None):
+        self.model, self.tokenizer, self.kb, self.ngrams = model.eval(), tokenizer, kb, ngrams
         column_major_linears(model)
         self.decode = compiled(model) if compile else model
         if compile and kb is not None:
@@ -64,7 +64,7 @@ class LookupEngine:
         # retracted again, and drafted calls that were taken (answered in the forward that verified them)
         self.draft_stats = {"drafted": 0, "rejected": 0, "calls": 0}
         self.context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        self.constraints = CallConstraints(kb, tokenizer, self.tokens, relation_cues) if kb is not None else None
+        self.constraints = CallConstraints(kb, tokenizer, self.tokens) if kb is not None else None
 
     @property
     def vocab(self) -> int:

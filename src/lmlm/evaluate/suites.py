@@ -245,7 +245,7 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
         deleted = _private_copy(kb, Path(tmp))
         for person in sorted({p["person"] for p in forget_prompts}):
             deleted.forget(person, exact=True)  # exactly the forget-set person: a shortened name could also fit retain-set people
-        del_model = LMLM(model.model, model.tokenizer, deleted, relation_cues=model.relation_cues)
+        del_model = LMLM(model.model, model.tokenizer, deleted)
         del_forget, del_retain = completion(del_model, forget_prompts, **options), completion(del_model, retain_prompts, **options)
         deleted.close()
     off_model = LMLM(model.model, model.tokenizer, None)
@@ -298,7 +298,7 @@ def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", ma
             with SqliteKB(Path(tmp) / f"doc{n}.sqlite", encoder=model.kb.encoder, create=True) as kb:
                 kb.import_triplets(gold)
                 kb.embed()
-                results = LookupEngine(model.model, model.tokenizer, kb, relation_cues=model.relation_cues).generate(prompts, cfg)
+                results = LookupEngine(model.model, model.tokenizer, kb).generate(prompts, cfg)
             records += [_scored_call(fact, result) for fact, result in zip(gold, results)]
     return {"metrics": {"call_accuracy": _mean(r["right"] for r in records), "call_hit_rate": _mean(r["hit"] for r in records),
                         "calls": len(records)}, "records": records}
