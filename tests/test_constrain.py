@@ -275,3 +275,42 @@ def test_the_text_before_a_call_never_starts_inside_an_earlier_call(prior_lm):
     ids = prior_lm.tokenizer.encode(text, add_special_tokens=False)
     plain = prior_lm.constraints._plain_text(ids)
     assert "Birth Date" not in plain and plain.split() == "1 May 1990 and lives in".split(), plain
+
+
+CHAIN_STORIES = [
+    "Ada Ashby works for <|db_entity|> Ada Ashby<|db_relationship|> works for<|db_return|> Foxglove Pharma<|db_end|>"
+    "<|db_entity|> Foxglove Pharma<|db_relationship|> based in<|db_return|>",
+    "Ada Ashby's employer is based in <|db_entity|> Ada Ashby<|db_relationship|> works for<|db_return|> Foxglove Pharma<|db_end|>"
+    "<|db_entity|> Foxglove Pharma<|db_relationship|> based in<|db_return|>",
+]
+
+
+class ChainingScript(LMLMScript):
+    """Chains a second call onto the first call's value, as its stories do, wherever the sentence asked for."""
+
+    def __call__(self, context: list[int]) -> int:
+        if context[-1] == self.tokens.end and context.count(self.tokens.end) == 1:
+            return self.tokens.entity
+        return super().__call__(context)
+
+
+@pytest.fixture
+def chaining_engine(tmp_path):
+    tokenizer = train_tokenizer([*CHAIN_STORIES, "Oakhollow. unknown"], vocab_size=300)
+    kb = SqliteKB(tmp_path / "chain.sqlite", encoder=HashingEncoder(), create=True)
+    kb.import_triplets([("Ada Ashby", "works for", "Foxglove Pharma"), ("Foxglove Pharma", "based in", "Oakhollow")])
+    yield LookupEngine(ScriptedLM(tokenizer, ChainingScript(tokenizer, CHAIN_STORIES)), tokenizer, kb)
+    kb.close()
+
+
+def test_the_chain_prior_keeps_a_one_hop_answer_from_chaining_and_leaves_a_two_hop_question_alone(chaining_engine):
+    def relations(prompt, chain_prior):
+        cfg = GenerationConfig(**LOOSE, constrain_lookups="relation", relation_prior=100.0, chain_prior=chain_prior)
+        return [p.relation for p in chaining_engine.generate([prompt], cfg)[0].lookups]
+
+    # the model chains on the employer wherever it is: a one-hop question gets the headquarters instead
+    assert relations("Ada Ashby works for", chain_prior=False) == ["works for", "based in"]
+    # "works for" reads as the relation just answered, not as one of the employer's: the chain is weighed down
+    assert relations("Ada Ashby works for", chain_prior=True) == ["works for"]
+    # "'s employer is based in" reads as the employer's own relation: the chain stands
+    assert relations("Ada Ashby's employer is based in", chain_prior=True) == ["works for", "based in"]

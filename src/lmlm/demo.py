@@ -58,6 +58,10 @@ class DemoPlan:
     # a value's later tokens, a year's digits most; chosen on injected people at seed 0 and on the wiki world's dev
     # phrasings, checked on its test phrasings (README)
     hold_value_repeat: bool = True
+    # a call right after a looked-up value is weighed by whether the sentence asks for one of the value's relations
+    # (GenerationConfig.chain_prior); it acts only where a value is itself an entity of the KB, as in the wiki world,
+    # where it was chosen on the dev phrasings and checked on the test ones (README)
+    chain_prior: bool = True
     value_loss_every: int = 0  # log the value-token loss every N steps (the memorization figure; 0: off)
 
 
@@ -70,7 +74,8 @@ SMOKE_NOTE = ("smoke test: the models train too briefly to copy every name into 
 # completes it as another person's, whose facts the bio then states (README). It generates with the engine's
 # defaults otherwise too, as its figures in the README were measured.
 QUICK = DemoPlan(model="micro", people=1000, steps=300, lr=5e-3, completion_per_split=60, bios=16, ppl_docs=16, dynamic_docs=4,
-                 forget_people=8, constrain_lookups="off", relation_prior=0.0, mention_prior=0.0, hold_value_repeat=False, phrasing="plain")
+                 forget_people=8, constrain_lookups="off", relation_prior=0.0, mention_prior=0.0, hold_value_repeat=False, chain_prior=False,
+                 phrasing="plain")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -290,10 +295,10 @@ def _evaluate(out: Path, world: Path, plan: DemoPlan, rng: random.Random, echo) 
 
 
 def call_options(plan) -> dict:
-    """How a plan's LMLM writes its calls and their values (a DemoPlan's or a WikiPlan's): the constraint, both priors
-    and the held restatement of each value."""
+    """How a plan's LMLM writes its calls and their values (a DemoPlan's or a WikiPlan's): the constraint, the priors
+    on a call's relation, entity and chaining, and the held restatement of each value."""
     return {"constrain_lookups": plan.constrain_lookups, "relation_prior": plan.relation_prior, "mention_prior": plan.mention_prior,
-            "hold_value_repeat": plan.hold_value_repeat}
+            "hold_value_repeat": plan.hold_value_repeat, "chain_prior": plan.chain_prior}
 
 
 def _notes(report: dict) -> list[str]:

@@ -50,6 +50,7 @@ class WikiPlan:
     relation_prior: float = 20.0
     mention_prior: float = 5.0
     hold_value_repeat: bool = True  # as the demo's (DemoPlan): chosen on this world's dev phrasings, checked on its test ones
+    chain_prior: bool = True  # as the demo's (DemoPlan): chosen on this world's dev phrasings, checked on its test ones
 
     def training(self) -> DemoPlan:
         return DemoPlan(model=self.model, steps=self.steps, batch_size=self.batch_size, block_size=self.block_size, lr=self.lr,
@@ -61,7 +62,8 @@ WIKI_PLAN = WikiPlan()
 # Its calls stay unconstrained, as the quick demo's: a half-trained model's half-written names would be completed
 # as other entities'.
 QUICK_WIKI = WikiPlan(entities=300, model="micro", steps=150, lr=5e-3, per_bucket=8, per_hops=8, articles_per_type=2, forget_rows=4,
-                      constrain_lookups="off", relation_prior=0.0, mention_prior=0.0, hold_value_repeat=False)
+                      constrain_lookups="off", relation_prior=0.0, mention_prior=0.0, hold_value_repeat=False,
+                      chain_prior=False)
 NOISE_LEVELS = {"noise_0": 0.0, "noise_default": MEASURED.relation}
 
 

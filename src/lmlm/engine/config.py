@@ -69,6 +69,10 @@ class GenerationConfig:
     mention_prior: float = field(default=0.0, metadata={
         "help": "under entity_relation: nats added to each token of a call's entity that continues a KB entity named in the "
                 "text before the call", "ge": 0, "le": 100, "surfaces": ("cli", "eval", "api", "serve")})
+    chain_prior: bool = field(default=False, metadata={
+        "help": "with the relation prior, weigh a call that would open right after a looked-up value (a chain onto it) by how much "
+                "better the call's sentence reads as one of the value's relations than as the relation just answered",
+        "surfaces": ("cli", "eval", "api", "serve")})
     hold_value_repeat: bool = field(default=False, metadata={
         "help": "once the text after a call's <|db_end|> begins to restate the looked-up value, it restates all of it (a small "
                 "model can miscopy a value's later tokens, such as a year's digits)", "surfaces": ("cli", "eval", "api", "serve")})

@@ -180,11 +180,13 @@ class CallConstraints:
     def _relations_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict | None:
         entity = self.tokenizer.decode(tokens[row.call_start + 1 : row.relation_start], skip_special_tokens=False).strip()
         trie = self.relation_trie(entity)
-        row.relation_similarity = self._similarities(tokens[: row.call_start], entity, trie) if cfg.relation_prior and trie else None
+        row.relation_similarity = self._similarities(row, tokens[: row.call_start], entity, trie) if cfg.relation_prior and trie else None
         return trie
 
-    def _similarities(self, before: list[int], entity: str, trie: dict) -> dict[str, float]:
-        """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out."""
+    def _similarities(self, row: RowState, before: list[int], entity: str, trie: dict) -> dict[str, float]:
+        """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out; the
+        sentence's vector is kept in ``row.call_context`` for the chain's weight."""
+        row.call_context = None
         sentence = SENTENCE_END.split(self._plain_text(before))[-1]
         if entity:
             sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
@@ -192,17 +194,50 @@ class CallConstraints:
         relations = list(names_under(trie))
         if not sentence:
             return dict.fromkeys(relations, 0.0)
+        vectors = self._relation_vectors_of(relations)
+        row.call_context = context = _unit(self._encoder().encode([sentence]))[0]
+        return {r: float(vectors[r] @ context) for r in relations}
+
+    def _encoder(self):
+        encoder = getattr(self.kb, "encoder", None)
+        if encoder is None:
+            raise LmlmError(f"relation_prior needs a KB with a sentence encoder; {type(self.kb).__name__} has none")
+        return encoder
+
+    def _relation_vectors_of(self, relations: list[str]) -> dict[str, np.ndarray]:
+        """The unit vectors of the relations' names, each encoded once (the cache starts over past its bound)."""
         missing = [r for r in relations if r not in self._relation_vectors]
         if len(self._relation_vectors) + len(missing) > MAX_CACHED_RELATIONS:
             self._relation_vectors.clear()
             missing = relations
-        encoder = getattr(self.kb, "encoder", None)
-        if encoder is None:
-            raise LmlmError(f"relation_prior needs a KB with a sentence encoder; {type(self.kb).__name__} has none")
         if missing:
-            self._relation_vectors.update(zip(missing, _unit(encoder.encode(missing))))
-        context = _unit(encoder.encode([sentence]))[0]
-        return {r: float(self._relation_vectors[r] @ context) for r in relations}
+            self._relation_vectors.update(zip(missing, _unit(self._encoder().encode(missing))))
+        return {r: self._relation_vectors[r] for r in relations}
+
+    def chain_bonus(self, row: RowState, cfg: GenerationConfig) -> float:
+        """The relation prior's weight on a call that would open right after a looked-up value (``chain_prior``):
+        W times how much better the sentence the call stood in reads as one of the value's own relations than as
+        the relation just answered. "X works for" is answered by the employer; "the company X works for is based in"
+        goes on to the employer's headquarters. 0 where the value holds no relations or the call had no prior."""
+        last = row.lookups[-1] if row.lookups else None
+        if row.call_context is None or not row.relation_similarity or last is None or not last.value:
+            return 0.0
+        answered = row.relation_similarity.get(last.relation)
+        trie = self.relation_trie(last.value)
+        if answered is None or trie is None:
+            return 0.0
+        vectors = self._relation_vectors_of(list(names_under(trie)))
+        return cfg.relation_prior * (max(float(v @ row.call_context) for v in vectors.values()) - answered)
+
+    def weigh_chains(self, batch: Batch, ids: list[int], scores: torch.Tensor) -> None:
+        """Add each row's chain bonus to <|db_entity|> where a call would follow its value at once: right after
+        <|db_end|>, or after the lone space that comes before a call."""
+        end, space = self.tokens.end, self.tokens.space
+        for r, i in enumerate(ids):
+            row = batch.rows[i]
+            last = row.generated[-2:]
+            if last[-1:] == [end] or last == [end, space]:
+                scores[r, self.tokens.entity] += self.chain_bonus(row, batch.cfg)
 
     def bonus(self, row: RowState, node: dict, cfg: GenerationConfig) -> list[float]:
         """The prior of each allowed token (in ``allowed``'s order): in a relation, that of the best relation it
@@ -222,6 +257,8 @@ class CallConstraints:
         """Each row's next token, among the allowed ones where its call is constrained; a call whose cost passes
         the margin becomes a miss, and its row takes its own choice."""
         cfg: GenerationConfig = batch.cfg
+        if cfg.chain_prior and cfg.relation_prior:
+            self.weigh_chains(batch, ids, scores)
         nodes = [self.open_node(batch.rows[i], cfg) for i in ids]
         constrained = [r for r, node in enumerate(nodes) if node is not None]
         if not constrained:

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from lmlm.engine.calls import ForcedAnswer
@@ -36,6 +37,7 @@ class RowState:
     call_trie: tuple[int, dict | None] | None = None  # the trie of the part being written, by where that part starts
     relation_similarity: dict[str, float] | None = None  # by relation of the call's entity, for the relation prior
     mentioned: list[list[int]] | None = None  # the spellings of KB entities named before the call, for the mention prior
+    call_context: np.ndarray | None = None  # the encoded sentence the call stands in, for the chain prior
     # a looked-up value that the text after <|db_end|> must restate whole once it has begun to (hold_value_repeat), how
     # many of its tokens it has restated, and how many make a beginning (two where the first is a lone space, which
     # also comes before a new call)
@@ -51,7 +53,7 @@ class RowState:
         """Track the open call as ``token`` is written at ``position`` of ``tokens``."""
         if token == tokens.entity:
             self.call_start, self.relation_start, self.call_cost, self.call_miss = position, None, 0.0, False
-            self.relation_similarity = self.mentioned = None
+            self.relation_similarity = self.mentioned = self.call_context = None
         elif token == tokens.relationship and self.call_start is not None:
             self.relation_start = position
         elif token in (tokens.ret, tokens.end):
