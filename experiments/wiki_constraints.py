@@ -1,9 +1,11 @@
 """Do KB-constrained calls and the relation prior carry over to the wiki world? Scores a trained side of
 ``lmlm demo --profile wiki`` (``OUT/noise_0``) again, its LMLM only, once per setting: calls unconstrained, held
 to the KB's entities and relations (``entity_relation``), and that with each pair of ``--relation-prior`` and
-``--mention-prior`` weights.
+``--mention-prior`` weights, with the chain prior off or on (``--chain-prior off on``), each value's restatement held
+or not (``--hold-value-repeat``, for every setting).
 
-    python experiments/wiki_constraints.py SIDE [--relation-prior 0 20] [--mention-prior 0 5] [--per-bucket 80] [--per-hops 80]
+    python experiments/wiki_constraints.py SIDE [--relation-prior 0 20] [--mention-prior 0 5] [--chain-prior off on]
+        [--hold-value-repeat] [--per-bucket 80] [--per-hops 80]
 
 For each setting and each split of held-out phrasings (``dev``, ``test``): completion accuracy by the subject's
 mention bucket and over all, and multi-hop accuracy by hop count, on the same prompts the wiki demo samples. A
@@ -25,10 +27,11 @@ from lmlm.kb import SqliteKB
 SPLITS = ("dev", "test")
 
 
-def settings(relation: list[float], mention: list[float]) -> dict[str, dict]:
-    return {"off": {}, **{f"entity_relation, relation {r:g}, mention {m:g}":
-                          {"constrain_lookups": "entity_relation", "relation_prior": r, "mention_prior": m}
-                          for r, m in itertools.product(relation, mention)}}
+def settings(relation: list[float], mention: list[float], chain: list[str], hold: bool) -> dict[str, dict]:
+    constrained = {f"entity_relation, relation {r:g}, mention {m:g}, chain {c}":
+                   {"constrain_lookups": "entity_relation", "relation_prior": r, "mention_prior": m, "chain_prior": c == "on"}
+                   for r, m, c in itertools.product(relation, mention, chain)}
+    return {name: {**options, "hold_value_repeat": hold} for name, options in {"off": {}, **constrained}.items()}
 
 
 def prompts(world: Path, per_bucket: int, per_hops: int, seed: int) -> dict[str, dict[str, list[dict]]]:
@@ -59,6 +62,8 @@ def main() -> None:
     parser.add_argument("side", type=Path, help="a trained side of the wiki demo, e.g. runs/wiki/noise_0")
     parser.add_argument("--relation-prior", type=float, nargs="+", default=[0.0, 20.0])
     parser.add_argument("--mention-prior", type=float, nargs="+", default=[0.0, 5.0])
+    parser.add_argument("--chain-prior", nargs="+", choices=["off", "on"], default=["off"])
+    parser.add_argument("--hold-value-repeat", action="store_true", help="hold each value's restatement in every setting")
     parser.add_argument("--per-bucket", type=int, default=WIKI_PLAN.per_bucket)
     parser.add_argument("--per-hops", type=int, default=WIKI_PLAN.per_hops)
     parser.add_argument("--seed", type=int, default=0, help="the seed the wiki demo ran with (it draws the prompts)")
@@ -66,11 +71,11 @@ def main() -> None:
     sets = prompts(args.side / "world", args.per_bucket, args.per_hops, args.seed)
     model = LMLM.from_pretrained(args.side / "lmlm", kb=SqliteKB(args.side / "kb.sqlite"))
     results = {}
-    for name, options in settings(args.relation_prior, args.mention_prior).items():
+    for name, options in settings(args.relation_prior, args.mention_prior, args.chain_prior, args.hold_value_repeat).items():
         results[name] = score(model, sets, options, WIKI_PLAN.completion_tokens, WIKI_PLAN.hop_tokens)
         for split in SPLITS:
             r = results[name][split]
-            print(f"{name:44s} {split:4s} completion {r['completion']:.3f} by bucket {r['by_bucket']} multi-hop {r['multi_hop']}")
+            print(f"{name:56s} {split:4s} completion {r['completion']:.3f} by bucket {r['by_bucket']} multi-hop {r['multi_hop']}")
     (args.side / "wiki_constraints.json").write_text(json.dumps(results, indent=1))
 
 

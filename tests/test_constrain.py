@@ -9,6 +9,8 @@ import pytest
 from test_engine_unit import LMLMScript, ScriptedLM
 
 from lmlm.engine import GenerationConfig, LookupEngine
+from lmlm.engine.config import Provenance
+from lmlm.engine.state import RowState
 from lmlm.engine.constrain import continues_word
 from lmlm.kb import SqliteKB
 from lmlm.kb.encoder import HashingEncoder
@@ -277,40 +279,69 @@ def test_the_text_before_a_call_never_starts_inside_an_earlier_call(prior_lm):
     assert "Birth Date" not in plain and plain.split() == "1 May 1990 and lives in".split(), plain
 
 
-CHAIN_STORIES = [
-    "Ada Ashby works for <|db_entity|> Ada Ashby<|db_relationship|> works for<|db_return|> Foxglove Pharma<|db_end|>"
-    "<|db_entity|> Foxglove Pharma<|db_relationship|> based in<|db_return|>",
-    "Ada Ashby's employer is based in <|db_entity|> Ada Ashby<|db_relationship|> works for<|db_return|> Foxglove Pharma<|db_end|>"
-    "<|db_entity|> Foxglove Pharma<|db_relationship|> based in<|db_return|>",
-]
+def chain_stories(lead: str) -> list[str]:
+    """A one-hop and a two-hop sentence, each chaining a second call onto the employer, with ``lead`` between the
+    first call's <|db_end|> and the second's <|db_entity|> (a lone space also stands there in training text)."""
+    chain = (" <|db_entity|> Ada Ashby<|db_relationship|> works for<|db_return|> Foxglove Pharma<|db_end|>" + lead +
+             "<|db_entity|> Foxglove Pharma<|db_relationship|> based in<|db_return|>")
+    return ["Ada Ashby works for" + chain, "Ada Ashby's employer is based in" + chain]
 
 
 class ChainingScript(LMLMScript):
-    """Chains a second call onto the first call's value, as its stories do, wherever the sentence asked for."""
+    """Chains a second call onto the first call's value, as its stories do, wherever the sentence asked for;
+    ``lead``: whether a lone space comes before the second call."""
+
+    def __init__(self, tokenizer, stories, lead: bool):
+        super().__init__(tokenizer, stories)
+        self.lead = lead
 
     def __call__(self, context: list[int]) -> int:
-        if context[-1] == self.tokens.end and context.count(self.tokens.end) == 1:
-            return self.tokens.entity
+        t = self.tokens
+        if context.count(t.end) == 1 and context[-1] == t.end:
+            return t.space if self.lead else t.entity
+        if context.count(t.end) == 1 and self.lead and context[-2:] == [t.end, t.space]:
+            return t.entity
         return super().__call__(context)
 
 
-@pytest.fixture
-def chaining_engine(tmp_path):
-    tokenizer = train_tokenizer([*CHAIN_STORIES, "Oakhollow. unknown"], vocab_size=300)
+@pytest.fixture(params=["", " "], ids=["no lead", "lone space"])
+def chaining_engine(request, tmp_path):
+    stories = chain_stories(request.param)
+    tokenizer = train_tokenizer([*stories, "Oakhollow. unknown"], vocab_size=300)
+    script = ChainingScript(tokenizer, stories, lead=request.param == " ")
+    assert script.tokens.space is not None
     kb = SqliteKB(tmp_path / "chain.sqlite", encoder=HashingEncoder(), create=True)
     kb.import_triplets([("Ada Ashby", "works for", "Foxglove Pharma"), ("Foxglove Pharma", "based in", "Oakhollow")])
-    yield LookupEngine(ScriptedLM(tokenizer, ChainingScript(tokenizer, CHAIN_STORIES)), tokenizer, kb)
+    yield LookupEngine(ScriptedLM(tokenizer, script), tokenizer, kb)
     kb.close()
 
 
 def test_the_chain_prior_keeps_a_one_hop_answer_from_chaining_and_leaves_a_two_hop_question_alone(chaining_engine):
-    def relations(prompt, chain_prior):
-        cfg = GenerationConfig(**LOOSE, constrain_lookups="relation", relation_prior=100.0, chain_prior=chain_prior)
-        return [p.relation for p in chaining_engine.generate([prompt], cfg)[0].lookups]
+    prompts = ["Ada Ashby works for", "Ada Ashby's employer is based in"]
 
-    # the model chains on the employer wherever it is: a one-hop question gets the headquarters instead
-    assert relations("Ada Ashby works for", chain_prior=False) == ["works for", "based in"]
-    # "works for" reads as the relation just answered, not as one of the employer's: the chain is weighed down
-    assert relations("Ada Ashby works for", chain_prior=True) == ["works for"]
-    # "'s employer is based in" reads as the employer's own relation: the chain stands
-    assert relations("Ada Ashby's employer is based in", chain_prior=True) == ["works for", "based in"]
+    def relations(chain_prior, batch=True):
+        cfg = GenerationConfig(**dict(LOOSE, max_new_tokens=64), constrain_lookups="relation", relation_prior=100.0, chain_prior=chain_prior)
+        results = chaining_engine.generate(prompts, cfg) if batch else [chaining_engine.generate([p], cfg)[0] for p in prompts]
+        return [[p.relation for p in result.lookups] for result in results]
+
+    # the model chains on the employer wherever it is: the one-hop question gets the headquarters instead
+    assert relations(chain_prior=False) == [["works for", "based in"]] * 2
+    # "works for" reads as the relation just answered, not as one of the employer's: the chain is weighed down;
+    # "'s employer is based in" reads as the employer's own relation: the chain stands; alone or in one batch
+    expected = [["works for"], ["works for", "based in"]]
+    assert relations(chain_prior=True) == expected
+    assert relations(chain_prior=True, batch=False) == expected
+
+
+def test_the_chain_bonus_is_w_times_the_values_best_relation_less_the_answered_one(chaining_engine):
+    constraints, kb = chaining_engine.constraints, chaining_engine.kb
+    kb.import_triplets([("Foxglove Pharma", "founded in", "1961")])
+    cfg = GenerationConfig(relation_prior=10.0, chain_prior=True)
+    answered = Provenance("Ada Ashby", "works for", "Foxglove Pharma", None, 1.0, "exact", (0, 0))
+    row = RowState(prompt=[], lookups=[answered], relation_similarity={"works for": 0.2},
+                   call_context=kb.encoder.encode(["based in"])[0])  # a unit vector: "based in" reads as itself, 1.0
+    assert constraints.chain_bonus(row, cfg) == pytest.approx(10.0 * (1.0 - 0.2), abs=1e-5)
+    row.lookups = [replace(answered, value="Oakhollow")]  # a value that holds no relations
+    assert constraints.chain_bonus(row, cfg) == 0.0
+    row.lookups, row.relation_similarity = [answered], {"Employer": 0.2}  # the call's relation had no similarity
+    assert constraints.chain_bonus(row, cfg) == 0.0

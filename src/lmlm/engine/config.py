@@ -70,8 +70,8 @@ class GenerationConfig:
         "help": "under entity_relation: nats added to each token of a call's entity that continues a KB entity named in the "
                 "text before the call", "ge": 0, "le": 100, "surfaces": ("cli", "eval", "api", "serve")})
     chain_prior: bool = field(default=False, metadata={
-        "help": "with the relation prior, weigh a call that would open right after a looked-up value (a chain onto it) by how much "
-                "better the call's sentence reads as one of the value's relations than as the relation just answered",
+        "help": "with the relation prior, under a constraint: weigh a call that would open right after a looked-up value (a chain "
+                "onto it) by how much better the call's sentence reads as one of the value's relations than as the relation just answered",
         "surfaces": ("cli", "eval", "api", "serve")})
     hold_value_repeat: bool = field(default=False, metadata={
         "help": "once the text after a call's <|db_end|> begins to restate the looked-up value, it restates all of it (a small "

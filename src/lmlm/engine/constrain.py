@@ -218,7 +218,8 @@ class CallConstraints:
         """The relation prior's weight on a call that would open right after a looked-up value (``chain_prior``):
         W times how much better the sentence the call stood in reads as one of the value's own relations than as
         the relation just answered. "X works for" is answered by the employer; "the company X works for is based in"
-        goes on to the employer's headquarters. 0 where the value holds no relations or the call had no prior."""
+        goes on to the employer's headquarters. 0 where the value holds no relations or the call had no prior. Any
+        call that would open there is weighed so, as a chain: one about another entity is rare right after a value."""
         last = row.lookups[-1] if row.lookups else None
         if row.call_context is None or not row.relation_similarity or last is None or not last.value:
             return 0.0
