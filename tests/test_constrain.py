@@ -10,8 +10,8 @@ from test_engine_unit import LMLMScript, ScriptedLM
 
 from lmlm.engine import GenerationConfig, LookupEngine
 from lmlm.engine.config import Provenance
-from lmlm.engine.state import RowState
 from lmlm.engine.constrain import continues_word
+from lmlm.engine.state import RowState
 from lmlm.kb import SqliteKB
 from lmlm.kb.encoder import HashingEncoder
 from lmlm.tokenizer import train_tokenizer
