@@ -23,6 +23,11 @@ it only where the model prefers the miscopy by more than the bonus and the margi
 bonus is not counted: it goes to every relation the entity holds, so counted it would offset up to w nats of the
 cost of every call whose relation the KB lacks, and the margin would end far fewer of them.
 
+With ``chain_prior`` the relation prior also weighs a call that would open right after a looked-up value: text
+chains calls where it reaches a fact through a bridge it does not state ("the company she works for is based in"),
+and a tiny model chains where the sentence asked for the first value only. <|db_entity|> there gets W times how
+much better the call's sentence reads as one of the value's own relations than as the relation just answered.
+
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
 ``version`` changes. A trie is nested dicts from token id to child, with ``END`` marking a whole name.
