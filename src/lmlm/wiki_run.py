@@ -49,8 +49,9 @@ class WikiPlan:
     constrain_lookups: str = "entity_relation"
     relation_prior: float = 20.0
     mention_prior: float = 5.0
-    hold_value_repeat: bool = True  # as the demo's (DemoPlan): chosen on this world's dev phrasings, checked on its test ones
-    chain_prior: bool = True  # as the demo's (DemoPlan): chosen on this world's dev phrasings, checked on its test ones
+    # as the demo's (DemoPlan); both chosen on this world's dev phrasings and checked on its test ones
+    hold_value_repeat: bool = True
+    chain_prior: bool = True
 
     def training(self) -> DemoPlan:
         return DemoPlan(model=self.model, steps=self.steps, batch_size=self.batch_size, block_size=self.block_size, lr=self.lr,

@@ -190,8 +190,8 @@ class CallConstraints:
 
     def _similarities(self, row: RowState, before: list[int], entity: str, trie: dict) -> dict[str, float]:
         """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out; the
-        sentence's vector is kept in ``row.call_context`` for the chain's weight."""
-        row.call_context = None
+        sentence's vector is kept in ``row.call_context`` for the chain's weight (``RowState.follow`` clears it as
+        the call opens)."""
         sentence = SENTENCE_END.split(self._plain_text(before))[-1]
         if entity:
             sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
