@@ -1,0 +1,67 @@
+"""How long should ``make wiki`` train? Trains the models of one side of the wiki demo (``OUT/noise_0`` or
+``OUT/noise_default`` of ``lmlm demo --profile wiki``: its world and KB are reused) again at each ``--steps``,
+LMLM and Standard with the same budget as ``make wiki`` trains them, each into ``DEST/<side>-<steps>``; then scores
+each LMLM as ``make wiki`` generates (``WikiPlan``'s call options) on the same prompts the demo samples.
+
+    python experiments/wiki_steps.py SIDE --steps 800 1600 3200 [--dest runs/wiki-steps] [--per-bucket 80] [--per-hops 80]
+
+The budget is chosen on the noise-0 side's dev phrasings; its test phrasings, and the noisy side, check it.
+Writes DEST/wiki_steps.json (one entry per side and budget, kept across runs) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from wiki_constraints import SPLITS, prompts, score
+
+from lmlm.demo import call_options, train_both
+from lmlm.engine import LMLM
+from lmlm.files import atomic_write
+from lmlm.kb import SqliteKB
+from lmlm.wiki_run import WIKI_PLAN
+
+
+def train_side(side: Path, dest: Path, steps: int) -> dict:
+    """The side's world and KB copied into ``dest``, both models trained there for ``steps``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copytree(side / "world", dest / "world")
+    for kb_file in side.glob("kb.sqlite*"):
+        shutil.copy2(kb_file, dest / kb_file.name)
+    plan = replace(WIKI_PLAN, steps=steps).training()
+    return train_both(dest, plan, seed=0, echo=print, progress=True, corpus=dest / "world" / "corpus.jsonl")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("side", type=Path, help="a trained side of the wiki demo, e.g. runs/wiki/noise_0")
+    parser.add_argument("--steps", type=int, nargs="+", required=True)
+    parser.add_argument("--dest", type=Path, default=Path("runs/wiki-steps"))
+    parser.add_argument("--per-bucket", type=int, default=WIKI_PLAN.per_bucket)
+    parser.add_argument("--per-hops", type=int, default=WIKI_PLAN.per_hops)
+    args = parser.parse_args()
+    sets = prompts(args.side / "world", args.per_bucket, args.per_hops, seed=0)
+    results_file = args.dest / "wiki_steps.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for steps in args.steps:
+        dest = args.dest / f"{args.side.name}-{steps}"
+        losses = train_side(args.side, dest, steps)
+        model = LMLM.from_pretrained(dest / "lmlm", kb=SqliteKB(dest / "kb.sqlite"))
+        scored = score(model, sets, call_options(WIKI_PLAN), WIKI_PLAN.completion_tokens, WIKI_PLAN.hop_tokens)
+        results[f"{args.side.name}, {steps} steps"] = {"train_loss": losses, **scored}
+        for split in SPLITS:
+            r = scored[split]
+            print(f"{args.side.name} {steps:5d} steps {split:4s} completion {r['completion']:.3f} by bucket {r['by_bucket']} "
+                  f"multi-hop {r['multi_hop']}")
+        with atomic_write(results_file) as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
