@@ -38,22 +38,32 @@ def train_side(side: Path, dest: Path, steps: int) -> dict:
     return train_both(dest, plan, seed=0, echo=print, progress=True, corpus=dest / "world" / "corpus.jsonl")
 
 
+def positive(text: str) -> int:
+    steps = int(text)
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"{steps} steps: a budget is at least 1 step")
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("side", type=Path, help="a trained side of the wiki demo, e.g. runs/wiki/noise_0")
-    parser.add_argument("--steps", type=int, nargs="+", required=True)
+    parser.add_argument("--steps", type=positive, nargs="+", required=True)
     parser.add_argument("--dest", type=Path, default=Path("runs/wiki-steps"))
     parser.add_argument("--per-bucket", type=int, default=WIKI_PLAN.per_bucket)
     parser.add_argument("--per-hops", type=int, default=WIKI_PLAN.per_hops)
     args = parser.parse_args()
+    missing = [str(p) for p in (args.side / "kb.sqlite", args.side / "world" / "corpus.jsonl") if not p.exists()]
+    if missing:
+        parser.error(f"{args.side} is no trained side of the wiki demo; missing: {', '.join(missing)}")
     sets = prompts(args.side / "world", args.per_bucket, args.per_hops, seed=0)
     results_file = args.dest / "wiki_steps.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for steps in args.steps:
         dest = args.dest / f"{args.side.name}-{steps}"
         losses = train_side(args.side, dest, steps)
         model = LMLM.from_pretrained(dest / "lmlm", kb=SqliteKB(dest / "kb.sqlite"))
         scored = score(model, sets, call_options(WIKI_PLAN), WIKI_PLAN.completion_tokens, WIKI_PLAN.hop_tokens)
+        results = json.loads(results_file.read_text()) if results_file.exists() else {}  # another side's run may have written
         results[f"{args.side.name}, {steps} steps"] = {"train_loss": losses, **scored}
         for split in SPLITS:
             r = scored[split]
