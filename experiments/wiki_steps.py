@@ -6,7 +6,7 @@ each LMLM as ``make wiki`` generates (``WikiPlan``'s call options) on the same p
     python experiments/wiki_steps.py SIDE --steps 800 1600 3200 [--dest runs/wiki-steps] [--per-bucket 80] [--per-hops 80]
 
 The budget is chosen on the noise-0 side's dev phrasings; its test phrasings, and the noisy side, check it.
-Writes DEST/wiki_steps.json (one entry per side and budget, kept across runs) and prints a table.
+Writes DEST/wiki_steps.json (one entry per side and budget, kept across runs) and prints a line per budget and split.
 """
 
 from __future__ import annotations
