@@ -109,12 +109,16 @@ class CallConstraints:
         spelled = self.tokenizer([" " + name for name in names], add_special_tokens=False, split_special_tokens=True)
         return build_trie(spelled["input_ids"], names if named else None)
 
+    def _relations_held(self, entity: str) -> frozenset[str]:
+        """The relations ``entity`` holds now (none for an entity the KB does not know)."""
+        try:
+            return frozenset(t.relation for t in self.kb.facts(entity))
+        except NotFound:
+            return frozenset()
+
     def relation_trie(self, entity: str) -> dict | None:
         """The trie of the relations ``entity`` holds now (None for an entity the KB does not know)."""
-        try:
-            relations = frozenset(t.relation for t in self.kb.facts(entity))
-        except NotFound:
-            return None
+        relations = self._relations_held(entity)
         if not relations:
             return None
         cached = self._relations.get(entity)
@@ -229,10 +233,10 @@ class CallConstraints:
         if row.call_context is None or not row.relation_similarity or last is None or not last.value:
             return 0.0
         answered = row.relation_similarity.get(last.relation)
-        trie = self.relation_trie(last.value)
-        if answered is None or trie is None:
+        held = self._relations_held(last.value)
+        if answered is None or not held:
             return 0.0
-        vectors = self._relation_vectors_of(list(names_under(trie)))
+        vectors = self._relation_vectors_of(sorted(held))
         return cfg.relation_prior * (max(float(v @ row.call_context) for v in vectors.values()) - answered)
 
     def weigh_chains(self, batch: Batch, ids: list[int], scores: torch.Tensor) -> None:
