@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,10 +40,26 @@ def train_side(side: Path, dest: Path, steps: int) -> dict:
 
 
 def positive(text: str) -> int:
-    steps = int(text)
-    if steps < 1:
-        raise argparse.ArgumentTypeError(f"{steps} steps: a budget is at least 1 step")
-    return steps
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number}: must be at least 1")
+    return number
+
+
+def read_results(path: Path) -> dict:
+    """The results written so far (another side's run may have written some), or a clear error."""
+    try:
+        results = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        refuse(f"{path} is not a results file this script wrote ({e})")
+    if not isinstance(results, dict):
+        refuse(f"{path} is not a results file this script wrote (not a JSON object)")
+    return results
+
+
+def refuse(message: str) -> None:
+    print(f"wiki_steps.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main() -> None:
@@ -50,20 +67,24 @@ def main() -> None:
     parser.add_argument("side", type=Path, help="a trained side of the wiki demo, e.g. runs/wiki/noise_0")
     parser.add_argument("--steps", type=positive, nargs="+", required=True)
     parser.add_argument("--dest", type=Path, default=Path("runs/wiki-steps"))
-    parser.add_argument("--per-bucket", type=int, default=WIKI_PLAN.per_bucket)
-    parser.add_argument("--per-hops", type=int, default=WIKI_PLAN.per_hops)
+    parser.add_argument("--per-bucket", type=positive, default=WIKI_PLAN.per_bucket)
+    parser.add_argument("--per-hops", type=positive, default=WIKI_PLAN.per_hops)
     args = parser.parse_args()
     missing = [str(p) for p in (args.side / "kb.sqlite", args.side / "world" / "corpus.jsonl") if not p.exists()]
     if missing:
         parser.error(f"{args.side} is no trained side of the wiki demo; missing: {', '.join(missing)}")
-    sets = prompts(args.side / "world", args.per_bucket, args.per_hops, seed=0)
+    destinations = {steps: args.dest / f"{args.side.name}-{steps}" for steps in args.steps}
+    for dest in destinations.values():  # each destination is emptied first: it must not hold the side itself
+        if dest.resolve() == args.side.resolve() or dest.resolve() in args.side.resolve().parents:
+            refuse(f"--dest {args.dest}: {dest} would be emptied, and it holds the side {args.side}")
     results_file = args.dest / "wiki_steps.json"
-    for steps in args.steps:
-        dest = args.dest / f"{args.side.name}-{steps}"
+    read_results(results_file)  # a bad file is refused before hours of training, not after
+    sets = prompts(args.side / "world", args.per_bucket, args.per_hops, seed=0)
+    for steps, dest in destinations.items():
         losses = train_side(args.side, dest, steps)
         model = LMLM.from_pretrained(dest / "lmlm", kb=SqliteKB(dest / "kb.sqlite"))
         scored = score(model, sets, call_options(WIKI_PLAN), WIKI_PLAN.completion_tokens, WIKI_PLAN.hop_tokens)
-        results = json.loads(results_file.read_text()) if results_file.exists() else {}  # another side's run may have written
+        results = read_results(results_file)
         results[f"{args.side.name}, {steps} steps"] = {"train_loss": losses, **scored}
         for split in SPLITS:
             r = scored[split]
