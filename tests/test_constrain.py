@@ -172,6 +172,18 @@ def test_the_relation_prior_tips_a_call_toward_the_relation_its_sentence_names(p
     assert relation("Her date of birth is unknown. Ada Ashby lives in", 100.0).relation == "Home City"
 
 
+def test_the_margin_does_not_end_a_call_the_prior_moves_between_held_relations(scripted_engine):
+    # the scripted model's 20 nats for one held relation over another are no sign of a fact the KB lacks: at the
+    # default margin the prior's choice stands, and the call is answered (its second story has it go on with "Date"
+    # once "Birth" is written)
+    birth_date = "Bram Oakley was born on <|db_entity|> Bram Oakley<|db_relationship|> Birth Date<|db_return|>"
+    lm = scripted_engine([*PRIOR_STORIES, birth_date], "Birth Date. Lyon 1 May 1990 unknown",
+                         [("Ada Ashby", "Home City", "Lyon"), ("Ada Ashby", "Birth Date", "1 May 1990")])
+    cfg = GenerationConfig(**FREE, constrain_lookups="relation", relation_prior=100.0)
+    tipped = only_lookup(lm.generate(["The date of birth of Ada Ashby is"], cfg)[0])
+    assert (tipped.relation, tipped.value, tipped.tier) == ("Birth Date", "1 May 1990", "exact")
+
+
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
     cfg = GenerationConfig(**LOOSE, constrain_lookups="off", relation_prior=100.0)
     assert only_lookup(prior_lm.generate(["The date of birth of Ada Ashby is"], cfg)[0]).relation == "Home City"

@@ -6,9 +6,10 @@ of the relations its entity holds in the KB, and <|db_return|> once a whole one 
 <|db_relationship|>. Names are tokenized as training text has them: a leading space after the lookup token.
 
 A call the model did not mean must not be forced onto a stored fact: each constrained step adds what the mask
-cost (the log-probability of the model's own best token minus that of the token taken; in an entity, with the
-mention prior's bonuses added, below), and once a call's cost passes ``constrain_margin`` the mask is lifted, the
-model writes what it meant, and the call is answered as a miss (the fallback decides its value).
+cost (the log-probability of the model's own best token minus that of the token taken; in a relation, that of its
+best token the mask shuts out minus that of its best allowed one; in an entity, with the mention prior's bonuses
+added; both below), and once a call's cost passes ``constrain_margin`` the mask is lifted, the model writes what
+it meant, and the call is answered as a miss (the fallback decides its value).
 
 A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
 With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
@@ -19,9 +20,13 @@ gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``ent
 continues a KB entity named in the text before the call gets w. That bonus is evidence about what the model means,
 so the mask's cost counts it: in an entity, a step costs how far the token taken falls below the best token of the
 model's scores plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of
-it only where the model prefers the miscopy by more than the bonus and the margin together. The relation prior's
-bonus is not counted: it goes to every relation the entity holds, so counted it would offset up to w nats of the
-cost of every call whose relation the KB lacks, and the margin would end far fewer of them.
+it only where the model prefers the miscopy by more than the bonus and the margin together. In a relation the
+margin asks one thing: did the model mean a relation the entity lacks? So a step costs only how far the model's
+best allowed token falls below its best token outside the mask, by its scores alone. Which held relation is written
+is for the model and the relation prior together: the model's confidence in one held relation over another is no
+evidence of a missing fact, and counting it would turn every call the prior overrules into a miss. The prior's
+bonus is not counted either: it goes to every relation the entity holds, so counted it would offset up to w nats of
+the cost of every call whose relation the KB lacks, and the margin would end far fewer of them.
 
 With ``chain_prior`` the relation prior also weighs a call that would open right after a looked-up value: text
 chains calls where it reaches a fact through a bridge it does not state ("the company she works for is based in"),
@@ -274,31 +279,39 @@ class CallConstraints:
         if not constrained:
             return choose(scores, cfg, batch.generator).tolist()
         masked = scores.clone()
-        named = {}
+        allowed_of, bonus_of = {}, {}
         for r in constrained:
             row, node = batch.rows[ids[r]], nodes[r]
-            allowed = self.allowed(row, node)
+            allowed_of[r] = allowed = self.allowed(row, node)
             keep = torch.full_like(masked[r], float("-inf"))
             keep[allowed] = masked[r, allowed]
             if cfg.relation_prior or cfg.mention_prior:
-                bonus = masked.new_tensor(self.bonus(row, node, cfg))
+                bonus_of[r] = bonus = masked.new_tensor(self.bonus(row, node, cfg))
                 keep[allowed] += bonus
-                if row.relation_start is None and cfg.mention_prior:  # counted in the cost: see the module's docstring
-                    named[r] = (allowed, bonus)
             masked[r] = keep
         chosen = choose(masked, cfg, batch.generator).tolist()
         logp = scores[constrained].log_softmax(-1)
         for k, r in enumerate(constrained):
             row = batch.rows[ids[r]]
-            believed = logp[k]
-            if r in named:
-                allowed, bonus = named[r]
-                believed = believed.index_add(0, torch.tensor(allowed, device=believed.device), bonus)
-            row.call_cost += float(believed.max() - believed[chosen[r]])
+            row.call_cost += self.step_cost(row, logp[k], chosen[r], allowed_of[r], bonus_of.get(r), cfg)
             if row.call_cost > cfg.constrain_margin:
                 row.call_miss = True
                 chosen[r] = int(choose(scores[r : r + 1], cfg, batch.generator)[0])
         return chosen
+
+    @staticmethod
+    def step_cost(row: RowState, logp: torch.Tensor, chosen: int, allowed: list[int], bonus, cfg: GenerationConfig) -> float:
+        """What the mask cost this step (see the module's docstring): in a relation, how far the model's best
+        allowed token falls below its best token outside the mask; in an entity, how far the token taken falls
+        below the best of the model's scores plus the mention prior's bonuses."""
+        if row.relation_start is not None:
+            inside = logp[allowed].max()
+            outside = logp.clone()
+            outside[allowed] = float("-inf")
+            return max(0.0, float(outside.max() - inside))
+        if cfg.mention_prior and bonus is not None:
+            logp = logp.index_add(0, torch.tensor(allowed, device=logp.device), bonus)
+        return float(logp.max() - logp[chosen])
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
