@@ -240,6 +240,15 @@ def test_the_relation_prior_does_not_force_a_relation_the_model_did_not_mean(scr
     assert (held.relation, held.value) == ("Home City", "Lyon")
 
 
+def test_steps_the_model_agrees_with_give_no_credit_against_a_later_one(scripted_engine):
+    # "Home Town", which Ada lacks, shares "Home" with the "Home City" she holds: the shared steps cost nothing (they
+    # must not count as negative cost), and the 20 nats of "Town" over "City" still end the call as a miss
+    story = "The home town of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home Town<|db_return|>"
+    lm = scripted_engine([story], "Home City. Lyon unknown", [("Ada Ashby", "Home City", "Lyon")])
+    missed = only_lookup(lm.generate(["The home town of Ada Ashby is"], GenerationConfig(**FREE, constrain_lookups="relation"))[0])
+    assert (missed.relation, missed.tier) == ("Home Town", "none")
+
+
 def test_in_one_batch_each_row_counts_only_its_own_evidence(scripted_engine):
     # the two cases above side by side: one row in its entity, the other in its relation at the same steps
     lm = scripted_engine(["Wren Mossfield works as a <|db_entity|> Wren Mossard<|db_relationship|> Occupation<|db_return|>",

@@ -59,8 +59,9 @@ class GenerationConfig:
         "help": "hold a call's relation to those its entity has in the KB (relation), and its entity to the KB's names too "
                 "(entity_relation)", "choices": CONSTRAINTS, "surfaces": ("cli", "eval", "api", "serve")})
     constrain_margin: float = field(default=5.0, metadata={
-        "help": "nats the constrained call may fall below the model's own choice (with the mention prior's bonuses) before the "
-                "call ends as a miss",
+        "help": "nats a constrained call may cost before it ends as a miss: in its entity, how far it falls below the model's "
+                "own choice (with the mention prior's bonuses); in its relation, how far the model's best allowed token falls "
+                "below its best token outside the mask",
         "ge": 0, "le": 1000, "surfaces": ("cli", "api", "serve")})
     relation_prior: float = field(default=0.0, metadata={
         "help": "under a constraint: nats per unit of cosine similarity, under the KB's encoder, between each allowed relation "

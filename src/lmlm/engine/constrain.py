@@ -7,8 +7,8 @@ of the relations its entity holds in the KB, and <|db_return|> once a whole one 
 
 A call the model did not mean must not be forced onto a stored fact: each constrained step adds what the mask
 cost (the log-probability of the model's own best token minus that of the token taken; in a relation, that of its
-best token the mask shuts out minus that of its best allowed one; in an entity, with the mention prior's bonuses
-added; both below), and once a call's cost passes ``constrain_margin`` the mask is lifted, the model writes what
+best token the mask shuts out minus that of its best allowed one, or nothing where an allowed token is its best; in
+an entity, with the mention prior's bonuses added; both below), and once a call's cost passes ``constrain_margin`` the mask is lifted, the model writes what
 it meant, and the call is answered as a miss (the fallback decides its value).
 
 A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
@@ -22,9 +22,10 @@ so the mask's cost counts it: in an entity, a step costs how far the token taken
 model's scores plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of
 it only where the model prefers the miscopy by more than the bonus and the margin together. In a relation the
 margin asks one thing: did the model mean a relation the entity lacks? So a step costs only how far the model's
-best allowed token falls below its best token outside the mask, by its scores alone. Which held relation is written
-is for the model and the relation prior together: the model's confidence in one held relation over another is no
-evidence of a missing fact, and counting it would turn every call the prior overrules into a miss. The prior's
+best allowed token falls below its best token outside the mask, by its scores alone (nothing where an allowed token
+is its best). Which held relation is written is for the model and the relation prior together: the model's
+confidence in one held relation over another is no evidence of a missing fact, and counting it would turn every
+call the prior overrules by more than the margin into a miss. The prior's
 bonus is not counted either: it goes to every relation the entity holds, so counted it would offset up to w nats of
 the cost of every call whose relation the KB lacks, and the margin would end far fewer of them.
 
