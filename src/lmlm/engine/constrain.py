@@ -5,29 +5,29 @@ of the relations its entity holds in the KB, and <|db_return|> once a whole one 
 ``entity_relation`` the entity (after <|db_entity|>) is held to the KB's entity names the same way, closed by
 <|db_relationship|>. Names are tokenized as training text has them: a leading space after the lookup token.
 
-A call the model did not mean must not be forced onto a stored fact: each constrained step adds what the mask
-cost (the log-probability of the model's own best token minus that of the token taken; in a relation, that of its
-best token the mask shuts out minus that of its best allowed one, or nothing where an allowed token is its best; in
-an entity, with the mention prior's bonuses added; both below), and once a call's cost passes ``constrain_margin`` the mask is lifted, the model writes what
-it meant, and the call is answered as a miss (the fallback decides its value).
+A call the model did not mean must not be forced onto a stored fact: each constrained step adds what the mask cost
+(the log-probability of the model's own best token minus that of the token taken; in a relation, that of its best
+token the mask shuts out minus that of its best allowed one, or nothing where an allowed token is its best; in an
+entity, with the mention prior's bonuses added; both below), and once a call's cost passes ``constrain_margin`` the
+mask is lifted, the model writes what it meant, and the call is answered as a miss (the fallback decides its value).
 
 A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
 With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
 sentence encoder, between that relation's name and the sentence the call stands in (its entity left out), so a
-pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the
-best relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a"
-gives a call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that
-continues a KB entity named in the text before the call gets w. That bonus is evidence about what the model means,
-so the mask's cost counts it: in an entity, a step costs how far the token taken falls below the best token of the
-model's scores plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of
-it only where the model prefers the miscopy by more than the bonus and the margin together. In a relation the
-margin asks one thing: did the model mean a relation the entity lacks? So a step costs only how far the model's
-best allowed token falls below its best token outside the mask, by its scores alone (nothing where an allowed token
-is its best). Which held relation is written is for the model and the relation prior together: the model's
-confidence in one held relation over another is no evidence of a missing fact, and counting it would turn every
-call the prior overrules by more than the margin into a miss. The prior's
-bonus is not counted either: it goes to every relation the entity holds, so counted it would offset up to w nats of
-the cost of every call whose relation the KB lacks, and the margin would end far fewer of them.
+pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the best
+relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a" gives a
+call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that continues a
+KB entity named in the text before the call gets w. That bonus is evidence about what the model means, so the mask's
+cost counts it: in an entity, a step costs how far the token taken falls below the best token of the model's scores
+plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of it only where the
+model prefers the miscopy by more than the bonus and the margin together. In a relation the margin asks one thing:
+did the model mean a relation the entity lacks? So a step costs only how far the model's best allowed token falls
+below its best token outside the mask, by its scores alone (nothing where an allowed token is its best). Which held
+relation is written is for the model and the relation prior together: the model's confidence in one held relation
+over another is no evidence of a missing fact, and counting it would turn every call the prior overrules by more
+than the margin into a miss. The prior's bonus is not counted either: it goes to every relation the entity holds, so
+counted it would offset up to w nats of the cost of every call whose relation the KB lacks, and the margin would end
+far fewer of them.
 
 With ``chain_prior`` the relation prior also weighs a call that would open right after a looked-up value: text
 chains calls where it reaches a fact through a bridge it does not state ("the company she works for is based in"),
@@ -303,8 +303,8 @@ class CallConstraints:
     @staticmethod
     def step_cost(row: RowState, logp: torch.Tensor, chosen: int, allowed: list[int], bonus, cfg: GenerationConfig) -> float:
         """What the mask cost this step (see the module's docstring): in a relation, how far the model's best
-        allowed token falls below its best token outside the mask; in an entity, how far the token taken falls
-        below the best of the model's scores plus the mention prior's bonuses."""
+        allowed token falls below its best token outside the mask (nothing where an allowed token is its best); in an
+        entity, how far the token taken falls below the best of the model's scores plus the mention prior's bonuses."""
         if row.relation_start is not None:
             inside = logp[allowed].max()
             outside = logp.clone()
