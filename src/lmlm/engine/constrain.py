@@ -305,11 +305,8 @@ class CallConstraints:
         """What the mask cost this step (see the module's docstring): in a relation, how far the model's best
         allowed token falls below its best token outside the mask (nothing where an allowed token is its best); in an
         entity, how far the token taken falls below the best of the model's scores plus the mention prior's bonuses."""
-        if row.relation_start is not None:
-            inside = logp[allowed].max()
-            outside = logp.clone()
-            outside[allowed] = float("-inf")
-            return max(0.0, float(outside.max() - inside))
+        if row.relation_start is not None:  # the best token overall is either allowed (no cost) or the best outside
+            return float(logp.max() - logp[allowed].max())
         if cfg.mention_prior and bonus is not None:
             logp = logp.index_add(0, torch.tensor(allowed, device=logp.device), bonus)
         return float(logp.max() - logp[chosen])
