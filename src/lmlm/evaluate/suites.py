@@ -275,11 +275,13 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
 # --- call accuracy ---------------------------------------------------------------------------------------------
 
 
-def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", margin: float = 5.0, max_call_tokens: int = 32) -> dict:
+def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", margin: float = 5.0, max_call_tokens: int = 32,
+                  **priors) -> dict:
     """How often the model's own call finds the gold fact: each annotated document is teacher-forced up to each
-    gold call's <|db_entity|>, the model writes the entity and relation greedily (under ``constrain``), the
-    call is looked up in a KB of that document's gold facts, and the value is scored against the gold value.
-    ``hit_rate`` is the share of calls the KB answered (a match, not the fallback)."""
+    gold call's <|db_entity|>, the model writes the entity and relation greedily (under ``constrain``, with
+    ``priors``: GenerationConfig's relation_prior, mention_prior), the call is looked up in a KB of that
+    document's gold facts, and the value is scored against the gold value. ``hit_rate`` is the share of calls
+    the KB answered (a match, not the fallback)."""
     from lmlm.engine import GenerationConfig, LookupEngine
     from lmlm.kb import SqliteKB
 
@@ -287,7 +289,7 @@ def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", ma
         raise LmlmError("call accuracy needs the model's KB (its encoder embeds each document's gold facts)")
     # a long document keeps its last tokens before the call: the call's context is what matters
     cfg = GenerationConfig(max_new_tokens=max_call_tokens, constrain_lookups=constrain, constrain_margin=margin,
-                           fallback="unknown", ngram_drafts=False, truncate_prompt=True)
+                           fallback="unknown", ngram_drafts=False, truncate_prompt=True, **priors)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, doc in enumerate(documents):
