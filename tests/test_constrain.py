@@ -184,6 +184,21 @@ def test_the_margin_does_not_end_a_call_the_prior_moves_between_held_relations(s
     assert (tipped.relation, tipped.value, tipped.tier) == ("Birth Date", "1 May 1990", "exact")
 
 
+def test_call_accuracy_scores_the_calls_under_the_priors_it_is_given(prior_lm):
+    from lmlm.engine import LMLM
+    from lmlm.evaluate.suites import call_accuracy
+
+    lmlm = LMLM(prior_lm.model, prior_lm.tokenizer, prior_lm.kb)
+    doc = {"annotated_text": "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|> Lyon<|db_end|> Lyon. "
+                             "The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Birth Date<|db_return|> "
+                             "1 May 1990<|db_end|> 1 May 1990."}
+    plain = call_accuracy(lmlm, [doc], "relation", margin=1000.0)  # the scripted model knows no "Birth Date" to go on with
+    assert [r["written"][1] for r in plain["records"]] == ["Home City", "Home City"]
+    tipped = call_accuracy(lmlm, [doc], "relation", margin=1000.0, relation_prior=100.0)
+    assert [r["written"][1] for r in tipped["records"]] == ["Home City", "Birth Date"]
+    assert tipped["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "calls": 2}
+
+
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
     cfg = GenerationConfig(**LOOSE, constrain_lookups="off", relation_prior=100.0)
     assert only_lookup(prior_lm.generate(["The date of birth of Ada Ashby is"], cfg)[0]).relation == "Home City"
