@@ -4,9 +4,11 @@ A model trained from scratch leans to the relations its corpus asks most, whatev
 that lean: a relation scores log p(relation | the text, the call's entity) minus log p(relation | the call's entity
 alone). This measures the idea on the relation choice alone, before building it into the engine: for each
 completion prompt, the gold entity's call is teacher-forced up to <|db_relationship|>, and each relation the entity
-holds in the KB is scored whole (its name and <|db_return|>) four ways: the model, the model with the relation prior
-(20 x the encoder's cosine between the sentence, its entity left out, and the relation's name, as the engine adds
-it), calibrated, and calibrated with the prior. Accuracy is how often the gold relation scores highest.
+holds in the KB is scored whole (its name and <|db_return|>, summed log-probabilities) four ways: the model, the
+model with the relation prior (20 x the encoder's cosine between the sentence, its entity left out, and the
+relation's name), calibrated, and calibrated with the prior. Accuracy is how often the gold relation scores highest.
+The engine instead chooses a relation token by token, each token with the prior of the best relation it leads to,
+so these figures compare the four ways with one another, not with the engine's completion accuracy.
 
     python experiments/relation_calibration.py RUN:SPLIT[,SPLIT] ... [--prompts 300] [--out FILE]
 
@@ -20,6 +22,7 @@ import argparse
 import json
 import random
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +49,9 @@ class RelationScorer:
 
     @torch.no_grad()
     def log_probs(self, prefix: str, continuations: list[str]) -> np.ndarray:
-        """Each continuation's summed log-probability after ``prefix``, in one batch."""
-        head = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        """Each continuation's summed log-probability after ``prefix`` (opened with BOS, as training documents and
+        the engine's prompts are), in one batch."""
+        head = self.tokenizer(prefix)["input_ids"]
         tails = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         width = len(head) + max(map(len, tails))
         ids = torch.tensor([head + t + [0] * (width - len(head) - len(t)) for t in tails])
@@ -82,22 +86,40 @@ def prompts(run: Path, split: str, scorer: RelationScorer, count: int) -> list[d
     return [r for r in rows if len(scorer.held.get(r["entity"], ())) > 1][:count]
 
 
+def parse_runs(specs: list[str]) -> list[tuple[Path, list[str]]]:
+    """RUN:SPLIT[,SPLIT] specs, each run and split file checked before any model loads."""
+    runs = []
+    for spec in specs:
+        run, colon, splits = spec.rpartition(":")
+        if not colon or not run or not splits:
+            sys.exit(f"relation_calibration: {spec!r}: expected RUN:SPLIT[,SPLIT]")
+        for needed in [Path(run) / "lmlm", Path(run) / "world" / "kb.json",
+                       *(Path(run) / "world" / "eval" / f"{split}.jsonl" for split in splits.split(","))]:
+            if not needed.exists():
+                sys.exit(f"relation_calibration: {spec!r}: {needed} does not exist")
+        runs.append((Path(run), splits.split(",")))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="RUN:SPLIT[,SPLIT]")
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "relation_calibration_trial.json")
     args = parser.parse_args()
+    if args.prompts < 1:
+        parser.error("--prompts must be at least 1")
+    runs = parse_runs(args.runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     encoder, results = SentenceEncoder(), {}
-    for spec in args.runs:
-        run, _, splits = spec.partition(":")
-        scorer = RelationScorer(Path(run), encoder)
-        for split in splits.split(","):
-            results[f"{run}:{split}"] = accuracy(scorer, prompts(Path(run), split, scorer, args.prompts))
-            print(f"{run}:{split:28s}", "  ".join(f"{k} {v:.3f}" for k, v in results[f"{run}:{split}"].items()), flush=True)
-    args.out.write_text(json.dumps({"command": "python experiments/relation_calibration.py " + " ".join(args.runs),
-                                    "prompts_per_set": args.prompts, "accuracy": results}, indent=1))
-
+    for run, splits in runs:
+        scorer = RelationScorer(run, encoder)
+        for split in splits:
+            rows = prompts(run, split, scorer, args.prompts)
+            results[f"{run}:{split}"] = {"prompts": len(rows), **accuracy(scorer, rows)}
+            print(f"{run}:{split:28s}", "  ".join(f"{k} {v}" for k, v in results[f"{run}:{split}"].items()), flush=True)
+            args.out.write_text(json.dumps({"command": "python experiments/relation_calibration.py " + " ".join(args.runs),
+                                            "accuracy": results}, indent=1))
 
 if __name__ == "__main__":
     main()

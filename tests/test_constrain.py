@@ -125,10 +125,10 @@ def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_f
     off = call_accuracy(lmlm, docs, "off")
     assert [r["written"][1] for r in off["records"]] == ["Residence", "Home City"]  # the gold KB's resolver decides Ada's
     held = call_accuracy(lmlm, docs, "relation", margin=1000.0)
-    assert held["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "calls": 2}
+    assert held["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "chance": 1.0, "calls": 2, "documents": 2}
     assert [r["written"] for r in held["records"]] == [["Ada Ashby", "Home City", "Lyon"], ["Bram Oakley", "Home City", "Rome"]]
     missed = call_accuracy(lmlm, docs[:1], "relation")  # the default margin: the model did not mean "Home City"
-    assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "calls": 1}
+    assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "chance": 1.0, "calls": 1, "documents": 1}
 
 
 PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
@@ -192,11 +192,12 @@ def test_call_accuracy_scores_the_calls_under_the_priors_it_is_given(prior_lm):
     doc = {"annotated_text": "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|> Lyon<|db_end|> Lyon. "
                              "The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Birth Date<|db_return|> "
                              "1 May 1990<|db_end|> 1 May 1990."}
-    plain = call_accuracy(lmlm, [doc], "relation", margin=1000.0)  # the scripted model knows no "Birth Date" to go on with
+    plain = call_accuracy(lmlm, [doc], "relation")
     assert [r["written"][1] for r in plain["records"]] == ["Home City", "Home City"]
+    # no margin: the scripted model knows no "Birth Date" to go on with once the prior has it write "Birth"
     tipped = call_accuracy(lmlm, [doc], "relation", margin=1000.0, relation_prior=100.0)
     assert [r["written"][1] for r in tipped["records"]] == ["Home City", "Birth Date"]
-    assert tipped["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "calls": 2}
+    assert tipped["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "chance": 0.5, "calls": 2, "documents": 1}  # chance: one of two pairs
 
 
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):

@@ -276,21 +276,21 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
 
 
 def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", margin: float = 5.0, max_call_tokens: int = 32,
-                  **priors) -> dict:
+                  relation_prior: float = 0.0, mention_prior: float = 0.0) -> dict:
     """How often the model's own call finds the gold fact: each annotated document is teacher-forced up to each
-    gold call's <|db_entity|>, the model writes the entity and relation greedily (under ``constrain``, with
-    ``priors``: GenerationConfig's relation_prior, mention_prior), the call is looked up in a KB of that
-    document's gold facts, and the value is scored against the gold value. ``hit_rate`` is the share of calls
-    the KB answered (a match, not the fallback)."""
+    gold call's <|db_entity|>, the model writes the entity and relation greedily (under ``constrain``, with the
+    priors), the call is looked up in a KB of that document's gold facts, and the value is scored against the
+    gold value. ``hit_rate`` is the share of calls the KB answered (a match, not the fallback); ``chance`` what a
+    call that named one of its document's (entity, relation) pairs at random would score."""
     from lmlm.engine import GenerationConfig, LookupEngine
     from lmlm.kb import SqliteKB
 
     if model.kb is None:
         raise LmlmError("call accuracy needs the model's KB (its encoder embeds each document's gold facts)")
     # a long document keeps its last tokens before the call: the call's context is what matters
-    cfg = GenerationConfig(max_new_tokens=max_call_tokens, constrain_lookups=constrain, constrain_margin=margin,
-                           fallback="unknown", ngram_drafts=False, truncate_prompt=True, **priors)
-    records = []
+    cfg = GenerationConfig(max_new_tokens=max_call_tokens, constrain_lookups=constrain, constrain_margin=margin, fallback="unknown",
+                           ngram_drafts=False, truncate_prompt=True, relation_prior=relation_prior, mention_prior=mention_prior)
+    records, scored = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for n, doc in enumerate(documents):
             text = markup.convert(doc["annotated_text"], "special")
@@ -301,9 +301,18 @@ def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", ma
                 kb.import_triplets(gold)
                 kb.embed()
                 results = LookupEngine(model.model, model.tokenizer, kb).generate(prompts, cfg)
-            records += [_scored_call(fact, result) for fact, result in zip(gold, results)]
+            records += [{**_scored_call(fact, result), "chance": _chance(fact, gold)} for fact, result in zip(gold, results)]
+            scored += 1
     return {"metrics": {"call_accuracy": _mean(r["right"] for r in records), "call_hit_rate": _mean(r["hit"] for r in records),
-                        "calls": len(records)}, "records": records}
+                        "chance": _mean(r["chance"] for r in records), "calls": len(records), "documents": scored}, "records": records}
+
+
+def _chance(fact: tuple[str, str, str], facts: list[tuple[str, str, str]]) -> float:
+    """The share of the document's (entity, relation) pairs that hold the fact's value."""
+    values: dict[tuple[str, str], set[str]] = {}
+    for entity, relation, value in facts:
+        values.setdefault((entity, relation), set()).add(value.strip().casefold())
+    return sum(fact[2].strip().casefold() in held for held in values.values()) / len(values)
 
 
 def _prompts_at_calls(text: str) -> list[str]:
