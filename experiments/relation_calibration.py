@@ -64,8 +64,8 @@ class RelationScorer:
         alone = self.log_probs(f"<|db_entity|> {entity}<|db_relationship|>", tails)
         sentence = " ".join(re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", prompt).split())
         cosine = unit(self.encoder.encode(relations)) @ unit(self.encoder.encode([sentence]))[0]
-        prior = RELATION_PRIOR * cosine
-        return {"model": in_text, "model + prior": in_text + prior, "calibrated": in_text - alone, "calibrated + prior": in_text - alone + prior}
+        prior, calibrated = RELATION_PRIOR * cosine, in_text - alone
+        return {"model": in_text, "model + prior": in_text + prior, "calibrated": calibrated, "calibrated + prior": calibrated + prior}
 
 
 def accuracy(scorer: RelationScorer, rows: list[dict]) -> dict[str, float]:

@@ -197,7 +197,8 @@ def test_call_accuracy_scores_the_calls_under_the_priors_it_is_given(prior_lm):
     # no margin: the scripted model knows no "Birth Date" to go on with once the prior has it write "Birth"
     tipped = call_accuracy(lmlm, [doc], "relation", margin=1000.0, relation_prior=100.0)
     assert [r["written"][1] for r in tipped["records"]] == ["Home City", "Birth Date"]
-    assert tipped["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "chance": 0.5, "calls": 2, "documents": 1}  # chance: one of two pairs
+    # chance: each call's value is held by one of the document's two (entity, relation) pairs
+    assert tipped["metrics"] == {"call_accuracy": 1.0, "call_hit_rate": 1.0, "chance": 0.5, "calls": 2, "documents": 1}
 
 
 def test_the_relation_prior_needs_a_constraint_to_act_on(prior_lm):
