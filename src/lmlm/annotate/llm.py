@@ -119,7 +119,8 @@ class OpenAIBackend:
         for attempt in itertools.count():
             try:
                 # client.post with a plain body, not chat.completions.create: the typed-parameter transform of
-                # the few-shot messages costs ~5 ms of CPU per request, a ceiling of ~200 requests/s
+                # the few-shot messages costs CPU on every request, enough to cap throughput at high concurrency
+                # (benchmarks/annotate_throughput.py)
                 body = {"model": self.model_id, "messages": chat_messages(text), "temperature": temperature}
                 if self.max_tokens:
                     body["max_tokens"] = self.max_tokens
