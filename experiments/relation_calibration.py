@@ -5,8 +5,8 @@ that lean: a relation scores log p(relation | the text, the call's entity) minus
 alone). This measures the idea on the relation choice alone, before building it into the engine: for each
 completion prompt, the gold entity's call is teacher-forced up to <|db_relationship|>, and each relation the entity
 holds in the KB is scored whole (its name and <|db_return|>, summed log-probabilities) four ways: the model, the
-model with the relation prior (20 x the encoder's cosine between the sentence, its entity left out, and the
-relation's name), calibrated, and calibrated with the prior. Accuracy is how often the gold relation scores highest.
+model with the relation prior (20 x the encoder's cosine between the call's sentence, read as the engine reads it, and
+the relation's name), calibrated, and calibrated with the prior. Accuracy is how often the gold relation scores highest.
 The engine instead chooses a relation token by token, each token with the prior of the best relation it leads to,
 so these figures compare the four ways with one another, not with the engine's completion accuracy.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -29,13 +28,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lmlm.engine.constrain import call_sentence, unit_vectors
 from lmlm.kb.encoder import SentenceEncoder
 
 RELATION_PRIOR = 20.0  # the demo's and make wiki's weight, chosen before this trial
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
 class RelationScorer:
@@ -62,8 +58,8 @@ class RelationScorer:
         tails = [f" {r}<|db_return|>" for r in relations]
         in_text = self.log_probs(f"{prompt} <|db_entity|> {entity}<|db_relationship|>", tails)
         alone = self.log_probs(f"<|db_entity|> {entity}<|db_relationship|>", tails)
-        sentence = " ".join(re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", prompt).split())
-        cosine = unit(self.encoder.encode(relations)) @ unit(self.encoder.encode([sentence]))[0]
+        sentence = call_sentence(prompt, entity)
+        cosine = unit_vectors(self.encoder.encode(relations)) @ unit_vectors(self.encoder.encode([sentence]))[0]
         prior, calibrated = RELATION_PRIOR * cosine, in_text - alone
         return {"model": in_text, "model + prior": in_text + prior, "calibrated": calibrated, "calibrated + prior": calibrated + prior}
 

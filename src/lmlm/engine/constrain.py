@@ -202,15 +202,12 @@ class CallConstraints:
         """Each relation of the trie's cosine similarity to the sentence the call stands in, its entity left out; the
         sentence's vector is kept in ``row.call_context`` for the chain's weight (``RowState.follow`` clears it as
         the call opens)."""
-        sentence = SENTENCE_END.split(self._plain_text(before))[-1]
-        if entity:
-            sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
-        sentence = " ".join(sentence.split())
+        sentence = call_sentence(self._plain_text(before), entity)
         relations = list(names_under(trie))
         if not sentence:
             return dict.fromkeys(relations, 0.0)
         vectors = self._relation_vectors_of(relations)
-        row.call_context = context = _unit(self._encoder().encode([sentence]))[0]
+        row.call_context = context = unit_vectors(self._encoder().encode([sentence]))[0]
         return {r: float(vectors[r] @ context) for r in relations}
 
     def _encoder(self):
@@ -226,7 +223,7 @@ class CallConstraints:
             self._relation_vectors.clear()
             missing = relations
         if missing:
-            self._relation_vectors.update(zip(missing, _unit(self._encoder().encode(missing))))
+            self._relation_vectors.update(zip(missing, unit_vectors(self._encoder().encode(missing))))
         return {r: self._relation_vectors[r] for r in relations}
 
     def chain_bonus(self, row: RowState, cfg: GenerationConfig) -> float:
@@ -312,6 +309,15 @@ class CallConstraints:
         return float(logp.max() - logp[chosen])
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def call_sentence(text_before: str, entity: str) -> str:
+    """The sentence a call stands in, as the relation prior reads it: the last sentence of the plain text before the
+    call, its entity left out (a name says nothing about which relation is asked)."""
+    sentence = SENTENCE_END.split(text_before)[-1]
+    if entity:
+        sentence = re.sub(rf"(?<!\w){re.escape(entity)}(?!\w)", " ", sentence)
+    return markup.normalize_whitespace(sentence)
+
+
+def unit_vectors(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -301,18 +301,28 @@ def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", ma
                 kb.import_triplets(gold)
                 kb.embed()
                 results = LookupEngine(model.model, model.tokenizer, kb).generate(prompts, cfg)
-            records += [{**_scored_call(fact, result), "chance": _chance(fact, gold)} for fact, result in zip(gold, results)]
+            values_by_pair = _values_by_pair(gold)
+            records += [{**_scored_call(fact, result), "chance": _chance(fact, values_by_pair)} for fact, result in zip(gold, results)]
             scored += 1
     return {"metrics": {"call_accuracy": _mean(r["right"] for r in records), "call_hit_rate": _mean(r["hit"] for r in records),
                         "chance": _mean(r["chance"] for r in records), "calls": len(records), "documents": scored}, "records": records}
 
 
-def _chance(fact: tuple[str, str, str], facts: list[tuple[str, str, str]]) -> float:
-    """The share of the document's (entity, relation) pairs that hold the fact's value."""
+def _values_by_pair(facts: list[tuple[str, str, str]]) -> dict[tuple[str, str], set[str]]:
     values: dict[tuple[str, str], set[str]] = {}
     for entity, relation, value in facts:
-        values.setdefault((entity, relation), set()).add(value.strip().casefold())
-    return sum(fact[2].strip().casefold() in held for held in values.values()) / len(values)
+        values.setdefault((entity, relation), set()).add(_value_key(value))
+    return values
+
+
+def _chance(fact: tuple[str, str, str], values_by_pair: dict[tuple[str, str], set[str]]) -> float:
+    """The share of the document's (entity, relation) pairs that hold the fact's value."""
+    return sum(_value_key(fact[2]) in held for held in values_by_pair.values()) / len(values_by_pair)
+
+
+def _value_key(value: str) -> str:
+    """What a call's value is compared by: case and outer space do not count."""
+    return value.strip().casefold()
 
 
 def _prompts_at_calls(text: str) -> list[str]:
@@ -328,6 +338,6 @@ def _scored_call(fact: tuple[str, str, str], result) -> dict:
     entity, relation, value = fact
     call = result.lookups[0] if result.lookups else None  # the call the prompt opened is the row's first
     hit = call is not None and call.triplet_id is not None and call.tier != "nearest"
-    right = hit and call.value.strip().casefold() == value.strip().casefold()
+    right = hit and _value_key(call.value) == _value_key(value)
     return {"gold": [entity, relation, value], "written": [call.entity, call.relation, call.value] if call else None,
             "hit": hit, "right": right}
