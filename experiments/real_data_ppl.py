@@ -26,7 +26,9 @@ from lmlm.data import build_dataset, documents  # noqa: E402
 from lmlm.demo import DemoPlan  # noqa: E402
 from lmlm.engine import LMLM  # noqa: E402
 from lmlm.engine.config import CONSTRAINTS  # noqa: E402
+from lmlm.errors import LmlmError  # noqa: E402
 from lmlm.evaluate import suites  # noqa: E402
+from lmlm.files import atomic_write  # noqa: E402
 from lmlm.kb import SqliteKB  # noqa: E402
 from lmlm.kb.io import read_annotated  # noqa: E402
 from lmlm.tokenizer import train_tokenizer  # noqa: E402
@@ -73,8 +75,8 @@ def main() -> None:
         report["lmlm"]["dynamic_docs"] = min(args.dynamic_docs, len(docs))
         report["lmlm"]["calls"] = score_calls(lmlm, docs[: args.call_docs])
         kb.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    with atomic_write(args.out) as f:
+        json.dump(report, f, indent=1)
     lm, st = report["lmlm"], report["standard"]
     print(f"held-out {EVAL} ({lm['t_org_tokens']} T_org tokens), tiny models, {args.steps} steps each")
     print(f"{'':<28}{'perplexity':>12}")
@@ -103,4 +105,8 @@ def score_calls(lmlm: LMLM, docs: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LmlmError as e:  # an unreadable or malformed corpus in --shared
+        print(f"real_data_ppl: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmlm.engine.constrain import call_sentence, unit_vectors
+from lmlm.errors import LmlmError
+from lmlm.files import atomic_write, load_json, read_jsonl
 from lmlm.kb.encoder import SentenceEncoder
 
 RELATION_PRIOR = 20.0  # the demo's and make wiki's weight, chosen before this trial
@@ -39,9 +40,7 @@ class RelationScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(run / "lmlm")
         self.model = AutoModelForCausalLM.from_pretrained(run / "lmlm").eval()
         self.encoder = encoder
-        self.held: dict[str, set[str]] = {}
-        for entity, relation, _ in json.loads((run / "world" / "kb.json").read_text(encoding="utf-8"))["triplets"]:
-            self.held.setdefault(entity, set()).add(relation)
+        self.held = relations_held(run / "world" / "kb.json")
 
     @torch.no_grad()
     def log_probs(self, prefix: str, continuations: list[str]) -> np.ndarray:
@@ -64,6 +63,17 @@ class RelationScorer:
         return {"model": in_text, "model + prior": in_text + prior, "calibrated": calibrated, "calibrated + prior": calibrated + prior}
 
 
+def relations_held(path: Path) -> dict[str, set[str]]:
+    """Each entity's relations in a world's KB JSON (``{"triplets": [[entity, relation, value], ...]}``)."""
+    document, held = load_json(path), {}
+    triplets = document.get("triplets") if isinstance(document, dict) else None
+    if not isinstance(triplets, list) or not all(isinstance(t, list) and len(t) == 3 for t in triplets):
+        raise LmlmError(f"{path}: expected an object whose 'triplets' is a list of [entity, relation, value]")
+    for entity, relation, _ in triplets:
+        held.setdefault(entity, set()).add(relation)
+    return held
+
+
 def accuracy(scorer: RelationScorer, rows: list[dict]) -> dict[str, float]:
     hits: dict[str, int] = {}
     for row in rows:
@@ -75,9 +85,12 @@ def accuracy(scorer: RelationScorer, rows: list[dict]) -> dict[str, float]:
 
 def prompts(run: Path, split: str, scorer: RelationScorer, count: int) -> list[dict]:
     """``count`` prompts drawn with a fixed seed, each about an entity that holds more than one relation."""
-    rows = [json.loads(line) for line in (run / "world" / "eval" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    path = run / "world" / "eval" / f"{split}.jsonl"
+    rows = [row for _, row in read_jsonl(path, required=("prompt", "relation"))]
     for row in rows:
-        row.setdefault("entity", row.get("person"))
+        row.setdefault("entity", row.get("person"))  # the default world's prompts name their subject "person"
+        if not isinstance(row["entity"], str):
+            raise LmlmError(f"{path}: a prompt without its 'entity' (or 'person')")
     random.Random(0).shuffle(rows)
     return [r for r in rows if len(scorer.held.get(r["entity"], ())) > 1][:count]
 
@@ -88,11 +101,11 @@ def parse_runs(specs: list[str]) -> list[tuple[Path, list[str]]]:
     for spec in specs:
         run, colon, splits = spec.rpartition(":")
         if not colon or not run or not splits:
-            sys.exit(f"relation_calibration: {spec!r}: expected RUN:SPLIT[,SPLIT]")
+            raise LmlmError(f"{spec!r}: expected RUN:SPLIT[,SPLIT]")
         for needed in [Path(run) / "lmlm", Path(run) / "world" / "kb.json",
                        *(Path(run) / "world" / "eval" / f"{split}.jsonl" for split in splits.split(","))]:
             if not needed.exists():
-                sys.exit(f"relation_calibration: {spec!r}: {needed} does not exist")
+                raise LmlmError(f"{spec!r}: {needed} does not exist")
         runs.append((Path(run), splits.split(",")))
     return runs
 
@@ -105,17 +118,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.prompts < 1:
         parser.error("--prompts must be at least 1")
-    runs = parse_runs(args.runs)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    encoder, results = SentenceEncoder(), {}
-    for run, splits in runs:
-        scorer = RelationScorer(run, encoder)
-        for split in splits:
-            rows = prompts(run, split, scorer, args.prompts)
-            results[f"{run}:{split}"] = {"prompts": len(rows), **accuracy(scorer, rows)}
-            print(f"{run}:{split:28s}", "  ".join(f"{k} {v}" for k, v in results[f"{run}:{split}"].items()), flush=True)
-            args.out.write_text(json.dumps({"command": "python experiments/relation_calibration.py " + " ".join(args.runs),
-                                            "accuracy": results}, indent=1))
+    try:
+        runs = parse_runs(args.runs)
+        encoder, results = SentenceEncoder(), {}
+        for run, splits in runs:
+            scorer = RelationScorer(run, encoder)
+            for split in splits:
+                rows = prompts(run, split, scorer, args.prompts)
+                results[f"{run}:{split}"] = {"prompts": len(rows), **accuracy(scorer, rows)}
+                print(f"{run}:{split:28s}", "  ".join(f"{k} {v}" for k, v in results[f"{run}:{split}"].items()), flush=True)
+                with atomic_write(args.out) as f:  # after each set, so a failure later keeps what was measured
+                    json.dump({"command": "python experiments/relation_calibration.py " + " ".join(args.runs), "accuracy": results}, f, indent=1)
+    except LmlmError as e:
+        parser.exit(2, f"relation_calibration: {e}\n")
+
 
 if __name__ == "__main__":
     main()
