@@ -131,6 +131,14 @@ def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_f
     assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "chance": 1.0, "calls": 1, "documents": 1}
 
 
+
+def test_a_calls_value_agrees_with_the_gold_one_when_equal_once_folded_or_contained_as_whole_words():
+    from lmlm.evaluate.suites import values_agree
+
+    assert values_agree("in 1961", "1961") and values_agree("1961", "in 1961")
+    assert values_agree("Yokohama.", "yokohama") and values_agree("Łódź", "Lodz")
+    assert not values_agree("1", "1961") and not values_agree("Paris", "Lyon") and not values_agree("", "Lyon")
+
 PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
                  "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]
 
@@ -288,6 +296,10 @@ def test_a_name_is_mentioned_only_where_its_last_word_ends(mention_lm):
     assert mentioned("Later, Wren Mossfield, who works as a") == ["Wren Mossfield"]
     assert mentioned("Wren Mossfield works as a") == ["Wren Mossfield"]
     assert mentioned("Later, Wren Mossfieldworth works as a") == []
+    assert mentioned("Ask Amara about Wren Mossfield") == ["Wren Mossfield"]  # the text's last word ends where the text does
+    # a chained call is about the value the call before it returned, which the text has not restated
+    chained = "The boss of Wren Mossfield is <|db_entity|> Wren Mossfield<|db_relationship|> Boss<|db_return|> Amara Mossworth<|db_end|>"
+    assert mentioned(chained) == ["Wren Mossfield", "Amara Mossworth"]
 
 
 @pytest.mark.parametrize("decoder", ["byte_level", "metaspace"])

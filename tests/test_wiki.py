@@ -175,7 +175,9 @@ def test_wiki_run_reports_both_noise_levels(tmp_path, monkeypatch):
     report = run_wiki(tmp_path / "run", plan=plan, seed=SEED, echo=lambda line: None, progress=False)
     # each of the four models (LMLM and Standard at two noise levels) is asked one way throughout: the LMLMs as the
     # demo serves them in every suite, the Standard models with no call options
-    assert sorted(map(sorted, options_by_model.values())) == [["('entity_relation', 20.0, 5.0)"]] * 2 + [["(None, None, None)"]] * 2
+    served = repr((plan.constrain_lookups, plan.relation_prior, plan.mention_prior))
+    assert served == "('entity_relation', 20.0, 20.0)"
+    assert sorted(map(sorted, options_by_model.values())) == [[served]] * 2 + [["(None, None, None)"]] * 2
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["wiki"].keys() == {"noise_0", "noise_default"}
     for side in saved["wiki"].values():

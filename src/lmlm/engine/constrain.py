@@ -11,23 +11,23 @@ token the mask shuts out minus that of its best allowed one, or nothing where an
 entity, with the mention prior's bonuses added; both below), and once a call's cost passes ``constrain_margin`` the
 mask is lifted, the model writes what it meant, and the call is answered as a miss (the fallback decides its value).
 
-A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it.
-With ``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's
-sentence encoder, between that relation's name and the sentence the call stands in (its entity left out), so a
-pretrained encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the best
-relation it leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a" gives a
-call about "Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that continues a
-KB entity named in the text before the call gets w. That bonus is evidence about what the model means, so the mask's
-cost counts it: in an entity, a step costs how far the token taken falls below the best token of the model's scores
-plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of it only where the
-model prefers the miscopy by more than the bonus and the margin together. In a relation the margin asks one thing:
-did the model mean a relation the entity lacks? So a step costs only how far the model's best allowed token falls
-below its best token outside the mask, by its scores alone (nothing where an allowed token is its best). Which held
-relation is written is for the model and the relation prior together: the model's confidence in one held relation
-over another is no evidence of a missing fact, and counting it would turn every call the prior overrules by more
-than the margin into a miss. The prior's bonus is not counted either: it goes to every relation the entity holds, so
-counted it would offset up to w nats of the cost of every call whose relation the KB lacks, and the margin would end
-far fewer of them.
+A model trained from scratch knows only the cue words of its corpus: "is on the payroll of" means nothing to it. With
+``relation_prior`` w > 0, each relation the mask allows gets w times the cosine similarity, under the KB's sentence
+encoder, between that relation's name and the sentence the call stands in (its entity left out), so a pretrained
+encoder's reading of the cue can tip a choice the model is unsure of. A token's bonus is that of the best relation it
+leads to. Likewise a tiny model copies a name it never saw badly ("Wren Mossfield works as a" gives a call about
+"Amara Mossworth"); with ``mention_prior`` w > 0, under ``entity_relation``, each token that continues a KB entity
+named in the text before the call, or returned there by a call, gets w. That bonus is evidence about what the model
+means, so the mask's cost counts it: in an entity, a step costs how far the token taken falls below the best token of
+the model's scores plus the mention prior's bonuses, so a name the text holds is given up for the model's miscopy of
+it only where the model prefers the miscopy by more than the bonus and the margin together. In a relation the margin
+asks one thing: did the model mean a relation the entity lacks? So a step costs only how far the model's best allowed
+token falls below its best token outside the mask, by its scores alone (nothing where an allowed token is its best).
+Which held relation is written is for the model and the relation prior together: the model's confidence in one held
+relation over another is no evidence of a missing fact, and counting it would turn every call the prior overrules by
+more than the margin into a miss. The prior's bonus is not counted either: it goes to every relation the entity holds,
+so counted it would offset up to w nats of the cost of every call whose relation the KB lacks, and the margin would
+end far fewer of them.
 
 With ``chain_prior`` the relation prior also weighs a call that would open right after a looked-up value: text
 chains calls where it reaches a fact through a bridge it does not state ("the company she works for is based in"),
@@ -168,10 +168,13 @@ class CallConstraints:
         return trie
 
     def _mentioned(self, before: list[int], trie: dict) -> list[list[int]]:
-        """The spellings of the KB entities the text before a call names: the trie walked from each token of that
+        """The spellings of the KB entities the text before a call names, or its calls returned (a chained call is
+        about the value just looked up, which the text does not restate): the trie walked from each token of that
         text, spelt again with a leading space so that a name at its very start is spelt as the trie has it. A name
         must end where a word ends: "Ann Lee" is not named by "Ann Leeds"."""
-        ids = self.tokenizer(" " + self._plain_text(before), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        document = markup.parse(self._window_text(before))
+        text = " . ".join([document.plain, *(value for _, _, value in document.triplets)])
+        ids = self.tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         found = []
         for start in range(len(ids)):
             node = trie
@@ -179,18 +182,22 @@ class CallConstraints:
                 node = node.get(ids[end])
                 if node is None:
                     break
-                if END in node and not continues_word(self.tokenizer, ids[start : end + 2]):
+                if END in node and not (end + 1 < len(ids) and continues_word(self.tokenizer, ids[start : end + 2])):
                     found.append(ids[start : end + 1])
         return found
 
     def _plain_text(self, before: list[int]) -> str:
-        """The last CONTEXT_TOKENS tokens before a call as text, lookup calls removed; a window that starts inside
-        an earlier call starts after it instead, or that call's relation and value would read as plain text."""
+        """The text before a call that the priors read, lookup calls removed."""
+        return markup.strip(self._window_text(before))
+
+    def _window_text(self, before: list[int]) -> str:
+        """The last CONTEXT_TOKENS tokens before a call, calls kept; a window that starts inside an earlier call
+        starts after it instead, or that call's relation and value would read as plain text."""
         window = before[-CONTEXT_TOKENS:]
         first_call_token = next((k for k, t in enumerate(window) if t in self.tokens.calls), None)
         if first_call_token is not None and window[first_call_token] != self.tokens.entity:
             window = window[window.index(self.tokens.end) + 1 :] if self.tokens.end in window else []
-        return markup.strip(self.tokenizer.decode(window, skip_special_tokens=False))
+        return self.tokenizer.decode(window, skip_special_tokens=False)
 
     def _relations_of(self, row: RowState, tokens: list[int], cfg: GenerationConfig) -> dict | None:
         entity = self.tokenizer.decode(tokens[row.call_start + 1 : row.relation_start], skip_special_tokens=False).strip()

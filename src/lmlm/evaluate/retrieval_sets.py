@@ -100,7 +100,7 @@ def _items(value: str) -> list[str]:
     return [item for item in _LIST_SEPARATORS.split(value) if item.strip()]
 
 
-def _contiguous(short: list[str], long: list[str]) -> bool:
+def contiguous(short: list[str], long: list[str]) -> bool:
     n = len(short)
     return n > 0 and any(long[i : i + n] == short for i in range(len(long) - n + 1))
 
@@ -122,7 +122,7 @@ def _strong_match(asked: str, stored: str) -> str | None:
     (nums_a, rest_a), (nums_s, rest_s) = _numbers_and_rest(asked), _numbers_and_rest(stored)
     if len(nums_a) == 1 and nums_a == nums_s and len(rest_a ^ rest_s) <= 1:
         return "number"  # "three children" / "three", "until 2009" / "2009"; not "2 goals" / "2 caps", nor a distance for a location
-    if _contiguous(a.split(), s.split()) and a_content:
+    if contiguous(a.split(), s.split()) and a_content:
         return "contains"
     return None
 
@@ -139,7 +139,7 @@ def match_value(asked: str, stored: str) -> str | None:
         return "list_item"
     a, s = fold(asked).split(), fold(stored).split()
     a_content, s_content = set(_content(a)), set(_content(s))
-    if s_content and _contiguous(s, a) and 2 * len(s_content) >= len(a_content):
+    if s_content and contiguous(s, a) and 2 * len(s_content) >= len(a_content):
         return "partial"
     return None
 
@@ -173,7 +173,7 @@ class EntityIndex:
             if found:
                 return tier, sorted(found)
         words = fold(_PARENTHETICAL.sub("", entity)).split()
-        contained = [n for n in self.names if _contiguous(words, fold(n).split()) or _contiguous(fold(_PARENTHETICAL.sub("", n)).split(), words)]
+        contained = [n for n in self.names if contiguous(words, fold(n).split()) or contiguous(fold(_PARENTHETICAL.sub("", n)).split(), words)]
         return ("contained", contained) if contained else (None, [])
 
 

@@ -22,6 +22,7 @@ from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported, factscore
 from lmlm.evaluate.protocols import FACTSCORE_GAMMA, factuality_settings
+from lmlm.evaluate.retrieval_sets import contiguous, fold
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
@@ -311,18 +312,20 @@ def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", ma
 def _values_by_pair(facts: list[tuple[str, str, str]]) -> dict[tuple[str, str], set[str]]:
     values: dict[tuple[str, str], set[str]] = {}
     for entity, relation, value in facts:
-        values.setdefault((entity, relation), set()).add(_value_key(value))
+        values.setdefault((entity, relation), set()).add(value)
     return values
 
 
 def _chance(fact: tuple[str, str, str], values_by_pair: dict[tuple[str, str], set[str]]) -> float:
-    """The share of the document's (entity, relation) pairs that hold the fact's value."""
-    return sum(_value_key(fact[2]) in held for held in values_by_pair.values()) / len(values_by_pair)
+    """The share of the document's (entity, relation) pairs that hold a value agreeing with the fact's."""
+    return sum(any(values_agree(held, fact[2]) for held in values) for values in values_by_pair.values()) / len(values_by_pair)
 
 
-def _value_key(value: str) -> str:
-    """What a call's value is compared by: case and outer space do not count."""
-    return value.strip().casefold()
+def values_agree(written: str, gold: str) -> bool:
+    """DESIGN 6c's comparison: equal once normalized, or one contains the other as whole words ("1961" and
+    "in 1961"; not "1" and "1961")."""
+    written_words, gold_words = fold(written).split(), fold(gold).split()
+    return contiguous(written_words, gold_words) or contiguous(gold_words, written_words)
 
 
 def _prompts_at_calls(text: str) -> list[str]:
@@ -338,6 +341,6 @@ def _scored_call(fact: tuple[str, str, str], result) -> dict:
     entity, relation, value = fact
     call = result.lookups[0] if result.lookups else None  # the call the prompt opened is the row's first
     hit = call is not None and call.triplet_id is not None and call.tier != "nearest"
-    right = hit and _value_key(call.value) == _value_key(value)
+    right = hit and values_agree(call.value, value)
     return {"gold": [entity, relation, value], "written": [call.entity, call.relation, call.value] if call else None,
             "hit": hit, "right": right}
