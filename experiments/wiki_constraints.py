@@ -4,7 +4,7 @@ to the KB's entities and relations (``entity_relation``), and that with each pai
 ``--mention-prior`` weights, with the chain prior off or on (``--chain-prior off on``), each value's restatement held
 or not (``--hold-value-repeat``, for every setting).
 
-    python experiments/wiki_constraints.py SIDE [--relation-prior 0 20] [--mention-prior 0 5] [--chain-prior off on]
+    python experiments/wiki_constraints.py SIDE [--relation-prior 0 20] [--mention-prior 0 20] [--chain-prior off on]
         [--hold-value-repeat] [--per-bucket 80] [--per-hops 80]
 
 For each setting and each split of held-out phrasings (``dev``, ``test``): completion accuracy by the subject's
@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("side", type=Path, help="a trained side of the wiki demo, e.g. runs/wiki/noise_0")
     parser.add_argument("--relation-prior", type=float, nargs="+", default=[0.0, 20.0])
-    parser.add_argument("--mention-prior", type=float, nargs="+", default=[0.0, 5.0])
+    parser.add_argument("--mention-prior", type=float, nargs="+", default=[0.0, WIKI_PLAN.mention_prior])
     parser.add_argument("--chain-prior", nargs="+", choices=["off", "on"], default=["off"])
     parser.add_argument("--hold-value-repeat", action="store_true", help="hold each value's restatement in every setting")
     parser.add_argument("--per-bucket", type=int, default=WIKI_PLAN.per_bucket)

@@ -131,13 +131,17 @@ def test_call_accuracy_scores_the_models_own_calls_against_each_documents_gold_f
     assert missed["metrics"] == {"call_accuracy": 0.0, "call_hit_rate": 0.0, "chance": 1.0, "calls": 1, "documents": 1}
 
 
-
 def test_a_calls_value_agrees_with_the_gold_one_when_equal_once_folded_or_contained_as_whole_words():
     from lmlm.evaluate.suites import values_agree
 
     assert values_agree("in 1961", "1961") and values_agree("1961", "in 1961")
-    assert values_agree("Yokohama.", "yokohama") and values_agree("Łódź", "Lodz")
+    assert values_agree("Yokohama.", "yokohama") and values_agree("Łódź", "Lodz") and values_agree("39,900", "39900")
     assert not values_agree("1", "1961") and not values_agree("Paris", "Lyon") and not values_agree("", "Lyon")
+    # a number's digit groups are one word; a stopword alone says nothing
+    assert not values_agree("5", "5,000") and not values_agree("1.5", "5") and not values_agree("the", "the Beatles")
+    # a value that normalizing empties agrees only with the same text
+    assert values_agree("—", "—") and not values_agree("—", "?") and not values_agree("", "")
+
 
 PRIOR_STORIES = ["The date of birth of Ada Ashby is <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>",
                  "Ada Ashby lives in <|db_entity|> Ada Ashby<|db_relationship|> Home City<|db_return|>"]

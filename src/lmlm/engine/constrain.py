@@ -171,7 +171,8 @@ class CallConstraints:
         """The spellings of the KB entities the text before a call names, or its calls returned (a chained call is
         about the value just looked up, which the text does not restate): the trie walked from each token of that
         text, spelt again with a leading space so that a name at its very start is spelt as the trie has it. A name
-        must end where a word ends: "Ann Lee" is not named by "Ann Leeds"."""
+        must end where a word ends: "Ann Lee" is not named by "Ann Leeds". The text and the values are joined by
+        full stops, so no name runs from one into the next."""
         document = markup.parse(self._window_text(before))
         text = " . ".join([document.plain, *(value for _, _, value in document.triplets)])
         ids = self.tokenizer(" " + text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -187,7 +188,7 @@ class CallConstraints:
         return found
 
     def _plain_text(self, before: list[int]) -> str:
-        """The text before a call that the priors read, lookup calls removed."""
+        """The text before a call that the relation prior reads, lookup calls removed."""
         return markup.strip(self._window_text(before))
 
     def _window_text(self, before: list[int]) -> str:

@@ -59,7 +59,7 @@ def fold(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
-def _content(tokens: list[str]) -> list[str]:
+def content_words(tokens: list[str]) -> list[str]:
     return [t for t in tokens if t not in _STOPWORDS]
 
 
@@ -76,7 +76,7 @@ def _numbers_and_rest(value: str) -> tuple[list[float], set[str]]:
     """The numbers of a value ("39,900" is one number) and its other content words."""
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", value)
     numbers, rest = [], set()
-    for token in _content(fold(text).split()):
+    for token in content_words(fold(text).split()):
         n = _number(token)
         if n is None:
             rest.add(token)
@@ -113,7 +113,7 @@ def _strong_match(asked: str, stored: str) -> str | None:
         return None
     if a == s:
         return "equal"
-    a_content, s_content = _content(a.split()), _content(s.split())
+    a_content, s_content = content_words(a.split()), content_words(s.split())
     if a_content and sorted(a_content) == sorted(s_content):
         return "tokens"
     date_a, date_s = parse_date(asked), parse_date(stored)
@@ -138,7 +138,7 @@ def match_value(asked: str, stored: str) -> str | None:
     if len(items) >= 2 and all(any(_strong_match(item, part) in STRONG for item in items) for part in _items(stored)):
         return "list_item"
     a, s = fold(asked).split(), fold(stored).split()
-    a_content, s_content = set(_content(a)), set(_content(s))
+    a_content, s_content = set(content_words(a)), set(content_words(s))
     if s_content and contiguous(s, a) and 2 * len(s_content) >= len(a_content):
         return "partial"
     return None
@@ -149,7 +149,7 @@ def match_value(asked: str, stored: str) -> str | None:
 
 def _entity_tokens(name: str) -> tuple[str, ...]:
     """Order-free content words of a name without parentheticals, quotes or articles."""
-    return tuple(sorted(_content(fold(_PARENTHETICAL.sub("", name)).split())))
+    return tuple(sorted(content_words(fold(_PARENTHETICAL.sub("", name)).split())))
 
 
 class EntityIndex:
