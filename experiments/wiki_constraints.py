@@ -20,8 +20,10 @@ import json
 import random
 from pathlib import Path
 
-from lmlm.engine import LMLM
+from lmlm.engine import LMLM, GenerationConfig
+from lmlm.errors import LmlmError
 from lmlm.evaluate import wiki as suites
+from lmlm.files import atomic_write, read_jsonl
 from lmlm.kb import SqliteKB
 
 SPLITS = ("dev", "test")
@@ -38,11 +40,11 @@ def prompts(world: Path, per_bucket: int, per_hops: int, seed: int) -> dict[str,
     """The wiki demo's own samples: the same draws from a generator seeded the same way."""
     rng = random.Random(seed)
 
-    def read(name):
-        return [json.loads(line) for line in (world / "eval" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+    def read(name, group):
+        return [row for _, row in read_jsonl(world / "eval" / f"{name}.jsonl", required=("prompt", "answer", group))]
 
-    completion = {s: suites.sample_by(read(f"completion_{s}"), "bucket", per_bucket, rng) for s in SPLITS}
-    multihop = {s: suites.sample_by(read(f"multihop_{s}"), "hops", per_hops, rng) for s in SPLITS}
+    completion = {s: suites.sample_by(read(f"completion_{s}", "bucket"), "bucket", per_bucket, rng) for s in SPLITS}
+    multihop = {s: suites.sample_by(read(f"multihop_{s}", "hops"), "hops", per_hops, rng) for s in SPLITS}
     return {s: {"completion": completion[s], "multi_hop": multihop[s]} for s in SPLITS}
 
 
@@ -68,16 +70,31 @@ def main() -> None:
     parser.add_argument("--per-hops", type=int, default=WIKI_PLAN.per_hops)
     parser.add_argument("--seed", type=int, default=0, help="the seed the wiki demo ran with (it draws the prompts)")
     args = parser.parse_args()
+    if args.per_bucket < 1 or args.per_hops < 1:
+        parser.error("--per-bucket and --per-hops must be at least 1")
+    try:
+        run(args, WIKI_PLAN)
+    except LmlmError as e:  # a side that is not a trained wiki side, a malformed prompts file, a weight out of range
+        parser.exit(2, f"wiki_constraints: {e}\n")
+
+
+def run(args: argparse.Namespace, plan) -> None:
+    chosen = settings(args.relation_prior, args.mention_prior, args.chain_prior, args.hold_value_repeat)
+    for options in chosen.values():  # every weight checked before minutes of scoring
+        GenerationConfig(**options)
+    for needed in (args.side / "lmlm", args.side / "kb.sqlite"):
+        if not needed.exists():
+            raise LmlmError(f"{args.side}: not a trained wiki side ({needed} does not exist)")
     sets = prompts(args.side / "world", args.per_bucket, args.per_hops, args.seed)
     model = LMLM.from_pretrained(args.side / "lmlm", kb=SqliteKB(args.side / "kb.sqlite"))
     results = {}
-    for name, options in settings(args.relation_prior, args.mention_prior, args.chain_prior, args.hold_value_repeat).items():
-        results[name] = score(model, sets, options, WIKI_PLAN.completion_tokens, WIKI_PLAN.hop_tokens)
+    for name, options in chosen.items():
+        results[name] = score(model, sets, options, plan.completion_tokens, plan.hop_tokens)
         for split in SPLITS:
             r = results[name][split]
             print(f"{name:56s} {split:4s} completion {r['completion']:.3f} by bucket {r['by_bucket']} multi-hop {r['multi_hop']}")
-    (args.side / "wiki_constraints.json").write_text(json.dumps(results, indent=1))
-
+    with atomic_write(args.side / "wiki_constraints.json") as f:
+        json.dump(results, f, indent=1)
 
 if __name__ == "__main__":
     main()

@@ -47,6 +47,7 @@ _NUMBER_WORDS = {w: i for i, w in enumerate(
     "sixteen seventeen eighteen nineteen twenty".split())}
 _MONTHS = {m: i for i, m in enumerate(
     "january february march april may june july august september october november december".split(), 1)}
+THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")  # "39,900" is one number
 _ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b")
 _MONTHS.update({m[:3]: i for m, i in list(_MONTHS.items())} | {"sept": 9})
 
@@ -74,7 +75,7 @@ def _number(token: str) -> float | None:
 
 def _numbers_and_rest(value: str) -> tuple[list[float], set[str]]:
     """The numbers of a value ("39,900" is one number) and its other content words."""
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", value)
+    text = THOUSANDS_COMMA.sub("", value)
     numbers, rest = [], set()
     for token in content_words(fold(text).split()):
         n = _number(token)

@@ -23,7 +23,7 @@ from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported, factscore
 from lmlm.evaluate.protocols import FACTSCORE_GAMMA, factuality_settings
-from lmlm.evaluate.retrieval_sets import content_words, contiguous, fold
+from lmlm.evaluate.retrieval_sets import THOUSANDS_COMMA, content_words, contiguous, fold
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
@@ -276,7 +276,6 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
 
 # --- call accuracy ---------------------------------------------------------------------------------------------
 
-_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _DECIMAL_POINT = re.compile(r"(?<=\d)[.,](?=\d)")
 
 
@@ -339,7 +338,7 @@ def values_agree(written: str, gold: str) -> bool:
 def _value_words(value: str) -> list[str]:
     """A value's normalized words, each number one word: "39,900" is "39900", and "1.5" keeps its point as a letter,
     which normalizing keeps, so that neither reads as two numbers."""
-    return fold(_DECIMAL_POINT.sub("d", _THOUSANDS_COMMA.sub("", value))).split()
+    return fold(_DECIMAL_POINT.sub("d", THOUSANDS_COMMA.sub("", value))).split()
 
 
 def _prompts_at_calls(text: str) -> list[str]:
