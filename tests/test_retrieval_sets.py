@@ -47,6 +47,9 @@ def test_values_that_state_the_same_fact_match(asked, stored, how):
     ("20 kilometers southeast of Haicheng, Liaoning", "20 kilometers"),  # a distance is not the location
     ("footballer", "football"),
     ("", "anything"),
+    ("5", "5,000"),  # a number's separators do not split it: into words, list items or a larger part
+    ("5,000", "5"),
+    ("5", "1.5"),
 ])
 def test_values_of_different_facts_do_not_match(asked, stored):
     assert match_value(asked, stored) is None

@@ -41,13 +41,14 @@ _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 STRONG = ("equal", "tokens", "date", "number")
 WEAK = ("contains", "list_item", "partial")  # ranked: a better kind of match hides a worse one
 _STOPWORDS = frozenset("a an the of in on at by to for from with and or".split())
-_LIST_SEPARATORS = re.compile(r"\s*(?:,|;|\band\b|&)\s*")
+_LIST_SEPARATORS = re.compile(r"\s*(?:(?<!\d),|,(?!\d)|;|\band\b|&)\s*")  # not a comma inside a number
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty".split())}
 _MONTHS = {m: i for i, m in enumerate(
     "january february march april may june july august september october november december".split(), 1)}
 THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}\b)")  # "39,900" is one number
+_DECIMAL_POINT = re.compile(r"(?<=\d)[.,](?=\d)")
 _ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b")
 _MONTHS.update({m[:3]: i for m, i in list(_MONTHS.items())} | {"sept": 9})
 
@@ -58,6 +59,12 @@ def fold(text: str) -> str:
     text = "".join(c for c in text if not unicodedata.combining(c))
     text = _APOSTROPHES.sub("", _POSSESSIVE.sub("", text))
     return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+def value_words(value: str) -> list[str]:
+    """A value's normalized words, each number one word: "39,900" is "39900", and "1.5" keeps its point as a letter,
+    which normalizing keeps, so that neither reads as two numbers ("5" is not a word of "5,000")."""
+    return fold(_DECIMAL_POINT.sub("d", THOUSANDS_COMMA.sub("", value))).split()
 
 
 def content_words(tokens: list[str]) -> list[str]:
@@ -123,7 +130,7 @@ def _strong_match(asked: str, stored: str) -> str | None:
     (nums_a, rest_a), (nums_s, rest_s) = _numbers_and_rest(asked), _numbers_and_rest(stored)
     if len(nums_a) == 1 and nums_a == nums_s and len(rest_a ^ rest_s) <= 1:
         return "number"  # "three children" / "three", "until 2009" / "2009"; not "2 goals" / "2 caps", nor a distance for a location
-    if contiguous(a.split(), s.split()) and a_content:
+    if a_content and contiguous(value_words(asked), value_words(stored)):
         return "contains"
     return None
 
@@ -138,7 +145,7 @@ def match_value(asked: str, stored: str) -> str | None:
     items = _items(asked)
     if len(items) >= 2 and all(any(_strong_match(item, part) in STRONG for item in items) for part in _items(stored)):
         return "list_item"
-    a, s = fold(asked).split(), fold(stored).split()
+    a, s = value_words(asked), value_words(stored)
     a_content, s_content = set(content_words(a)), set(content_words(s))
     if s_content and contiguous(s, a) and 2 * len(s_content) >= len(a_content):
         return "partial"

@@ -23,7 +23,7 @@ from lmlm.errors import LmlmError, NotFound
 from lmlm.evaluate.judge import LLMJudge
 from lmlm.evaluate.metrics import FactExtractor, completion_correct, fact_supported, factscore
 from lmlm.evaluate.protocols import FACTSCORE_GAMMA, factuality_settings
-from lmlm.evaluate.retrieval_sets import THOUSANDS_COMMA, content_words, contiguous, fold
+from lmlm.evaluate.retrieval_sets import content_words, contiguous, value_words
 from lmlm.perplexity import perplexities, token_nll
 
 FORCED_CALL = " " + markup.DB_ENTITY
@@ -276,7 +276,6 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
 
 # --- call accuracy ---------------------------------------------------------------------------------------------
 
-_DECIMAL_POINT = re.compile(r"(?<=\d)[.,](?=\d)")
 
 
 def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", margin: float = 5.0, max_call_tokens: int = 32,
@@ -328,17 +327,12 @@ def values_agree(written: str, gold: str) -> bool:
     """DESIGN 6c's comparison: equal once normalized, or one holds the other as whole words that say more than
     stopwords ("1961" and "in 1961", "Łódź" and "Lodz"; not "5" and "5,000", nor "the" and "the Beatles"). A value
     of symbols alone, which normalizing empties, agrees only with the same text."""
-    written_words, gold_words = _value_words(written), _value_words(gold)
+    written_words, gold_words = value_words(written), value_words(gold)
     if not written_words or not gold_words:
         return bool(written.strip()) and written.strip().casefold() == gold.strip().casefold()
     shorter, longer = sorted((written_words, gold_words), key=len)
     return written_words == gold_words or (bool(content_words(shorter)) and contiguous(shorter, longer))
 
-
-def _value_words(value: str) -> list[str]:
-    """A value's normalized words, each number one word: "39,900" is "39900", and "1.5" keeps its point as a letter,
-    which normalizing keeps, so that neither reads as two numbers."""
-    return fold(_DECIMAL_POINT.sub("d", THOUSANDS_COMMA.sub("", value))).split()
 
 
 def _prompts_at_calls(text: str) -> list[str]:
