@@ -8,7 +8,6 @@ with the space, exactly as the training text has it.
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import tempfile
 from pathlib import Path
