@@ -108,6 +108,24 @@ def test_the_two_unseen_sets_share_no_opener_with_each_other_or_the_corpus():
     assert not any(t.startswith(opener) for opener in corpus_openers for t in unseen)
 
 
+
+# The words the unseen phrasings share with the bios' templates, leads and openings when the phrasings were written.
+# Templates added since widen a relation's cue words, but may not bring a word of the unseen phrasings into the corpus:
+# "payroll" in a bio would make "is on the payroll of" a phrasing the model was taught.
+WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN = set(
+    "a alma an as at birth birthday born by citizenship city commutes day degree earned earns employer few field for from holds "
+    "hometown in into is it job located mater n nationality occupation of office on our passport people records show study "
+    "subject that the this to university us was work world years".split())
+
+
+def test_the_corpus_wording_takes_no_new_word_from_the_unseen_phrasings():
+    def words(texts):
+        return {w for t in texts for w in re.findall(r"[a-z]+", t.lower())}
+    corpus = words([t for p in PHRASINGS.values() for ts in p.templates.values() for t in ts] + LEADS + OPENINGS)
+    unseen = words([t for phrasings in (UNSEEN_PHRASINGS, UNSEEN_CONFIRM_PHRASINGS) for ts in phrasings.values() for t in ts])
+    assert corpus & unseen <= WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN, sorted(corpus & unseen - WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN)
+    assert len(PHRASINGS["varied"].templates["Employer"]) > len(PHRASINGS["plain"].templates["Employer"]) + 2
+
 # The plain wording is the world's first: these digests are of files the generator wrote before it had a phrasing
 PLAIN_DIGESTS = {"corpus.jsonl": "d5edfd17d11e23eac2349144461a66b57a0f2e06c5e0227fd75cc4c70b8961d1",
                  "eval/completion.jsonl": "ffd47b6d7721782c4a14e6dcc2c7e672a6c41d848964bc340b2913d3d3d19910",

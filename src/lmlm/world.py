@@ -56,27 +56,45 @@ OCCUPATIONS = ("architect,astronomer,baker,cartographer,chemist,economist,engine
 MONTHS = "January February March April May June July August September October November December".split()
 
 # Relation name -> sentence templates. {S} is the subject (name or pronoun), {P} the possessive, {N} the name
-# wherever it stands, {s} the pronoun, {V} the value. The last two of each name the person mid-sentence, so that a
-# call's entity is copied from where the name stands, not from the text's first words.
+# wherever it stands, {s} the pronoun, {V} the value. The fifth and sixth of each name the person mid-sentence, so that
+# a call's entity is copied from where the name stands, not from the text's first words. The rest widen the cue words a
+# relation is asked with; they were written after the unseen phrasings below, so they may use none of those phrasings'
+# words that the first six did not (tests/test_world.py pins the words the two share).
 TEMPLATES: dict[str, list[str]] = {
     "Birth Date": ["{S} was born on {V}.", "{S} came into the world on {V}.", "{P} birthday falls on {V}.", "{P} date of birth is {V}.",
-                   "Records give the birth date of {N} as {V}.", "The day {N} was born was {V}."],
+                   "Records give the birth date of {N} as {V}.", "The day {N} was born was {V}.",
+                   "{P} life began on {V}.", "The birth of {N} took place on {V}.", "{P} birth is recorded as {V}.",
+                   "The date {N} was born on is {V}.", "{S} entered life on {V}."],
     "Birth City": ["{S} was born in {V}.", "{S} grew up in {V}, the city where {s} was born.", "{P} hometown is {V}.",
                    "{S} is a native of {V}.",
-                   "The city where {N} was born is {V}.", "Records list {N} as born in {V}."],
+                   "The city where {N} was born is {V}.", "Records list {N} as born in {V}.",
+                   "{S} comes from {V}.", "{P} place of birth is {V}.", "{S} hails from {V}.", "The birthplace of {N} is {V}.",
+                   "{N} was born and raised in {V}."],
     "Alma Mater": ["{S} studied at the {V}.", "{S} graduated from the {V}.", "{S} attended the {V}.", "{P} alma mater is the {V}.",
-                   "The school {N} graduated from is the {V}.", "Records list the university of {N} as the {V}."],
+                   "The school {N} graduated from is the {V}.", "Records list the university of {N} as the {V}.",
+                   "{S} was educated at the {V}.", "{N} is a graduate of the {V}.", "The university {N} attended is the {V}.",
+                   "{S} is an alumnus of the {V}.", "{S} earned a diploma from the {V}."],
     "Major": ["{S} majored in {V}.", "{P} field of study was {V}.", "{S} earned a degree in {V}.", "{S} specialized in {V} at university.",
-              "The subject {N} studied was {V}.", "Records list the degree of {N} as one in {V}."],
+              "The subject {N} studied was {V}.", "Records list the degree of {N} as one in {V}.",
+              "{S} read {V} at university.", "{P} degree is in {V}.", "{S} holds a degree in {V}.",
+              "The discipline {N} studied is {V}.", "{P} academic focus was {V}."],
     "Employer": ["{S} works for {V}.", "{S} is employed by {V}.", "{P} employer is {V}.", "{S} took a job at {V}.",
-                 "The company {N} works for is {V}.", "Records list the employer of {N} as {V}."],
+                 "The company {N} works for is {V}.", "Records list the employer of {N} as {V}.",
+                 "{S} works at {V}.", "{S} is an employee of {V}.", "{S} is on the staff of {V}.", "The firm {N} works for is {V}.",
+                 "{S} joined {V} as an employee."],
     "Employer City": ["{P} office is in {V}.", "{S} works in the city of {V}.", "{S} commutes to {V} for work.",
                       "{P} workplace is located in {V}.",
-                      "The city {N} works in is {V}.", "Records list the workplace of {N} as being in {V}."],
+                      "The city {N} works in is {V}.", "Records list the workplace of {N} as being in {V}.",
+                      "{S} goes to work in {V}.", "{P} job is in {V}.", "{P} place of work is {V}.",
+                      "{N} is stationed in {V} for work.", "The office of {N} is in {V}."],
     "Nationality": ["{S} holds {V} citizenship.", "{S} is a {V} citizen.", "{P} nationality is {V}.", "{S} carries a {V} passport.",
-                    "The passport {N} carries is {V}.", "Records list {N} as a {V} national."],
+                    "The passport {N} carries is {V}.", "Records list {N} as a {V} national.",
+                    "{S} is {V} by nationality.", "{P} citizenship is {V}.", "The nationality of {N} is {V}.",
+                    "{S} belongs to the {V} nation.", "{S} is legally {V}."],
     "Occupation": ["{S} works as a {V}.", "{S} is a {V} by profession.", "{P} occupation is {V}.", "{S} earns a living as a {V}.",
-                   "The job {N} does is that of a {V}.", "Records list the profession of {N} as a {V}."],
+                   "The job {N} does is that of a {V}.", "Records list the profession of {N} as a {V}.",
+                   "{S} is employed as a {V}.", "{S} makes a living as a {V}.", "{P} profession is that of a {V}.",
+                   "{S} practises as a {V}.", "By profession, {N} is a {V}."],
 }
 # Sentence openers a bio puts before some of its sentences, so the subject is not always a sentence's first word.
 LEADS = ["In short, ", "By all accounts, ", "For the record, ", "Notably, ", "Interestingly, ", "As it happens, ", "In fact, ",
