@@ -1,7 +1,7 @@
 """How far can relation matching get on the cross-annotator sets, with the entity given?
 
-For each query whose entity the labeller found in the Llama annotator's database (``benchmarks/data/README.md``),
-that entity's stored relations are ranked by three scores: the KB's own (MiniLM cosine of "What is their R?"),
+For each query whose entity is in the Llama annotator's database (as the labeller matched it, or by the asked name
+for an absent query; ``benchmarks/data/README.md``), that entity's stored relations are ranked by three scores: the KB's own (MiniLM cosine of "What is their R?"),
 order-free word overlap after light stemming (Dice), and their sum. A paraphrase query is right at top 1 when the best
 relation holds the labelled value. Then one threshold on the best score, chosen on the fit half for the most right
 answers with at most 0.05 wrong, is applied to the confirm half: right / wrong on paraphrases and the share of absent
@@ -52,7 +52,8 @@ def overlap(asked: str, stored: str) -> float:
 
 
 def scored_queries(queries, triplets, encoder) -> list[dict]:
-    """Each query with a labelled entity: its kind, half, whether each score's top relation is right, and the best score."""
+    """Each query whose entity the database holds: its kind, half, whether each score's top relation is right, and
+    the best score."""
     relations_of = defaultdict(set)
     for entity, relation, _ in triplets:
         relations_of[entity].add(relation)
