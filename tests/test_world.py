@@ -108,23 +108,37 @@ def test_the_two_unseen_sets_share_no_opener_with_each_other_or_the_corpus():
     assert not any(t.startswith(opener) for opener in corpus_openers for t in unseen)
 
 
-
-# The words the unseen phrasings share with the bios' templates, leads and openings when the phrasings were written.
-# Templates added since widen a relation's cue words, but may not bring a word of the unseen phrasings into the corpus:
-# "payroll" in a bio would make "is on the payroll of" a phrasing the model was taught.
+# What the unseen phrasings shared with the bios' templates, leads and openings when the phrasings were written: their
+# words, and their runs of four words (a name as one word). Templates added since widen a relation's cue words, but
+# may bring no more of the unseen phrasings into the corpus: "payroll" in a bio, or "the nationality of X is", would
+# make a phrasing of those sets one the model was taught.
 WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN = set(
     "a alma an as at birth birthday born by citizenship city commutes day degree earned earns employer few field for from holds "
-    "hometown in into is it job located mater n nationality occupation of office on our passport people records show study "
+    "hometown in into is it job located mater nationality occupation of office on our passport people records show study "
     "subject that the this to university us was work world years".split())
+FOUR_WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN = {("xname", "was", "born", "on"), ("into", "the", "world", "on"),
+                                                      ("the", "employer", "of", "xname")}
 
 
-def test_the_corpus_wording_takes_no_new_word_from_the_unseen_phrasings():
-    def words(texts):
-        return {w for t in texts for w in re.findall(r"[a-z]+", t.lower())}
-    corpus = words([t for p in PHRASINGS.values() for ts in p.templates.values() for t in ts] + LEADS + OPENINGS)
-    unseen = words([t for phrasings in (UNSEEN_PHRASINGS, UNSEEN_CONFIRM_PHRASINGS) for ts in phrasings.values() for t in ts])
-    assert corpus & unseen <= WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN, sorted(corpus & unseen - WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN)
+def _words(text: str) -> list[str]:
+    """Lower-case words, the person's name or pronoun as the one word "xname" and the value left out."""
+    return re.findall(r"[a-z]+", re.sub(r"\{[NSPs]\}", " xname ", text.replace("{V}", " ")).lower())
+
+
+def test_the_corpus_wording_takes_nothing_new_from_the_unseen_phrasings():
+    corpus = [t for p in PHRASINGS.values() for ts in p.templates.values() for t in ts] + LEADS + OPENINGS
+    unseen = [t for phrasings in (UNSEEN_PHRASINGS, UNSEEN_CONFIRM_PHRASINGS) for ts in phrasings.values() for t in ts]
+    shared_words = {w for t in corpus for w in _words(t)} & {w for t in unseen for w in _words(t)} - {"xname"}
+    new_words = shared_words - WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN
+    assert not new_words, sorted(new_words)
+
+    def runs_of_four(texts):
+        return {tuple(w[i : i + 4]) for w in map(_words, texts) for i in range(len(w) - 3)}
+    shared_runs = runs_of_four(corpus) & runs_of_four(unseen)
+    new_runs = shared_runs - FOUR_WORDS_SHARED_WHEN_THE_UNSEEN_SETS_WERE_WRITTEN
+    assert not new_runs, sorted(new_runs)
     assert len(PHRASINGS["varied"].templates["Employer"]) > len(PHRASINGS["plain"].templates["Employer"]) + 2
+
 
 # The plain wording is the world's first: these digests are of files the generator wrote before it had a phrasing
 PLAIN_DIGESTS = {"corpus.jsonl": "d5edfd17d11e23eac2349144461a66b57a0f2e06c5e0227fd75cc4c70b8961d1",
