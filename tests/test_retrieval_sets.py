@@ -35,6 +35,8 @@ HANDWRITTEN = REPO / "benchmarks" / "data" / "retrieval_handwritten.jsonl"
     ("Mi'kmaq", "Mi'kmaq tribe", "contains"),
     ("Architectural Association, Chelsea School of Art, University of East London", "Chelsea School of Art, University of East London", "list_item"),
     ("European vice-champion", "vice-champion", "partial"),
+    ("1990,1995", "1995", "list_item"),  # a comma between numbers separates them unless a thousands group follows
+    ("10,000,20,000", "20,000", "list_item"),
 ])
 def test_values_that_state_the_same_fact_match(asked, stored, how):
     assert match_value(asked, stored) == how

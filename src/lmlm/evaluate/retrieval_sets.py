@@ -41,7 +41,7 @@ _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 STRONG = ("equal", "tokens", "date", "number")
 WEAK = ("contains", "list_item", "partial")  # ranked: a better kind of match hides a worse one
 _STOPWORDS = frozenset("a an the of in on at by to for from with and or".split())
-_LIST_SEPARATORS = re.compile(r"\s*(?:(?<!\d),|,(?!\d)|;|\band\b|&)\s*")  # not a comma inside a number
+_LIST_SEPARATORS = re.compile(r"\s*(?:(?<!\d),|,(?!\d{3}\b)|;|\band\b|&)\s*")  # not a thousands separator
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty".split())}
