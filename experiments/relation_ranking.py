@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmlm.corpus import read_corpus  # noqa: E402
+from lmlm.errors import LmlmError  # noqa: E402
 from lmlm.evaluate.retrieval_sets import content_words, cross_annotator_queries, fold  # noqa: E402
 from lmlm.files import atomic_write  # noqa: E402
 from lmlm.kb.encoder import RELATION_TEMPLATE, SentenceEncoder  # noqa: E402
@@ -81,7 +82,7 @@ def at_threshold(rows: list[dict], score: str, threshold: float) -> dict:
     absent = [r[score] for r in rows if r["kind"] == "absent"]
     answered = [r for r in paraphrase if r["score"] >= threshold]
     return {"right": sum(r["right"] for r in answered) / len(paraphrase), "wrong": sum(not r["right"] for r in answered) / len(paraphrase),
-            "absent_abstained": sum(r["score"] < threshold for r in absent) / max(len(absent), 1),
+            "absent_abstained": sum(r["score"] < threshold for r in absent) / len(absent),
             "paraphrase": len(paraphrase), "absent": len(absent)}
 
 
@@ -96,13 +97,15 @@ def main() -> None:
     parser.add_argument("--retrieval-dev", type=Path, default=RETRIEVAL_DEV)
     parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "relation_ranking.json")
     args = parser.parse_args()
-    for name in (DATABASE, CALLS):
-        if not (args.retrieval_dev / name).is_file():
-            parser.error(f"--retrieval-dev: {args.retrieval_dev / name} is not a file")
-    triplets = [row[:3] for row in read_any(args.retrieval_dev / DATABASE)]
-    queries, _ = cross_annotator_queries(read_corpus(args.retrieval_dev / CALLS).examples, triplets)
+    try:
+        triplets = [row[:3] for row in read_any(args.retrieval_dev / DATABASE)]
+        queries, _ = cross_annotator_queries(read_corpus(args.retrieval_dev / CALLS).examples, triplets)
+    except (LmlmError, OSError) as e:  # a missing, unreadable or malformed file in --retrieval-dev
+        parser.exit(2, f"relation_ranking: {e}\n")
     rows = scored_queries(queries, triplets, SentenceEncoder())
     halves = {half: [r for r in rows if r["half"] == half] for half in ("cross_fit", "cross_confirm")}
+    if not all({"paraphrase", "absent"} <= {r["kind"] for r in half_rows} for half_rows in halves.values()):
+        parser.exit(2, "relation_ranking: --retrieval-dev lacks paraphrase or absent queries in one of its halves\n")
     report = {"command": "python experiments/relation_ranking.py", "max_wrong": MAX_WRONG, "scores": {}}
     print(f"{'score':8s} {'half':14s} {'top-1':>6s} {'threshold':>9s} {'right':>6s} {'wrong':>6s} {'absent abstained':>17s}")
     for score in ("minilm", "words", "both"):
