@@ -126,9 +126,12 @@ def test_reference_completion_writes_the_call_then_continues_to_the_next_return(
 
 
 def test_reference_completion_drops_a_call_the_kb_cannot_answer(tiny, tmp_path_factory):
-    checkpoint, _, completion, _ = tiny
+    checkpoint, intact_kb_path, completion, _ = tiny
     _, kb_path = tiny_lmlm_copy(tmp_path_factory)
     prompts = [p for p in completion if p["split"] != "inject"][:6]
+    with SqliteKB(intact_kb_path) as kb:  # the same prompts do look facts up while the KB holds them
+        intact = suites.completion(LMLM.from_pretrained(checkpoint, kb=kb), prompts, protocol="reference")["records"]
+    assert any(r["looked_up"] for r in intact)
     with SqliteKB(kb_path) as kb:
         # everyone, not only the prompts' people: a tiny model may name another person in its call ("Amara Lindworth
         # holds" asked about Teodor Mosswell), whose facts the KB could answer
