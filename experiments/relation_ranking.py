@@ -27,6 +27,7 @@ from lmlm.errors import LmlmError  # noqa: E402
 from lmlm.evaluate.retrieval_sets import content_words, cross_annotator_queries, fold  # noqa: E402
 from lmlm.files import atomic_write  # noqa: E402
 from lmlm.kb.encoder import RELATION_TEMPLATE, SentenceEncoder  # noqa: E402
+from lmlm.kb.fields import row_problem  # noqa: E402
 from lmlm.kb.io import read_any  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def scored_queries(queries, triplets, encoder) -> list[dict]:
             continue
         semantic = np.array([float(vectors[q.relation] @ vectors[c]) for c in candidates])
         lexical = np.array([overlap(q.relation, c) for c in candidates])
-        right = {m["relation"] for m in q.matches}
+        right = {m["relation"] for m in q.matches if m["entity"] == entity}
         row = {"half": q.set, "kind": q.kind}
         for name, score in (("minilm", semantic), ("words", lexical + 1e-3 * semantic), ("both", semantic + lexical)):
             best = int(np.argmax(score))
@@ -87,9 +88,15 @@ def at_threshold(rows: list[dict], score: str, threshold: float) -> dict:
 
 
 def chosen_threshold(rows: list[dict], score: str) -> float:
-    """The threshold with the most right paraphrase answers at most MAX_WRONG wrong (the lowest such, on a tie)."""
-    thresholds = sorted({r[score]["score"] for r in rows} | {float("inf")})
-    return max(thresholds, key=lambda t: (at_threshold(rows, score, t)["wrong"] <= MAX_WRONG, at_threshold(rows, score, t)["right"], -t))
+    """The threshold with the most right paraphrase answers at most MAX_WRONG wrong, then the most absent queries
+    abstained on, then the lowest. Thresholds lie halfway between neighbouring scores, never on one."""
+    scores = sorted({r[score]["score"] for r in rows})
+    thresholds = [scores[0] - 1.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:])] + [scores[-1] + 1.0]
+
+    def merit(t: float) -> tuple:
+        figures = at_threshold(rows, score, t)
+        return figures["wrong"] <= MAX_WRONG, figures["right"], figures["absent_abstained"], -t
+    return max(thresholds, key=merit)
 
 
 def main() -> None:
@@ -97,8 +104,10 @@ def main() -> None:
     parser.add_argument("--retrieval-dev", type=Path, default=RETRIEVAL_DEV)
     parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "relation_ranking.json")
     args = parser.parse_args()
+    if args.out.is_dir():
+        parser.error(f"--out: {args.out} is a directory; give a file")
     try:
-        triplets = [row[:3] for row in read_any(args.retrieval_dev / DATABASE)]
+        triplets = [row[:3] for row in read_any(args.retrieval_dev / DATABASE) if not row_problem(*row[:3])]
         queries, _ = cross_annotator_queries(read_corpus(args.retrieval_dev / CALLS).examples, triplets)
     except (LmlmError, OSError) as e:  # a missing, unreadable or malformed file in --retrieval-dev
         parser.exit(2, f"relation_ranking: {e}\n")
