@@ -1,8 +1,8 @@
 """How far can relation matching get on the cross-annotator sets, with the entity given?
 
 For each query whose entity is in the Llama annotator's database (as the labeller matched it, or by the asked name
-for an absent query; ``benchmarks/data/README.md``), that entity's stored relations are ranked by three scores: the KB's own (MiniLM cosine of "What is their R?"),
-order-free word overlap after light stemming (Dice), and their sum. A paraphrase query is right at top 1 when the best
+for an absent query; ``benchmarks/data/README.md``), that entity's stored relations are ranked by three scores: the
+KB's own (MiniLM cosine of "What is their R?"), order-free word overlap after light stemming (Dice), and their sum. A paraphrase query is right at top 1 when the best
 relation holds the labelled value. Then one threshold on the best score, chosen on the fit half for the most right
 answers with at most 0.05 wrong, is applied to the confirm half: right / wrong on paraphrases and the share of absent
 queries abstained on. The entity is given here, so these figures bound what a matcher with these signals can do.
@@ -82,7 +82,7 @@ def at_threshold(rows: list[dict], score: str, threshold: float) -> dict:
     paraphrase = [r[score] for r in rows if r["kind"] == "paraphrase"]
     absent = [r[score] for r in rows if r["kind"] == "absent"]
     answered = [r for r in paraphrase if r["score"] >= threshold]
-    return {"right": sum(r["right"] for r in answered) / len(paraphrase), "wrong": sum(not r["right"] for r in answered) / len(paraphrase),
+    return {"top1": sum(r["right"] for r in paraphrase) / len(paraphrase), "right": sum(r["right"] for r in answered) / len(paraphrase), "wrong": sum(not r["right"] for r in answered) / len(paraphrase),
             "absent_abstained": sum(r["score"] < threshold for r in absent) / len(absent),
             "paraphrase": len(paraphrase), "absent": len(absent)}
 
@@ -121,9 +121,7 @@ def main() -> None:
         threshold = chosen_threshold(halves["cross_fit"], score)
         report["scores"][score] = {"threshold_chosen_on_fit": threshold, "halves": {}}
         for half, half_rows in halves.items():
-            paraphrase = [r[score]["right"] for r in half_rows if r["kind"] == "paraphrase"]
-            figures = {"top1": sum(paraphrase) / len(paraphrase), **at_threshold(half_rows, score, threshold)}
-            report["scores"][score]["halves"][half] = figures
+            figures = report["scores"][score]["halves"][half] = at_threshold(half_rows, score, threshold)
             print(f"{score:8s} {half:14s} {figures['top1']:6.2f} {threshold:9.3f} {figures['right']:6.2f} {figures['wrong']:6.2f} "
                   f"{figures['absent_abstained']:17.2f}")
     with atomic_write(args.out) as f:

@@ -96,5 +96,6 @@ def run(args: argparse.Namespace, plan) -> None:
     with atomic_write(args.side / "wiki_constraints.json") as f:
         json.dump(results, f, indent=1)
 
+
 if __name__ == "__main__":
     main()

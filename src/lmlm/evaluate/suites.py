@@ -276,7 +276,6 @@ def forgetting(model: LMLM, forget_prompts: list[dict], retain_prompts: list[dic
 # --- call accuracy ---------------------------------------------------------------------------------------------
 
 
-
 def call_accuracy(model: LMLM, documents: list[dict], constrain: str = "off", margin: float = 5.0, max_call_tokens: int = 32,
                   relation_prior: float = 0.0, mention_prior: float = 0.0) -> dict:
     """How often the model's own call finds the gold fact: each annotated document is teacher-forced up to each
@@ -331,7 +330,6 @@ def values_agree(written: str, gold: str) -> bool:
         return bool(written.strip()) and written.strip().casefold() == gold.strip().casefold()
     shorter, longer = sorted((written_words, gold_words), key=len)
     return written_words == gold_words or (bool(content_words(shorter)) and contiguous(shorter, longer))
-
 
 
 def _prompts_at_calls(text: str) -> list[str]:
