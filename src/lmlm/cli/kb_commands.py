@@ -91,7 +91,13 @@ def _kb_query(args) -> None:
         pairs = [(args.entity, args.relation)]
     else:
         raise LmlmError("give --entity and --relation, or --batch QUERIES.jsonl")
+    if args.explain and args.mode != "default":
+        raise LmlmError("--explain shows how default mode decides; leave out --mode reference")
     with _open_kb(args) as kb:
+        if args.explain:
+            for entity, relation in pairs:
+                _print_explanation(kb.explain(entity, relation), args.json)
+            return
         for result in kb.lookup_many(pairs, mode=args.mode):
             record = result.to_dict()
             if args.json:
@@ -99,6 +105,23 @@ def _kb_query(args) -> None:
             else:
                 found = f"{record['entity']} / {record['relation']}" if record["value"] is not None else "-"
                 print(f"{record['value']!s:<40} {record['tier']:<6} {record['score']:.3f}  {found}")
+
+
+def _print_explanation(explanation: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(explanation, ensure_ascii=False))
+        return
+    answer = explanation["answer"]
+    print(f"answer: {answer['value']!s} ({answer['tier']}, {answer['score']:.3f}); the asked relation's kind: "
+          f"{explanation['relation_kind'] or 'none named'}")
+    if not explanation["entities"]:
+        print("  no entity matches the query's name")
+    for entity in explanation["entities"]:
+        passes = f"fact {entity['passes']['fact']} passes: {entity['passes']['rule']}" if entity["passes"] else "no fact passes"
+        print(f"  {entity['entity']} (entity score {entity['entity_score']:.3f}{', forgotten' if entity['forgotten'] else ''}): {passes}")
+        for fact in entity["facts"]:
+            similarity = "   -  " if fact["similarity"] is None else f"{fact['similarity']:6.3f}"
+            print(f"    {similarity}  [{fact['id']}] {fact['relation']} = {fact['value']!s}{'  (' + fact['left_out'] + ')' if fact['left_out'] else ''}")
 
 
 def _kb_edit(args) -> None:
@@ -180,6 +203,8 @@ def add_kb_commands(stages) -> None:
     p.add_argument("--relation")
     p.add_argument("--batch", metavar="QUERIES.jsonl", help='lines of {"entity", "relation"}; one result line each, in order')
     p.add_argument("--mode", choices=["default", "reference"], default="default")
+    p.add_argument("--explain", action="store_true", help="show the candidate entities and facts default mode weighed, "
+                   "with their similarities, why a fact was left out, and which passes the thresholds")
     p.add_argument("--json", action="store_true")
     p = command("add", _kb_edit, "add a fact")
     for field in ("--entity", "--relation", "--value"):

@@ -75,6 +75,15 @@ class StoredKB:
     def _answer(self, pairs: Sequence[tuple[str, str]], mode: Mode) -> list[LookupResult]:
         return self.resolver.lookup_many(pairs, mode)
 
+    def explain(self, entity: str, relation: str) -> dict:
+        """A default-mode lookup's answer and what it weighed (``Resolver.explain``)."""
+        answer = self.lookup(entity, relation)
+        with self._lock:
+            return {"answer": answer.to_dict(), **self._explained(entity, relation)}
+
+    def _explained(self, entity: str, relation: str) -> dict:
+        return self.resolver.explain(entity, relation)
+
     # --- edits ----------------------------------------------------------------------------
 
     def import_triplets(self, rows: Iterable[tuple], source: str | None = None) -> ImportStats:

@@ -205,6 +205,11 @@ class PostgresKB(StoredKB):
             results = self.resolver.lookup_many(pairs, mode)
         return [dataclasses.replace(r, kb_version=version) for r in results]
 
+    def _explained(self, entity: str, relation: str) -> dict:
+        with self.store.snapshot() as version:
+            self.replica.catch_up(version)
+            return self.resolver.explain(entity, relation)
+
     def _all_exact(self, pairs: Sequence[tuple[str, str]]) -> list[LookupResult] | None:
         """A batch the exact tier answers whole, from one statement that also reads the KB version (one snapshot,
         one round trip); None if any pair needs the other tiers."""

@@ -4,7 +4,8 @@ Default mode, per query (DESIGN.md section 3):
   1. exact: the normalized keys of both match a stored triplet;
   2. fuzzy, triplet-aware: resolve the entity (exact key, then an alias rewrite of ``aliases``, then a
      sentence-vector neighbour whose name contains every word of the query),
-     then match the relation among that entity's own relations by sentence-vector similarity;
+     then match the relation among that entity's own relations by sentence-vector similarity, never to a fact
+     of another kind than the asked relation names (``value_types``);
   3. none.
 A query that resolves to a forgotten entity or a deleted fact gets ``none``: tombstones are part of
 the search, so nothing answers in their place.
@@ -16,7 +17,7 @@ Reference mode reproduces the reference retriever: cosine similarity between the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from lmlm.kb.normalize import compact_key, normalize_key, shortened_name, siblin
 from lmlm.kb.protocol import NO_ANSWER, LookupResult, Mode, Tier, Triplet
 from lmlm.kb.statistics import RelationStatistics
 from lmlm.kb.storage import Store
+from lmlm.kb.value_types import compatible, one_time_two_grains, relation_kind
 from lmlm.kb.vectors import Vectors, reference_text, relation_question
 
 REWRITE_SCORE = 0.97
@@ -137,25 +139,40 @@ class Resolver:
     def _best_per_entity(self, candidates: list[Candidate], relation: str, qvec: np.ndarray
                          ) -> tuple[list[tuple[float, Triplet]], tuple[float, Triplet] | None]:
         """The matching fact of each live candidate entity, scored, and the best live fact below the thresholds."""
-        rkey, rcompact = normalize_key(relation), compact_key(relation)
-        distinct = self.statistics.distinct_from(rkey)
-        limits = self.thresholds
+        asked = AskedRelation.of(relation, self.statistics)
         best: list[tuple[float, Triplet]] = []
         nearest: tuple[float, Triplet] | None = None
         for eid, entity_score, forgotten in candidates:
             if forgotten:
                 continue
-            scored = _relation_similarities(self.store.facts_of(eid), rkey, rcompact, qvec, distinct)
-            if not scored:
-                continue
-            live = [(sim, t) for sim, _, t in scored if t.value is not None]
-            if live and (nearest is None or entity_score * live[0][0] > nearest[0]):
-                nearest = (entity_score * live[0][0], live[0][1])
-            top_sim, top_key, top = scored[0]
-            runner_up = next((sim for sim, key, _ in scored if key != top_key), 0.0)
-            if top_sim >= limits.relation or (top_sim >= limits.relation_floor and top_sim - runner_up >= limits.relation_margin):
-                best.append((entity_score * top_sim, top))
+            judged = judge_facts(self.store.facts_of(eid), asked, qvec)
+            live = [f for f in judged if f.answers_if_close_enough and f.triplet.value is not None]
+            if live and (nearest is None or entity_score * live[0].similarity > nearest[0]):
+                nearest = (entity_score * live[0].similarity, live[0].triplet)
+            top, rule = decide(judged, self.thresholds)
+            if rule:
+                best.append((entity_score * top.similarity, top.triplet))
         return best, nearest
+
+    def explain(self, entity: str, relation: str) -> dict:
+        """What a default-mode lookup weighs: the entities the query may name, and for each its facts, with their
+        similarity to the asked relation or why they cannot answer, and which fact (if any) passes the thresholds."""
+        self.statistics.bring_up_to_date()
+        question = relation_question(relation)
+        candidates = self.named_candidates(entity)
+        vectors = self.vectors.encode_queries([question] + ([] if candidates else [entity]))
+        if not candidates:
+            candidates = self._neighbour_candidates([entity], vectors)[0]
+        names = self.store.entity_rows({eid for eid, _, _ in candidates})
+        asked = AskedRelation.of(relation, self.statistics)
+        entities = []
+        for eid, score, forgotten in candidates:
+            judged = judge_facts(self.store.facts_of(eid), asked, vectors[question])
+            top, rule = decide(judged, self.thresholds)
+            passing = {"fact": top.triplet.id, "rule": rule} if rule and not forgotten else None
+            entities.append({"entity": names[eid][0], "entity_score": round(score, 3), "forgotten": forgotten,
+                             "passes": passing, "facts": [f.to_dict() for f in judged]})
+        return {"relation_kind": asked.kind, "thresholds": asdict(self.thresholds), "entities": entities}
 
     # --- reference mode ------------------------------------------------------------------------
 
@@ -194,19 +211,69 @@ def exact_result(hit: tuple[Triplet, bool] | None) -> LookupResult | None:
     return LookupResult(triplet.value, triplet, 1.0, "exact")
 
 
-def _relation_similarities(facts, rkey: str, rcompact: str, qvec: np.ndarray, distinct: set[str]) -> list[tuple[float, str, Triplet]]:
-    """(similarity, relation key, triplet) of an entity's facts to the asked relation, best first; facts
-    under a sibling relation, or one that entities hold beside the asked relation, are left out."""
-    scored = []
+@dataclass(frozen=True)
+class AskedRelation:
+    key: str
+    compact: str
+    kind: str | None  # the kind of value its name asks for (``value_types``)
+    distinct: frozenset[str]  # relations that entities hold beside it: never a paraphrase of it
+
+    @classmethod
+    def of(cls, relation: str, statistics: RelationStatistics) -> AskedRelation:
+        key = normalize_key(relation)
+        return cls(key, compact_key(relation), relation_kind(relation), frozenset(statistics.distinct_from(key)))
+
+
+@dataclass
+class JudgedFact:
+    """One stored fact weighed against the asked relation."""
+
+    triplet: Triplet
+    key: str
+    similarity: float | None  # None: left out before any similarity was computed
+    left_out: str | None = None  # why it cannot answer; a fact of another kind keeps its similarity, as a rival
+
+    @property
+    def answers_if_close_enough(self) -> bool:
+        return self.similarity is not None and self.left_out is None
+
+    def to_dict(self) -> dict:
+        similarity = None if self.similarity is None else round(self.similarity, 3)
+        return {"id": self.triplet.id, "relation": self.triplet.relation, "value": self.triplet.value,
+                "similarity": similarity, "left_out": self.left_out}
+
+
+def judge_facts(facts, asked: AskedRelation, qvec: np.ndarray) -> list[JudgedFact]:
+    """An entity's facts weighed against the asked relation, the scored ones best first. Left out: facts under a
+    sibling relation, or one that entities hold beside the asked relation; a fact of another kind than the asked
+    relation names is scored but cannot answer."""
+    judged = []
     for triplet, fact_key, fact_vec in facts:
-        if fact_key == rkey:
-            similarity = 1.0
-        elif fact_key.replace(" ", "") == rcompact:
-            similarity = 0.99
-        elif fact_vec is not None and fact_key not in distinct and not sibling_relations(rkey, fact_key):
-            similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
+        if fact_key == asked.key or fact_key.replace(" ", "") == asked.compact:
+            judged.append(JudgedFact(triplet, fact_key, 1.0 if fact_key == asked.key else 0.99))
+        elif fact_vec is None:
+            judged.append(JudgedFact(triplet, fact_key, None, "no vector yet"))
+        elif fact_key in asked.distinct:
+            judged.append(JudgedFact(triplet, fact_key, None, "held beside the asked relation"))
+        elif sibling_relations(asked.key, fact_key) and not one_time_two_grains(asked.key, fact_key):
+            judged.append(JudgedFact(triplet, fact_key, None, "a sibling relation"))
         else:
-            continue
-        scored.append((similarity, fact_key, triplet))
-    scored.sort(key=lambda x: (-x[0], x[2].value is None, x[2].id))
-    return scored
+            similarity = float(np.frombuffer(fact_vec, dtype=np.float16).astype(np.float32) @ qvec)
+            fits = compatible(asked.kind, fact_key, triplet.value)
+            judged.append(JudgedFact(triplet, fact_key, similarity, None if fits else "of another kind"))
+    judged.sort(key=lambda f: (f.similarity is None, -(f.similarity or 0.0), f.triplet.value is None, f.triplet.id))
+    return judged
+
+
+def decide(judged: list[JudgedFact], limits: Thresholds) -> tuple[JudgedFact | None, str | None]:
+    """The entity's best fact that may answer, and the rule it passes by (None: it does not pass). Its runner-up
+    is the best fact under another relation, of any kind: ruling a fact out never lets a weaker one through."""
+    top = next((f for f in judged if f.answers_if_close_enough), None)
+    if top is None:
+        return None, None
+    runner_up = next((f.similarity for f in judged if f.similarity is not None and f.key != top.key), 0.0)
+    if top.similarity >= limits.relation:
+        return top, "at least the relation threshold"
+    if top.similarity >= limits.relation_floor and top.similarity - runner_up >= limits.relation_margin:
+        return top, "at least the floor, ahead of the next relation by the margin"
+    return top, None
