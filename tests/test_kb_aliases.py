@@ -1,5 +1,5 @@
 """Issue 27: alias rewrites of entity names (article, initials, transliteration, a long title's distinctive
-part), on main's relation matching."""
+part, a quoted title), on main's relation matching."""
 
 import pytest
 
@@ -15,6 +15,8 @@ ROWS = [
     ("Cholistan University of Veterinary and Animal Sciences", "Founded", "2014"),
     ("The Legend of Zelda: Twilight Princess", "Developer", "Nintendo"),
     ("Ada Maria Lovelace", "Birthplace", "London"),
+    ("The Story of a Sound", "Award Finalist", "National Book Critics Circle Award"),
+    ('Film "Northern Lights Over Bergen"', "Director", "Ines Halvorsen"),
 ]
 
 
@@ -56,6 +58,13 @@ def test_distinctive_part_rewrite():
     assert distinctive_parts("University of Oxford") == set()  # "University" alone names too many things
 
 
+def test_a_quoted_title_is_its_name():
+    assert {"story of a sound", "the story of a sound"} <= query_alias_keys('Book "The Story of a Sound"', initials=False)
+    assert "northern lights over bergen" in stored_alias_keys('Film "Northern Lights Over Bergen"')
+    # a one-word quote is a nickname or a common word, not a title that names one thing
+    assert query_alias_keys('Dwayne "The Rock" Johnson', initials=False) == {"dwayne the rock johnson"}
+
+
 @pytest.mark.parametrize("entity, relation, value", [
     ("J. R. Smith", "Birth Date", "4 May 1950"),
     ("Leczyca", "Population", "14,000"),
@@ -63,6 +72,8 @@ def test_distinctive_part_rewrite():
     ("Cholistan University", "Founded", "2014"),
     ("Twilight Princess", "Developer", "Nintendo"),
     ("Legend of Zelda: Twilight Princess", "Developer", "Nintendo"),
+    ('Book "The Story of a Sound"', "Award Finalist", "National Book Critics Circle Award"),
+    ("Northern Lights Over Bergen", "Director", "Ines Halvorsen"),
 ])
 def test_lookup_through_each_alias(kb, entity, relation, value):
     result = kb.lookup(entity, relation)

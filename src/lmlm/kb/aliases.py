@@ -4,7 +4,8 @@ so one indexed SQLite lookup finds them (no scan over all entities).
 
 Rewrites: transliteration of letters that Unicode does not decompose (Ł, Ø, ß, Æ: ``anyascii``), a leading
 article dropped, given names as initials ("John Robert Smith" / "J. R. Smith"), and a long title's
-distinctive part (a subtitle after a colon, a name before its "of ..." tail).
+distinctive part (a subtitle after a colon, a name before its "of ..." tail), and a quoted title without the
+words around it ('Book "The Story of a Sound"' / "The Story of a Sound").
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _ARTICLES = ("the ", "a ", "an ")
 _SUBTITLE = re.compile(r"\s*[:–—]\s+|\s+-\s+")
 _OF_TAIL = re.compile(r"\s+of\s+", re.IGNORECASE)
 _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
+_QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„]+)[\"“”«»„]")
 _FUNCTION_WORDS = frozenset("the a an of and de la le von van der".split())  # not given names
 DISTINCTIVE_MIN_WORDS = 2  # a one-word part ("University") names too many things
 
@@ -57,6 +59,7 @@ def distinctive_parts(name: str) -> set[str]:
     head = _OF_TAIL.split(bare, maxsplit=1)
     if len(head) == 2:
         parts.add(head[0])
+    parts.update(_QUOTED.findall(bare))
     keys = {without_article(transliterated_key(p)) for p in parts}
     return {k for k in keys if len(k.split()) >= DISTINCTIVE_MIN_WORDS and k != transliterated_key(bare)}
 
@@ -87,5 +90,8 @@ def query_alias_keys(name: str, initials: bool) -> set[str]:
     keys = set(query_forms(name))  # as they are too: a script anyascii romanizes must still meet its own key
     for form in query_forms(name):
         keys |= _rewrites(transliterated_key(form), initials)
+    for title in _QUOTED.findall(name):  # a quoted title: the words around it say what kind of thing it is
+        if len(without_article(transliterated_key(title)).split()) >= DISTINCTIVE_MIN_WORDS:
+            keys |= _rewrites(transliterated_key(title), initials=False)
     keys.discard("")
     return keys
