@@ -48,21 +48,26 @@ FITS = (("cross_fit",), ("cross_fit", "generated_fit"))
 MAX_WRONG = 0.05
 
 
+BLOCKED = ("none: the query names a forgotten entity", "none: the best fact was deleted", "none: facts of several entities")
+
+
 def candidate_row(kb, query: dict) -> dict:
-    """The query's candidate fact, its features, whether its value is right, and what the hand rule answered."""
+    """The query's candidate fact, its features, whether its value is right, and what the hand rule answered. Where
+    the rule's entity-level checks (a forgotten entity named, a deleted fact, entities tied) refuse to answer, the
+    model has no candidate either: only the relation decision is compared."""
     explained = kb.explain(query["entity"], query["relation"])
     best = None
-    for entity in explained["entities"]:
-        if entity["forgotten"]:
-            continue
+    for entity in [] if explained["decision"].startswith(BLOCKED) else explained["entities"]:
         scored = [f for f in entity["facts"] if f["similarity"] is not None]
         top = next((f for f in scored if f["left_out"] is None), None)
-        if top is None or (best is not None and entity["entity_score"] * top["similarity"] <= best[0]):
+        if entity["forgotten"] or top is None or (best and entity["entity_score"] * top["similarity"] <= best[0]):
             continue
-        runner_up = next((f["similarity"] for f in scored if f["relation"] != top["relation"]), 0.0)
+        runner_up = next((f["similarity"] for f in scored if f["key"] != top["key"]), 0.0)
         features = [top["similarity"], top["similarity"] - runner_up, overlap(query["relation"], top["relation"]),
                     float(relation_kind(query["relation"]) is not None), entity["entity_score"]]
         best = (entity["entity_score"] * top["similarity"], top["value"], features)
+    if best is not None and best[1] is None:  # a deleted fact is no answer
+        best = None
     answer = explained["answer"]
     expected = query["expected"]
     return {"kind": query["kind"], "expected": expected, "exact": answer["tier"] == "exact", "rule_value": answer["value"],
@@ -73,7 +78,7 @@ def candidate_row(kb, query: dict) -> dict:
 def figures(rows: list[dict], answers: list[bool], values: list[str | None]) -> dict:
     """Right / wrong over the answerable queries, abstention over the absent ones."""
     answerable = [(r, a, v) for r, a, v in zip(rows, answers, values) if r["expected"] is not None]
-    absent = [a for r, a in zip(rows, answers) if r["expected"] is None]
+    absent = [a and v is not None for r, a, v in zip(rows, answers, values) if r["expected"] is None]
     right = sum(a and v is not None and v in r["expected"] for r, a, v in answerable)
     wrong = sum(a and v is not None for _, a, v in answerable) - right
     out = {"answerable": len(answerable), "absent": len(absent)}
@@ -108,9 +113,9 @@ def model_figures(rows: list[dict], model, p: float) -> dict:
 
 def chosen_p(rows: list[dict], model) -> float:
     """The p with the most right answers at most MAX_WRONG wrong on ``rows``, then the most abstention, then the
-    highest; p runs over the midpoints of the rows' own probabilities."""
+    highest; p runs over the midpoints of the rows' own probabilities, and answering everything or nothing."""
     probabilities = sorted({float(model.predict_proba([r["features"]])[0, 1]) for r in rows if r["features"]})
-    candidates = [(a + b) / 2 for a, b in zip(probabilities, probabilities[1:])] + [probabilities[-1] + 1e-6]
+    candidates = [0.0] + [(a + b) / 2 for a, b in zip(probabilities, probabilities[1:])] + [1.0 + 1e-6]
 
     def merit(p: float) -> tuple:
         f = figures(rows, *model_answers(rows, model, p))
@@ -139,6 +144,8 @@ def fitted_report(rows: dict[str, list[dict]], fit_sets: tuple[str, ...]) -> dic
     """A model fitted on ``fit_sets``, its p chosen there, and its figures on every set."""
     fit = [r for name in fit_sets for r in rows[name]]
     train = [r for r in fit if r["features"] and not r["exact"]]
+    if len({r["right"] for r in train}) < 2:
+        raise LmlmError(f"{'+'.join(fit_sets)}: no right and wrong candidates both to fit a decision on")
     model = LogisticRegression(C=1.0, max_iter=1000).fit(np.array([r["features"] for r in train]), [r["right"] for r in train])
     p = chosen_p(fit, model)
     return {"coefficients": dict(zip(FEATURES, map(float, model.coef_[0]))), "intercept": float(model.intercept_[0]),
@@ -183,7 +190,10 @@ def main() -> None:
     report = {"command": "python experiments/relation_decision.py", "features": FEATURES, "max_wrong": MAX_WRONG,
               "hand_rule": {name: rule_figures(rows[name]) for name in CHECKS}, "models": {}}
     for fit_sets in FITS:
-        report["models"]["+".join(fit_sets)] = fitted_report(rows, fit_sets)
+        try:
+            report["models"]["+".join(fit_sets)] = fitted_report(rows, fit_sets)
+        except LmlmError as e:
+            parser.exit(2, f"relation_decision: {e}\n")
     print_table(report)
     with atomic_write(args.out) as f:
         f.write(json.dumps(report, indent=1) + "\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 
 from lmlm.cli.data_commands import add_data_commands
@@ -48,10 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmlm: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader stopped early (`| head`): no traceback, and none at exit either
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError as e:
+        if not _stdout_reader_gone():
+            print(f"lmlm: error: {e}", file=sys.stderr)
+            return 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the reader stopped early (`| head`): no
+        return 141  # traceback, and none when Python flushes stdout at exit
     return 0
+
+
+def _stdout_reader_gone() -> bool:
+    """Is standard output a pipe whose reader has closed it? (poll reports an error on such a pipe's write end)"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll here, or stdout is no file
+        return False
 
 
 if __name__ == "__main__":

@@ -112,10 +112,8 @@ def _print_explanation(explanation: dict, as_json: bool) -> None:
         print(json.dumps(explanation, ensure_ascii=False))
         return
     answer = explanation["answer"]
-    print(f"answer: {answer['value']!s} ({answer['tier']}, {answer['score']:.3f}); the asked relation's kind: "
+    print(f"answer: {answer['value']!s} ({explanation['decision']}; score {answer['score']:.3f}); the asked relation's kind: "
           f"{explanation['relation_kind'] or 'none named'}")
-    if not explanation["entities"]:
-        print("  no entity matches the query's name")
     for entity in explanation["entities"]:
         passes = f"fact {entity['passes']['fact']} passes: {entity['passes']['rule']}" if entity["passes"] else "no fact passes"
         print(f"  {entity['entity']} (entity score {entity['entity_score']:.3f}{', forgotten' if entity['forgotten'] else ''}): {passes}")

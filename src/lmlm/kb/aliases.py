@@ -21,7 +21,8 @@ _ARTICLES = ("the ", "a ", "an ")
 _SUBTITLE = re.compile(r"\s*[:–—]\s+|\s+-\s+")
 _OF_TAIL = re.compile(r"\s+of\s+", re.IGNORECASE)
 _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
-_QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„]+)[\"“”«»„]")
+# a quoted title, each kind of quote closed by its own; a straight quote after a digit is an inch mark, not a quote
+_QUOTED = re.compile(r'(?<!\d)"([^"]+)"|“([^“”]+)”|„([^“”„]+)[“”]|«\s*([^«»]+?)\s*»|‘([^‘’]+)’')
 _FUNCTION_WORDS = frozenset("the a an of and de la le von van der".split())  # not given names
 DISTINCTIVE_MIN_WORDS = 2  # a one-word part ("University") names too many things
 
@@ -59,9 +60,14 @@ def distinctive_parts(name: str) -> set[str]:
     head = _OF_TAIL.split(bare, maxsplit=1)
     if len(head) == 2:
         parts.add(head[0])
-    parts.update(_QUOTED.findall(bare))
-    keys = {without_article(transliterated_key(p)) for p in parts}
+    parts.update(quoted_titles(bare))
+    # both ways round: a letter that NFKD decomposes (й) romanizes otherwise than its decomposed form
+    keys = {without_article(key) for p in parts for key in (transliterated_key(p), transliterated_key(normalize_key(p)))}
     return {k for k in keys if len(k.split()) >= DISTINCTIVE_MIN_WORDS and k != transliterated_key(bare)}
+
+
+def quoted_titles(name: str) -> list[str]:
+    return [next(group for group in match if group) for match in _QUOTED.findall(name)]
 
 
 def _rewrites(key: str, initials: bool) -> set[str]:
@@ -90,7 +96,7 @@ def query_alias_keys(name: str, initials: bool) -> set[str]:
     keys = set(query_forms(name))  # as they are too: a script anyascii romanizes must still meet its own key
     for form in query_forms(name):
         keys |= _rewrites(transliterated_key(form), initials)
-    for title in _QUOTED.findall(name):  # a quoted title: the words around it say what kind of thing it is
+    for title in quoted_titles(name):  # the words around a quoted title only say what kind of thing it is
         if len(without_article(transliterated_key(title)).split()) >= DISTINCTIVE_MIN_WORDS:
             keys |= _rewrites(transliterated_key(title), initials=False)
     keys.discard("")

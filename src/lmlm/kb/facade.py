@@ -76,10 +76,9 @@ class StoredKB:
         return self.resolver.lookup_many(pairs, mode)
 
     def explain(self, entity: str, relation: str) -> dict:
-        """A default-mode lookup's answer and what it weighed (``Resolver.explain``)."""
-        answer = self.lookup(entity, relation)
+        """A default-mode lookup's answer, how it was decided, and what it weighed (``Resolver.explain``)."""
         with self._lock:
-            return {"answer": answer.to_dict(), **self._explained(entity, relation)}
+            return self._explained(entity, relation)
 
     def _explained(self, entity: str, relation: str) -> dict:
         return self.resolver.explain(entity, relation)

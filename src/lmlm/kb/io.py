@@ -52,8 +52,13 @@ def read_jsonl_triplets(path: str | os.PathLike) -> Iterator[tuple]:
 
 
 def read_queries(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Lines of ``{"entity", "relation"}``."""
-    return [(row["entity"], row["relation"]) for _, row in read_jsonl(Path(path), ("entity", "relation"))]
+    """Lines of ``{"entity", "relation"}``, both strings."""
+    queries = []
+    for lineno, row in read_jsonl(Path(path), ("entity", "relation")):
+        if wrong := [k for k in ("entity", "relation") if not isinstance(row[k], str)]:
+            raise LmlmError(f"{path}:{lineno}: {' and '.join(wrong)} must be a string")
+        queries.append((row["entity"], row["relation"]))
+    return queries
 
 
 def read_annotated(path: str | os.PathLike) -> Iterator[tuple]:

@@ -72,10 +72,10 @@ _STOPWORDS = frozenset("a an the of in on at by to for from with and or is its t
 def sibling_relations(asked: str, stored: str) -> bool:
     """Do two relation keys share a content word while each has one the other lacks?
     ("death date" / "birth date", "birth place" / "birth date"): related, but different facts."""
-    a, b = _content_words(asked), _content_words(stored)
+    a, b = relation_words(asked), relation_words(stored)
     return bool(a & b) and bool(a - b) and bool(b - a)
 
 
-def _content_words(key: str) -> set[str]:
+def relation_words(key: str) -> set[str]:
     """Content words with a plural -s taken off, so "birth dates" and "birth date" are not siblings."""
     return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in key.split()} - _STOPWORDS

@@ -208,7 +208,8 @@ class PostgresKB(StoredKB):
     def _explained(self, entity: str, relation: str) -> dict:
         with self.store.snapshot() as version:
             self.replica.catch_up(version)
-            return self.resolver.explain(entity, relation)
+            explained = self.resolver.explain(entity, relation)
+        return {**explained, "answer": {**explained["answer"], "kb_version": version}}  # as a lookup's answer says it
 
     def _all_exact(self, pairs: Sequence[tuple[str, str]]) -> list[LookupResult] | None:
         """A batch the exact tier answers whole, from one statement that also reads the KB version (one snapshot,

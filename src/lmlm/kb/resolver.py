@@ -123,18 +123,26 @@ class Resolver:
         return out
 
     def _best_fact(self, candidates: list[Candidate], relation: str, qvec: np.ndarray) -> LookupResult:
+        return self._decided(candidates, relation, qvec)[0]
+
+    def _decided(self, candidates: list[Candidate], relation: str, qvec: np.ndarray) -> tuple[LookupResult, str]:
+        """The answer over the candidate entities, and how it was decided."""
         top_entity_score = max(score for _, score, _ in candidates)
         if any(forgotten and score >= top_entity_score for _, score, forgotten in candidates):
-            return NO_ANSWER  # the query names a forgotten entity: no neighbour answers for it
+            return NO_ANSWER, "none: the query names a forgotten entity, so no neighbour answers for it"
         best, nearest = self._best_per_entity(candidates, relation, qvec)
         if not best:
-            return LookupResult(None, None, nearest[0] if nearest else 0.0, "none", nearest[1] if nearest else None)
+            result = LookupResult(None, None, nearest[0] if nearest else 0.0, "none", nearest[1] if nearest else None)
+            return result, "none: no fact passes the thresholds"
         score, triplet = max(best, key=lambda b: b[0])
         rivals = {t.value for s, t in best if s >= score - TIE_MARGIN}
-        if triplet.value is None or len(rivals) > 1:  # a deleted fact, or several entities fit equally well
-            return LookupResult(None, None, score, "none", nearest[1] if nearest and triplet.value is not None else None)
+        if triplet.value is None:
+            return LookupResult(None, None, score, "none"), "none: the best fact was deleted"
+        if len(rivals) > 1:
+            return (LookupResult(None, None, score, "none", nearest[1] if nearest else None),
+                    "none: facts of several entities fit equally well, with different values")
         tier: Tier = "exact" if score >= 1.0 else "fuzzy"
-        return LookupResult(triplet.value, triplet, score, tier)
+        return LookupResult(triplet.value, triplet, score, tier), f"{tier}: the best fact passes"
 
     def _best_per_entity(self, candidates: list[Candidate], relation: str, qvec: np.ndarray
                          ) -> tuple[list[tuple[float, Triplet]], tuple[float, Triplet] | None]:
@@ -155,24 +163,39 @@ class Resolver:
         return best, nearest
 
     def explain(self, entity: str, relation: str) -> dict:
-        """What a default-mode lookup weighs: the entities the query may name, and for each its facts, with their
-        similarity to the asked relation or why they cannot answer, and which fact (if any) passes the thresholds."""
+        """A default-mode lookup's answer, how it was decided, and what it weighed: the entities the query may name,
+        and for each its facts, with their similarity to the asked relation or why they cannot answer, and which
+        fact (if any) passes the thresholds."""
+        keys = query_key(entity), query_key(relation)
+        if not all(keys):
+            return {"answer": NO_ANSWER.to_dict(), "decision": "none: the entity or the relation is empty or cannot be stored",
+                    "relation_kind": None, "thresholds": asdict(self.thresholds), "entities": []}
         self.statistics.bring_up_to_date()
         question = relation_question(relation)
         candidates = self.named_candidates(entity)
         vectors = self.vectors.encode_queries([question] + ([] if candidates else [entity]))
         if not candidates:
             candidates = self._neighbour_candidates([entity], vectors)[0]
-        names = self.store.entity_rows({eid for eid, _, _ in candidates})
+        if (exact := self._exact(*keys)) is not None:
+            answer, decision = exact, "exact: the keys match a stored fact" if exact.value else "none: the fact under these keys was erased"
+        elif candidates:
+            answer, decision = self._decided(candidates, relation, vectors[question])
+        else:
+            answer, decision = NO_ANSWER, "none: no entity matches the query's name"
         asked = AskedRelation.of(relation, self.statistics)
+        return {"answer": answer.to_dict(), "decision": decision, "relation_kind": asked.kind,
+                "thresholds": asdict(self.thresholds), "entities": self._weighed(candidates, asked, vectors[question])}
+
+    def _weighed(self, candidates: list[Candidate], asked: AskedRelation, qvec: np.ndarray) -> list[dict]:
+        names = self.store.entity_rows({eid for eid, _, _ in candidates})
         entities = []
         for eid, score, forgotten in candidates:
-            judged = judge_facts(self.store.facts_of(eid), asked, vectors[question])
+            judged = judge_facts(self.store.facts_of(eid), asked, qvec)
             top, rule = decide(judged, self.thresholds)
             passing = {"fact": top.triplet.id, "rule": rule} if rule and not forgotten else None
-            entities.append({"entity": names[eid][0], "entity_score": round(score, 3), "forgotten": forgotten,
+            entities.append({"entity": names[eid][0], "entity_score": score, "forgotten": forgotten,
                              "passes": passing, "facts": [f.to_dict() for f in judged]})
-        return {"relation_kind": asked.kind, "thresholds": asdict(self.thresholds), "entities": entities}
+        return entities
 
     # --- reference mode ------------------------------------------------------------------------
 
@@ -238,9 +261,8 @@ class JudgedFact:
         return self.similarity is not None and self.left_out is None
 
     def to_dict(self) -> dict:
-        similarity = None if self.similarity is None else round(self.similarity, 3)
-        return {"id": self.triplet.id, "relation": self.triplet.relation, "value": self.triplet.value,
-                "similarity": similarity, "left_out": self.left_out}
+        return {"id": self.triplet.id, "relation": self.triplet.relation, "key": self.key, "value": self.triplet.value,
+                "similarity": self.similarity, "left_out": self.left_out}
 
 
 def judge_facts(facts, asked: AskedRelation, qvec: np.ndarray) -> list[JudgedFact]:
