@@ -3,7 +3,7 @@ part, a quoted title), on main's relation matching."""
 
 import pytest
 
-from lmlm.kb.aliases import distinctive_parts, query_alias_keys, stored_alias_keys, transliterated_key
+from lmlm.kb.aliases import distinctive_parts, query_alias_keys, quoted_titles, stored_alias_keys, transliterated_key
 
 ROWS = [
     ("The Wall", "Release Year", "1979"),
@@ -63,6 +63,10 @@ def test_a_quoted_title_is_its_name():
     assert "northern lights over bergen" in stored_alias_keys('Film "Northern Lights Over Bergen"')
     # a one-word quote is a nickname or a common word, not a title that names one thing
     assert query_alias_keys('Dwayne "The Rock" Johnson', initials=False) == {"dwayne the rock johnson"}
+    assert quoted_titles('Книга «Война и мир»') == ["Война и мир"] and quoted_titles("Song ‘Hello World’") == ["Hello World"]
+    # words that change what is meant, words after the quote, an inch mark, an unclosed quote: no title
+    for name in ['Remix of "Blue Monday"', '"Blue Monday" (2016 version)', 'Samsung 55" Smart TV "Crystal UHD"', "« " + "\t " * 50 + "x"]:
+        assert quoted_titles(name) == [], name
 
 
 @pytest.mark.parametrize("entity, relation, value", [

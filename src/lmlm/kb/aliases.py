@@ -22,7 +22,9 @@ _SUBTITLE = re.compile(r"\s*[:–—]\s+|\s+-\s+")
 _OF_TAIL = re.compile(r"\s+of\s+", re.IGNORECASE)
 _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 # a quoted title, each kind of quote closed by its own; a straight quote after a digit is an inch mark, not a quote
-_QUOTED = re.compile(r'(?<!\d)"([^"]+)"|“([^“”]+)”|„([^“”„]+)[“”]|«\s*([^«»]+?)\s*»|‘([^‘’]+)’')
+_QUOTED = re.compile(r'(?<!\d)"([^"]+)"|“([^“”]+)”|„([^“”„]+)[“”]|«([^«»]+)»|‘([^‘’]+)’')
+_DESCRIPTOR_WORDS = 2  # 'Book "X"', 'the novel "X"'; "Remix of "X"" names another thing
+_PREPOSITIONS = frozenset("of in on at by for from with to about after before like versus vs".split())
 _FUNCTION_WORDS = frozenset("the a an of and de la le von van der".split())  # not given names
 DISTINCTIVE_MIN_WORDS = 2  # a one-word part ("University") names too many things
 
@@ -67,7 +69,16 @@ def distinctive_parts(name: str) -> set[str]:
 
 
 def quoted_titles(name: str) -> list[str]:
-    return [next(group for group in match if group) for match in _QUOTED.findall(name)]
+    """The title a name quotes, when the words before it only say what kind of thing it is: at most two words, no
+    preposition among them ('Remix of "X"' names another thing) and nothing after the quote."""
+    match = _QUOTED.search(name)
+    if match is None or name[match.end():].strip(" .,;:!?)]") or _QUOTED.search(name, match.end()):
+        return []
+    descriptor = normalize_key(name[: match.start()]).split()
+    if len(descriptor) > _DESCRIPTOR_WORDS or set(descriptor) & _PREPOSITIONS:
+        return []
+    title = next(group for group in match.groups() if group).strip()
+    return [title] if title else []
 
 
 def _rewrites(key: str, initials: bool) -> set[str]:

@@ -177,7 +177,7 @@ class Resolver:
         if not candidates:
             candidates = self._neighbour_candidates([entity], vectors)[0]
         if (exact := self._exact(*keys)) is not None:
-            answer, decision = exact, "exact: the keys match a stored fact" if exact.value else "none: the fact under these keys was erased"
+            answer, decision = exact, "exact: the keys match a stored fact" if exact.value else "none: the fact under these keys was deleted, or its entity forgotten"
         elif candidates:
             answer, decision = self._decided(candidates, relation, vectors[question])
         else:
@@ -289,11 +289,14 @@ def judge_facts(facts, asked: AskedRelation, qvec: np.ndarray) -> list[JudgedFac
 
 def decide(judged: list[JudgedFact], limits: Thresholds) -> tuple[JudgedFact | None, str | None]:
     """The entity's best fact that may answer, and the rule it passes by (None: it does not pass). Its runner-up
-    is the best fact under another relation, of any kind: ruling a fact out never lets a weaker one through."""
+    is the best fact under another relation, of any kind, and it must not score higher: ruling a fact out never lets
+    a weaker one through."""
     top = next((f for f in judged if f.answers_if_close_enough), None)
     if top is None:
         return None, None
     runner_up = next((f.similarity for f in judged if f.similarity is not None and f.key != top.key), 0.0)
+    if runner_up > top.similarity:  # a fact of another kind fits the asked relation better: the asked fact is not here
+        return top, None
     if top.similarity >= limits.relation:
         return top, "at least the relation threshold"
     if top.similarity >= limits.relation_floor and top.similarity - runner_up >= limits.relation_margin:

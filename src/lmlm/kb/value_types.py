@@ -31,7 +31,7 @@ _KIND_OF_WORD = {
                     "grandfather grandmother uncle aunt teacher".split(), PERSON),
 }
 _PREPOSITIONS = frozenset("of in at on for by from to as".split())
-_PARTICIPLES = frozenset("born built held won made located situated".split())  # besides words in -ed or -en
+_PARTICIPLES = frozenset("born built held won made given chosen written taken begun".split())  # and longer words in -ed
 _MONTHS = ("january february march april may june july august september october november december "
            "jan feb mar apr jun jul aug sep sept oct nov dec").split()
 _WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
@@ -44,13 +44,14 @@ _NUMERIC_DATE = re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b")  # 12/05/90, 
 _CENTURY = re.compile(r"\b\d{1,2}(?:st|nd|rd|th)[\s-]+(?:century|millennium)\b")
 _WORDS_OF_DATES_AND_NUMBERS = frozenset(_MONTHS + _WEEKDAYS + _NUMBER_WORDS + "bc bce ad ce c ca circa st nd rd th s".split())
 _DIGIT = re.compile(r"\d")
+_PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 _WORD = re.compile(r"[^\W\d_]+")
 
 
 @lru_cache(maxsize=1 << 14)
 def relation_kind(relation: str) -> str | None:
     """The kind of value a relation's name asks for, or None when its words name none."""
-    words = normalize_key(relation).split()
+    words = normalize_key(_PARENTHETICAL.sub("", relation)).split()  # "Height (m)": the unit is no head
     cut = next((i for i, w in enumerate(words) if w in _PREPOSITIONS), len(words))
     head = _head_kind(words[:cut])
     if head is not None:
@@ -69,12 +70,12 @@ def _head_kind(words: list[str]) -> str | None:
 
 def _kind_of(word: str) -> str | None:
     """The kind a word names, in the singular or the plural ("founders", "cities")."""
-    singular = word[:-3] + "y" if len(word) > 4 and word.endswith("ies") else next(iter(relation_words(word)), word)
-    return _KIND_OF_WORD.get(word) or _KIND_OF_WORD.get(singular)
+    singulars = {word[:-3] + "y", word[:-2], word[:-1]} if len(word) > 4 and word.endswith("s") else set()
+    return _KIND_OF_WORD.get(word) or next((_KIND_OF_WORD[w] for w in sorted(singulars) if w in _KIND_OF_WORD), None)
 
 
 def _participle(word: str) -> bool:
-    return word in _PARTICIPLES or (len(word) > 3 and word.endswith(("ed", "en")))
+    return word in _PARTICIPLES or (len(word) > 5 and word.endswith("ed"))  # founded, formed; not "creed"
 
 
 def value_fits(kind: str, value: str) -> bool:

@@ -84,10 +84,11 @@ class Vectors:
 
     def encode_queries(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors for query strings, cached: generation asks the same relations again and again."""
+        texts = list(texts)
+        if len(self._query_vectors) > CACHED_QUERIES_MAX:  # cleared before the look-up, so no asked text is lost
+            self._query_vectors.clear()
         todo = list(dict.fromkeys(t for t in texts if t not in self._query_vectors))
         if todo:
-            if len(self._query_vectors) > CACHED_QUERIES_MAX:
-                self._query_vectors.clear()
             self._query_vectors.update(zip(todo, self.encoders.record().encode(todo)))
         return self._query_vectors
 
