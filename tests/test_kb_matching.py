@@ -76,12 +76,12 @@ PEOPLE = [
     ("Liu Wen", {"Birth Date": "1 May 1990", "Birthplace": "Chengdu", "Nationality": "Chinese", "Occupation": "engineer"}),
     ("Quito", {"Country": "Ecuador", "Elevation": "2850 m", "Mayor": "Pabel Muñoz"}),
 ]
+ROWS = [(name, relation, value) for name, facts in PEOPLE for relation, value in facts.items()]
 
 
 @pytest.fixture(scope="module")
 def people_kb(make_module_kb):
-    kb = make_module_kb("kinds")
-    kb.import_triplets([(name, rel, val) for name, facts in PEOPLE for rel, val in facts.items()])
+    kb = make_module_kb("kinds", ROWS)
     kb.embed()
     yield kb
     kb.close()
@@ -164,7 +164,7 @@ def test_kb_query_explain_on_the_command_line(tmp_path):
 
     path = tmp_path / "people.sqlite"
     with SqliteKB(path, create=True) as kb:
-        kb.import_triplets([(name, rel, val) for name, facts in PEOPLE for rel, val in facts.items()])
+        kb.import_triplets(ROWS)
         kb.embed()
     shown = run_cli("kb", "query", path, "--entity", "Liu Wen", "--relation", "Population", "--explain", check=True).stdout
     assert "the asked relation's kind: number" in shown and "Birthplace = Chengdu  (of another kind)" in shown

@@ -15,12 +15,11 @@ from functools import lru_cache
 
 from anyascii import anyascii
 
-from lmlm.kb.normalize import name_variants, normalize_key, query_forms
+from lmlm.kb.normalize import name_variants, normalize_key, query_forms, without_parenthetical
 
 _ARTICLES = ("the ", "a ", "an ")
 _SUBTITLE = re.compile(r"\s*[:–—]\s+|\s+-\s+")
 _OF_TAIL = re.compile(r"\s+of\s+", re.IGNORECASE)
-_PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 # a quoted title, each kind of quote closed by its own; a straight quote after a digit is an inch mark, not a quote
 _QUOTED = re.compile(r'(?<!\d)"([^"]+)"|“([^“”]+)”|„([^“”„]+)[“”]|«([^«»]+)»|‘([^‘’]+)’')
 _DESCRIPTOR_WORDS = 2  # 'Book "X"', 'the novel "X"'; "Remix of "X"" names another thing
@@ -54,7 +53,7 @@ def initials_key(key: str) -> str | None:
 def distinctive_parts(name: str) -> set[str]:
     """The distinctive part of a long title: what follows a colon or dash ("Zelda: Twilight Princess"),
     and what precedes an "of ..." tail ("Cholistan University of Veterinary Sciences")."""
-    bare = _PARENTHETICAL.sub("", name).strip()
+    bare = without_parenthetical(name).strip()
     parts = set()
     pieces = _SUBTITLE.split(bare)
     if len(pieces) == 2:
@@ -92,7 +91,7 @@ def _rewrites(key: str, initials: bool) -> set[str]:
 def stored_alias_keys(name: str) -> set[str]:
     """Keys a stored entity is also found under: the name variants of ``normalize``, and the rewrites above."""
     keys = set(name_variants(name))
-    for form in {transliterated_key(name), transliterated_key(_PARENTHETICAL.sub("", name))}:
+    for form in {transliterated_key(name), transliterated_key(without_parenthetical(name))}:
         keys |= _rewrites(form, initials=True)
     keys |= distinctive_parts(name)
     keys.discard("")

@@ -24,6 +24,11 @@ def normalize_key(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
+def without_parenthetical(text: str) -> str:
+    """The text with parenthesised or bracketed asides taken out ("Beck (album)" -> "Beck", "Height (m)" -> "Height")."""
+    return _PARENTHETICAL.sub("", text)
+
+
 def compact_key(text: str) -> str:
     """The key with spaces removed, so 'Birth Place' and 'Birthplace' meet."""
     return normalize_key(text).replace(" ", "")

@@ -16,7 +16,7 @@ Reference mode reproduces the reference retriever: cosine similarity between the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -92,7 +92,7 @@ class Resolver:
         if unresolved:
             for i, found in zip(unresolved, self._neighbour_candidates([pairs[i][0] for i in unresolved], vectors)):
                 candidates[i] = found
-        return [self._best_fact(c, r, vectors[q]) if c else NO_ANSWER for (_, r), q, c in zip(pairs, questions, candidates)]
+        return [self._decided(c, r, vectors[q])[0] if c else NO_ANSWER for (_, r), q, c in zip(pairs, questions, candidates)]
 
     def named_candidates(self, entity: str) -> list[Candidate]:
         """The entities ``entity`` names: the exact key, else a rewrite of the query (no parenthetical, "Last,
@@ -121,9 +121,6 @@ class Resolver:
                     found.append((int(eid), float(score), forgotten))
             out.append(found)
         return out
-
-    def _best_fact(self, candidates: list[Candidate], relation: str, qvec: np.ndarray) -> LookupResult:
-        return self._decided(candidates, relation, qvec)[0]
 
     def _decided(self, candidates: list[Candidate], relation: str, qvec: np.ndarray) -> tuple[LookupResult, str]:
         """The answer over the candidate entities, and how it was decided."""
@@ -239,12 +236,12 @@ class AskedRelation:
     key: str
     compact: str
     kind: str | None  # the kind of value its name asks for (``value_types``)
-    distinct: frozenset[str]  # relations that entities hold beside it: never a paraphrase of it
+    distinct: Set[str]  # relations that entities hold beside it: never a paraphrase of it (the statistics' cached set)
 
     @classmethod
     def of(cls, relation: str, statistics: RelationStatistics) -> AskedRelation:
         key = normalize_key(relation)
-        return cls(key, compact_key(relation), relation_kind(relation), frozenset(statistics.distinct_from(key)))
+        return cls(key, compact_key(relation), relation_kind(relation), statistics.distinct_from(key))
 
 
 @dataclass

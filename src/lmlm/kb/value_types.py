@@ -16,7 +16,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from lmlm.kb.normalize import normalize_key, relation_words
+from lmlm.kb.normalize import normalize_key, relation_words, without_parenthetical
 
 TIME, NUMBER, PLACE, PERSON = "time", "number", "place", "person"
 
@@ -44,14 +44,13 @@ _NUMERIC_DATE = re.compile(r"\b\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}\b")  # 12/05/90, 
 _CENTURY = re.compile(r"\b\d{1,2}(?:st|nd|rd|th)[\s-]+(?:century|millennium)\b")
 _WORDS_OF_DATES_AND_NUMBERS = frozenset(_MONTHS + _WEEKDAYS + _NUMBER_WORDS + "bc bce ad ce c ca circa st nd rd th s".split())
 _DIGIT = re.compile(r"\d")
-_PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 _WORD = re.compile(r"[^\W\d_]+")
 
 
 @lru_cache(maxsize=1 << 14)
 def relation_kind(relation: str) -> str | None:
     """The kind of value a relation's name asks for, or None when its words name none."""
-    words = normalize_key(_PARENTHETICAL.sub("", relation)).split()  # "Height (m)": the unit is no head
+    words = normalize_key(without_parenthetical(relation)).split()  # "Height (m)": the unit is no head
     cut = next((i for i, w in enumerate(words) if w in _PREPOSITIONS), len(words))
     head = _head_kind(words[:cut])
     if head is not None:
