@@ -33,7 +33,7 @@ def corpora(shared) -> list[Path]:
 # seed, the import path, thread counts, the HF libraries' settings) runs as a real ``python -m lmlm`` instead, as
 # do the tests of the entry points themselves (tests/test_cli_errors.py) and of damaged checkpoints.
 _CLI_PROCESSES = multiprocessing.get_context("forkserver")
-_CLI_PROCESSES.set_forkserver_preload(["lmlm.cli", "lmlm.engine", "lmlm.kb", "torch", "transformers"])
+_CLI_PROCESSES.set_forkserver_preload(["lmlm.cli", "lmlm.engine", "lmlm.kb", "torch", "transformers", "sentence_transformers"])
 _STARTUP_ENVIRON = dict(os.environ)
 
 
