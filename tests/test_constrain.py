@@ -96,6 +96,17 @@ def test_a_new_entity_is_seen_by_the_next_entity_constraint(tokenizer, kb):
     assert (after.entity, after.value) == ("Ada Ashbe", "Paris")
 
 
+def test_a_call_about_a_forgotten_entity_is_not_moved_onto_a_neighbours_name(tokenizer, kb):
+    # the forget audit's leak: "Astrid Elmford" forgotten, her call was held to "Astrid Elmgate" and answered with his
+    kb.add("Ada Ashbe", "Home City", "Paris")
+    kb.forget("Ada Ashbe", exact=True)
+    cfg = GenerationConfig(**LOOSE, constrain_lookups="entity_relation")
+    lookup = only_lookup(engine(tokenizer, kb).generate(["Ada Ashbe moved to"], cfg)[0])
+    assert (lookup.entity, lookup.value, lookup.tier, lookup.triplet_id) == ("Ada Ashbe", "unknown", "none", None)
+    kb.add("Ada Ashbe", "Home City", "Rome")  # adding a fact brings the entity back
+    assert only_lookup(engine(tokenizer, kb).generate(["Ada Ashbe moved to"], cfg)[0]).value == "Rome"
+
+
 @pytest.mark.parametrize("drafts", [False, True])
 def test_each_row_of_a_batch_has_its_own_constraint(tokenizer, kb, drafts):
     cfg = GenerationConfig(**dict(LOOSE, ngram_drafts=drafts, draft_values=drafts), constrain_lookups="entity_relation")

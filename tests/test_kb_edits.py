@@ -121,6 +121,7 @@ def test_a_forgotten_entity_stays_forgotten_until_added_again(make_kb):
         assert kb.search("Paris") == [] and kb.facts("Ada Maria Lovelace") == []
         assert kb.stats()["triplets"] == 3 and kb.stats()["forgotten_entities"] == 1
         assert "Paris" not in {value for _, _, _, value, *_ in kb.triplets()}
+        assert "Ada Maria Lovelace" in kb.entity_names()  # a constrained call can still name it, and be refused
         kb.delete(tombstone.id)  # erasing an erased fact changes nothing
         added = kb.add("Ada Maria Lovelace", "Birthplace", "Paris")
         assert kb.lookup("Ada Maria Lovelace", "Birthplace").triplet == added

@@ -179,7 +179,9 @@ class StoredKB:
             return self.store.search(normalize_key(query), query.strip(), limit) if query.strip() and storable_text(query) else []
 
     def entity_names(self) -> list[str]:
-        """The names of the entities that are not forgotten (for constrained decoding's entity trie)."""
+        """The name of every entity, the forgotten ones included (for constrained decoding's entity trie): a call
+        about a forgotten entity must be able to name it, so that its lookup is refused, not held to a neighbour's
+        name and answered with the neighbour's fact."""
         with self._lock:
             return self.store.entity_names()
 

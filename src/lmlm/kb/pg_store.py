@@ -346,7 +346,7 @@ class PgStore(PgSideTables):
         return {i: (n, f) for i, n, f in self.rows("SELECT id, name, forgotten FROM entities WHERE id=ANY(%s)", (list(ids),))}
 
     def entity_names(self) -> list[str]:
-        return [name for (name,) in self.rows("SELECT name FROM entities WHERE NOT forgotten")]
+        return [name for (name,) in self.rows("SELECT name FROM entities")]
 
     def facts_of(self, entity_id: int) -> list[tuple[Triplet, str, bytes | None]]:
         rows = self.rows(

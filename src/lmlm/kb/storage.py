@@ -274,7 +274,7 @@ class Store(SideTables):
         return {i: (n, bool(f)) for i, n, f in rows}
 
     def entity_names(self) -> list[str]:
-        return [name for (name,) in self.conn.execute("SELECT name FROM entities WHERE forgotten=0")]
+        return [name for (name,) in self.conn.execute("SELECT name FROM entities")]
 
     def data_version(self) -> int:
         """SQLite's counter of commits by other connections to the file."""
