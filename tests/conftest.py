@@ -32,6 +32,10 @@ def corpora(shared) -> list[Path]:
 # those imports each time. A call whose environment changes what an interpreter reads only as it starts (the hash
 # seed, the import path, thread counts, the HF libraries' settings) runs as a real ``python -m lmlm`` instead, as
 # do the tests of the entry points themselves (tests/test_cli_errors.py) and of damaged checkpoints.
+# torch._dynamo sets TORCHINDUCTOR_CACHE_DIR as it loads (a model's first forward, or collection, loads it): imported
+# before the snapshot, its own setting is not taken for a test's, which would send every later call the slow way.
+import torch._dynamo  # noqa: E402, F401
+
 _CLI_PROCESSES = multiprocessing.get_context("forkserver")
 _CLI_PROCESSES.set_forkserver_preload(["lmlm.cli", "lmlm.engine", "lmlm.kb", "torch", "transformers", "sentence_transformers"])
 _STARTUP_ENVIRON = dict(os.environ)

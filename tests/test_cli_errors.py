@@ -71,6 +71,13 @@ def test_usage_errors_exit_2(tmp_path):
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+def test_a_call_in_the_sessions_own_environment_is_forked_from_the_preloaded_server(tmp_path):
+    import torch._dynamo  # noqa: F401  (it sets TORCHINDUCTOR_CACHE_DIR as it loads, which is no test's setting)
+
+    proc = run_cli("markup", "convert", tmp_path / "x.json", "--to", "xml", "--out", tmp_path / "y.json")
+    assert proc.args[0] == "lmlm" and proc.returncode == 2  # not [python, -m, lmlm, ...]: no interpreter started afresh
+
+
 @pytest.mark.parametrize("flag, value", [("--temperature", "0.7"), ("--top-p", "0.9"), ("--top-k", "5")])
 def test_a_sampling_option_without_do_sample_is_refused_not_ignored(flag, value):
     fails_cleanly(run_cli("generate", "--model", "nowhere", flag, value, "x"), flag, "--do-sample")

@@ -45,7 +45,7 @@ class SqliteKB(StoredKB):
             return out
 
     def version(self) -> tuple[int, int]:
-        """Changes whenever an entity may have been added or forgotten, here or by another connection to the file:
-        what caches of ``entity_names`` key on."""
+        """Changes with every edit here and every commit by another connection to the file: what caches of
+        ``entity_names`` key on."""
         with self._lock:
             return self._edits, self.store.data_version()
