@@ -10,7 +10,7 @@ from test_engine_unit import LMLMScript, ScriptedLM
 
 from lmlm.engine import GenerationConfig, LookupEngine
 from lmlm.engine.config import Provenance
-from lmlm.engine.constrain import continues_word
+from lmlm.engine.constrain import END, continues_word
 from lmlm.engine.state import RowState
 from lmlm.kb import SqliteKB
 from lmlm.kb.encoder import HashingEncoder
@@ -105,6 +105,28 @@ def test_a_call_about_a_forgotten_entity_is_not_moved_onto_a_neighbours_name(tok
     assert (lookup.entity, lookup.value, lookup.tier, lookup.triplet_id) == ("Ada Ashbe", "unknown", "none", None)
     kb.add("Ada Ashbe", "Home City", "Rome")  # adding a fact brings the entity back
     assert only_lookup(engine(tokenizer, kb).generate(["Ada Ashbe moved to"], cfg)[0]).value == "Rome"
+
+
+def test_an_edit_spells_only_the_names_the_kb_gained(tokenizer, kb, monkeypatch):
+    constraints = engine(tokenizer, kb).constraints
+    trie = constraints.entity_trie()
+    spelled = []
+    monkeypatch.setattr(constraints, "tokenizer", lambda names, **kw: spelled.extend(names) or tokenizer(names, **kw))
+    kb.add("Ada Ashby", "Residence", "Paris")  # a new version, no new name
+    kb.forget("Bram Oakley", exact=True)  # a forgotten entity keeps its name
+    assert constraints.entity_trie() is trie and spelled == []
+    kb.add("Ada Ashbe", "Home City", "Paris")
+    assert constraints.entity_trie() is trie and spelled == [" Ada Ashbe"]
+    names = {tokenizer.decode(path) for path in _paths(trie)}
+    assert names == {" Ada Ashby", " Bram Oakley", " Ada Ashbe"}
+
+
+def _paths(node, prefix=()):
+    for token, child in node.items():
+        if token == END:
+            yield list(prefix)
+        else:
+            yield from _paths(child, (*prefix, token))
 
 
 @pytest.mark.parametrize("drafts", [False, True])

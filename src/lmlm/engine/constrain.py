@@ -35,8 +35,8 @@ and a tiny model chains where the sentence asked for the first value only. <|db_
 much better the call's sentence reads as one of the value's own relations than as the relation just answered.
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
-build a new one (a call reads the entity's facts once); one over all entity names, rebuilt when the KB's
-``version`` changes. Forgotten entities keep their names there: held to the other names, a call about one would be
+build a new one (a call reads the entity's facts once); one over all entity names, to which the names the KB
+gained are added when its ``version`` changes. Forgotten entities keep their names there: held to the other names, a call about one would be
 moved onto a neighbour's name ("Astrid Elmford" onto "Astrid Elmgate") and answered with the neighbour's fact,
 where named as written its lookup is refused. A trie is nested dicts from token id to child, with ``END`` marking a whole name.
 """
@@ -61,10 +61,10 @@ MAX_CACHED_RELATIONS = 10_000  # relation vectors kept for the relation prior; t
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def build_trie(sequences, names=None) -> dict:
-    """A trie of token sequences; ``END`` maps to each sequence's name when ``names`` are given (a relation trie's, for
-    the prior), else to True (the entity trie would otherwise keep every name alive)."""
-    root: dict = {}
+def build_trie(sequences, names=None, root: dict | None = None) -> dict:
+    """A trie of token sequences, or ``root`` with them added; ``END`` maps to each sequence's name when ``names`` are
+    given (a relation trie's, for the prior), else to True (the entity trie would otherwise keep every name alive)."""
+    root = {} if root is None else root
     for k, sequence in enumerate(sequences):
         node = root
         for token in sequence:
@@ -107,15 +107,17 @@ class CallConstraints:
     def __init__(self, kb, tokenizer, tokens: LookupTokens):
         self.kb, self.tokenizer, self.tokens = kb, tokenizer, tokens
         self._relations: dict[str, tuple[frozenset[str], dict]] = {}
-        self._entities: tuple[object, dict] | None = None
+        self._entity_trie: dict = {}
+        self._entity_names: set[str] = set()
+        self._entity_version: object = None
         self._relation_vectors: dict[str, np.ndarray] = {}
 
-    def _names_trie(self, names: list[str], named: bool) -> dict:
+    def _names_trie(self, names: list[str], named: bool, root: dict | None = None) -> dict:
         if not names:
-            return build_trie([])
+            return build_trie([], root=root)
         # one batched call: the fast tokenizer spells many names far quicker than one encode each
         spelled = self.tokenizer([" " + name for name in names], add_special_tokens=False, split_special_tokens=True)
-        return build_trie(spelled["input_ids"], names if named else None)
+        return build_trie(spelled["input_ids"], names if named else None, root)
 
     def _relations_held(self, entity: str) -> frozenset[str]:
         """The relations ``entity`` holds now (none for an entity the KB does not know)."""
@@ -137,11 +139,16 @@ class CallConstraints:
         return cached[1]
 
     def entity_trie(self) -> dict:
+        """The trie of every entity name, brought up to date when the KB's version changes. A KB never drops a name
+        (a forgotten entity keeps its own), so only the names not in it yet are spelled and added: an edit costs a
+        read of the names, not a new trie."""
         version = self.kb.version()
-        if self._entities is None or self._entities[0] != version:
-            self._entities = None  # the old trie goes before the new one is built
-            self._entities = (version, self._names_trie(self.kb.entity_names(), named=False))
-        return self._entities[1]
+        if version != self._entity_version:
+            new_names = [name for name in self.kb.entity_names() if name not in self._entity_names]
+            self._names_trie(new_names, named=False, root=self._entity_trie)
+            self._entity_names.update(new_names)
+            self._entity_version = version
+        return self._entity_trie
 
     def open_node(self, row: RowState, cfg: GenerationConfig) -> dict | None:
         """The trie node of what row has written of its open call's constrained part, or None when it is not in one."""
