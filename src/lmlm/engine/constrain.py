@@ -109,7 +109,7 @@ class CallConstraints:
         self._relations: dict[str, tuple[frozenset[str], dict]] = {}
         self._entity_trie: dict = {}
         self._entity_names: set[str] = set()
-        self._entity_version: object = None
+        self._entity_version: object = object()  # no version a KB returns equals it: the first call reads the names
         self._relation_vectors: dict[str, np.ndarray] = {}
 
     def _names_trie(self, names: list[str], named: bool, root: dict | None = None) -> dict:
