@@ -36,9 +36,10 @@ much better the call's sentence reads as one of the value's own relations than a
 
 Tries: one per entity, keyed by the set of its relations, so an edit to the entity's facts makes the next call
 build a new one (a call reads the entity's facts once); one over all entity names, to which the names the KB
-gained are added when its ``version`` changes. Forgotten entities keep their names there: held to the other names, a call about one would be
-moved onto a neighbour's name ("Astrid Elmford" onto "Astrid Elmgate") and answered with the neighbour's fact,
-where named as written its lookup is refused. A trie is nested dicts from token id to child, with ``END`` marking a whole name.
+gained are added when its ``version`` changes. Forgotten entities keep their names there: held to the other names,
+a call about one would be moved onto a neighbour's name ("Astrid Elmford" onto "Astrid Elmgate") and answered with
+the neighbour's fact, where named as written its lookup is refused. A trie is nested dicts from token id to child,
+with ``END`` marking a whole name.
 """
 
 from __future__ import annotations
