@@ -5,7 +5,8 @@ Tables mirror the SQLite file (``storage``): entities and relations once each un
 float16 vectors as bytea; triplets with provenance, timestamps and tombstones (a NULL value). Keys are unique
 through an index on their md5 (a btree entry cannot hold every 2,000-character key), and entity keys carry a
 trigram index (``pg_trgm``) for the resolver's candidates. ``kb_state`` holds the KB version: every committed
-edit raises it by one and logs what it changed in ``changes``, which replicas read to catch up. ``replicas``
+edit raises it by one and logs what it changed in ``changes``, which replicas read to catch up; an edit that adds
+entities also raises its ``names_version``, on which constrained decoding's trie of entity names keys. ``replicas``
 records each serving replica's applied version (its lag, for ``lmlm kb serve-check``).
 """
 
@@ -15,7 +16,7 @@ import re
 
 from lmlm.errors import LmlmError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _LOCK_KEY = 0x6C6D6C6D  # advisory lock held while the schema is created or migrated: two tools never race
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -42,6 +43,9 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     2: [
         "CREATE TABLE replicas(id text PRIMARY KEY, applied_version bigint NOT NULL, seen timestamptz NOT NULL DEFAULT now())",
+    ],
+    3: [
+        "ALTER TABLE kb_state ADD COLUMN names_version bigint NOT NULL DEFAULT 0",
     ],
 }
 

@@ -151,7 +151,9 @@ class PgStore(PgSideTables):
         """Raise the KB version, log the transaction's changes under it and NOTIFY replicas (sent at commit)."""
         if not notes:
             return None
-        version = conn.execute("UPDATE kb_state SET version = version + 1 WHERE id=1 RETURNING version").fetchone()[0]
+        new_names = any(note["kind"] == "entities" for note in notes)
+        version = conn.execute("UPDATE kb_state SET version = version + 1, names_version = names_version + %s WHERE id=1"
+                               " RETURNING version", (int(new_names),)).fetchone()[0]
         conn.execute("INSERT INTO changes(version, detail) VALUES (%s, %s)", (version, json.dumps(notes)))
         conn.execute("DELETE FROM changes WHERE version <= %s", (version - CHANGES_KEPT,))
         payload = json.dumps({"version": version, "changes": notes})
@@ -207,6 +209,8 @@ class PgStore(PgSideTables):
         digests = [md5(k) for k in first]
         if create:
             made = self._insert_keys("entities", first)
+            if made:
+                self._note("entities", added=len(made))
             aliases = [(alias, eid) for eid, key in made for alias in stored_alias_keys(first[key])]
             if aliases:
                 self.execute("INSERT INTO aliases(key, entity_id) SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",

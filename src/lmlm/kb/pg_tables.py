@@ -51,6 +51,10 @@ class PgSideTables:
             return self._local.version
         return self.one("SELECT version FROM kb_state WHERE id=1")[0]
 
+    def names_version(self) -> int:
+        """Raised by every commit that added entities (an entity's name never changes or leaves)."""
+        return self.one("SELECT names_version FROM kb_state WHERE id=1")[0]
+
     def changes_between(self, after: int, upto: int) -> list[tuple[int, list[dict]]]:
         return self.rows("SELECT version, detail FROM changes WHERE version > %s AND version <= %s ORDER BY version", (after, upto))
 

@@ -234,8 +234,9 @@ class PostgresKB(StoredKB):
             return out
 
     def version(self) -> tuple[int, int]:
-        """The KB version (one indexed read): changes with every committed edit, by any replica."""
-        return self._edits, self.store.current_version()
+        """Changes whenever an entity may have been added, by any replica (one indexed read): what caches of
+        ``entity_names`` key on. An edit of facts alone leaves it as it is."""
+        return self._edits, self.store.names_version()
 
     def serve_check(self) -> dict:
         """What an operator checks before and while serving: schema, version, counts, and each live replica's lag."""
