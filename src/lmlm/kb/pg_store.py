@@ -151,9 +151,7 @@ class PgStore(PgSideTables):
         """Raise the KB version, log the transaction's changes under it and NOTIFY replicas (sent at commit)."""
         if not notes:
             return None
-        new_names = any(note["kind"] == "entities" for note in notes)
-        version = conn.execute("UPDATE kb_state SET version = version + 1, names_version = names_version + %s WHERE id=1"
-                               " RETURNING version", (int(new_names),)).fetchone()[0]
+        version = self.next_version(conn, notes)
         conn.execute("INSERT INTO changes(version, detail) VALUES (%s, %s)", (version, json.dumps(notes)))
         conn.execute("DELETE FROM changes WHERE version <= %s", (version - CHANGES_KEPT,))
         payload = json.dumps({"version": version, "changes": notes})
@@ -208,8 +206,7 @@ class PgStore(PgSideTables):
             first.setdefault(key, name)
         digests = [md5(k) for k in first]
         if create:
-            made = self._insert_keys("entities", first)
-            if made:
+            if made := self._insert_keys("entities", first):
                 self._note("entities", added=len(made))
             aliases = [(alias, eid) for eid, key in made for alias in stored_alias_keys(first[key])]
             if aliases:

@@ -51,6 +51,14 @@ class PgSideTables:
             return self._local.version
         return self.one("SELECT version FROM kb_state WHERE id=1")[0]
 
+    @staticmethod
+    def next_version(conn, notes: list[dict]) -> int:
+        """Raise the KB version by one in ``conn``'s transaction, and the names version too where ``notes`` added
+        entities; returns the new KB version."""
+        new_names = any(note["kind"] == "entities" for note in notes)
+        return conn.execute("UPDATE kb_state SET version = version + 1, names_version = names_version + %s WHERE id=1"
+                            " RETURNING version", (int(new_names),)).fetchone()[0]
+
     def names_version(self) -> int:
         """Raised by every commit that added entities (an entity's name never changes or leaves)."""
         return self.one("SELECT names_version FROM kb_state WHERE id=1")[0]
