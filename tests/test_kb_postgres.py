@@ -16,7 +16,7 @@ import pytest
 from conftest import fails_cleanly, run_cli
 
 from lmlm.errors import Busy, LmlmError
-from lmlm.kb import SqliteKB, open_kb, pg_store
+from lmlm.kb import SqliteKB, open_kb, pg_schema, pg_store
 from lmlm.kb.encoder import HashingEncoder
 from lmlm.kb.pg_schema import SCHEMA_VERSION
 from lmlm.kb.pg_store import PgStore
@@ -58,6 +58,17 @@ def test_replicas_see_each_others_edits_before_the_writer_returns(url):
         assert _until(lambda: b.replica.applied == a.store.current_version())
         assert b.indexes.loaded["entities"].ntotal == 3
         assert b.lookup("Zora Hurston", "Birthplace").triplet == added
+
+
+def test_a_migration_held_up_by_an_open_transaction_gives_up_in_one_line(url, monkeypatch):
+    PgStore(url, create=True, target_schema=2).close()
+    monkeypatch.setattr(pg_schema, "MIGRATION_LOCK_TIMEOUT_S", 0.2)
+    with psycopg.connect(url) as reader:
+        reader.execute("SELECT version FROM kb_state")  # a replica's snapshot, still open
+        with pytest.raises(LmlmError, match="could not be migrated: another session held its tables past 0.2 s"):
+            PostgresKB(url)
+    with PostgresKB(url) as kb:  # the next open, with the reader gone, migrates
+        assert kb.store.schema_version() == SCHEMA_VERSION
 
 
 def test_the_names_version_moves_when_any_replica_adds_an_entity_and_only_then(url):

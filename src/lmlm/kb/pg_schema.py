@@ -18,6 +18,9 @@ from lmlm.errors import LmlmError
 
 SCHEMA_VERSION = 3
 _LOCK_KEY = 0x6C6D6C6D  # advisory lock held while the schema is created or migrated: two tools never race
+# A migration that alters a table waits for every open transaction that read it, and every later read queues behind
+# it: past this wait, the migration gives up (and is tried again by the next open) rather than stall each replica.
+MIGRATION_LOCK_TIMEOUT_S = 5.0
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -90,11 +93,15 @@ def prepare(conn, where: str, create: bool, target: int = SCHEMA_VERSION) -> int
                 raise LmlmError(f"{where}: no lmlm knowledge base in this database (make one with lmlm kb import FILE --out URL)")
             if have > SCHEMA_VERSION:
                 raise LmlmError(f"{where}: knowledge base schema {have}, this lmlm reads up to {SCHEMA_VERSION}")
+            conn.execute(f"SET LOCAL lock_timeout = {int(MIGRATION_LOCK_TIMEOUT_S * 1000)}")
             for version in range(have + 1, target + 1):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
                 conn.execute("INSERT INTO meta VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
                              (str(version),))
             return max(have, target)
+    except psycopg.errors.LockNotAvailable:
+        raise LmlmError(f"{where}: the knowledge base's schema could not be migrated: another session held its tables"
+                        f" past {MIGRATION_LOCK_TIMEOUT_S:g} s; try again when it ends") from None
     except psycopg.errors.InsufficientPrivilege as e:
         raise LmlmError(f"{where}: not allowed to create the knowledge base's schema ({str(e).splitlines()[0]})") from None
