@@ -113,7 +113,7 @@ def test_an_edit_spells_only_the_names_the_kb_gained(tokenizer, kb, monkeypatch)
     spelled = []
     monkeypatch.setattr(constraints, "tokenizer", lambda names, **kw: spelled.extend(names) or tokenizer(names, **kw))
     kb.add("Ada Ashby", "Residence", "Paris")  # no new name
-    kb.forget("Bram Oakley", exact=True)  # a new version, and a forgotten entity keeps its name
+    kb.forget("Bram Oakley", exact=True)  # a forgotten entity keeps its name
     assert constraints.entity_trie() is trie and spelled == []
     kb.add("Ada Ashbe", "Home City", "Paris")
     assert constraints.entity_trie() is trie and spelled == [" Ada Ashbe"]

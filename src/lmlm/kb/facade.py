@@ -34,7 +34,7 @@ class StoredKB:
         self.vectors = Vectors(self.store, self.encoders, self.indexes, self._lock)
         self.statistics = RelationStatistics(self.store)
         self.resolver = self.resolver_class(self.store, self.vectors, self.statistics, self.thresholds)
-        self._edits = 0  # entity-set edits made through this object
+        self._edits = 0  # edits through this object that may have added an entity name
 
     def close(self) -> None:
         self.store.close()
@@ -105,7 +105,7 @@ class StoredKB:
             with self.store.transaction():
                 triplet, entity_id, relation_id = self._insert_fact(entity, relation, value, source, example_id)
             self.statistics.forget_cached()
-            self._edits += new_name  # only a new or revived entity changes the set of names (and its trie in the engine)
+            self._edits += new_name  # a new entity adds a name for the engine's trie (a revived one is counted too, needlessly)
         self.vectors.embed_added({"entities": entity_id, "relations": relation_id, "triplet_vec": triplet.id})
         return triplet
 
@@ -145,7 +145,6 @@ class StoredKB:
             entity_id = self._one_entity(entity, exact)
             with self.store.transaction():
                 erased = self.store.forget_entity(entity_id)
-            self._edits += 1
             return erased
 
     def _one_entity(self, entity: str, exact: bool) -> int:

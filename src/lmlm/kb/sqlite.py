@@ -45,7 +45,7 @@ class SqliteKB(StoredKB):
             return out
 
     def version(self) -> tuple[int, int]:
-        """Changes whenever an entity may have been added (an add of a new or revived entity, an import or a forget
-        here, or a commit by another connection to the file): what caches of ``entity_names`` key on."""
+        """Changes whenever an entity may have been added (an add of a new or revived entity or an import here, or
+        a commit by another connection to the file): what caches of ``entity_names`` key on."""
         with self._lock:
             return self._edits, self.store.data_version()
